@@ -1,0 +1,198 @@
+"""The interface every method shares, and the prompt pieces several methods reuse.
+
+A method is an `nn.Module` built from (cfg, classnames, clip_model) around a frozen CLIP. It says
+where the prompts come from (`text_prompts`, `vision_prompts`); this class runs the two prompted
+encoders, turns features into logits, and gives the engines their small interface:
+
+    model(images) -> logits [B, C]
+    model.loss(images, labels) -> (loss, {name: float})
+    model.on_epoch_start(epoch, max_epoch) / model.on_epoch_end(epoch, max_epoch)
+    model.feature_shift(images) -> FeatureShift(vision=[L_v], text=[L_t])
+    model.state_to_save() / model.load_state(state)
+    with model.cached_text_features(): ...   # evaluation: class texts encoded once
+"""
+from contextlib import contextmanager
+from typing import List, NamedTuple, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..feature_shift import FeatureShift
+from ..prompting import PromptedImageEncoder, PromptedTextEncoder
+
+# Class-dependent buffers of the original CoOp-lineage checkpoints; dropped when loading them.
+LEGACY_CLASS_KEYS = ("prompt_learner.token_prefix", "prompt_learner.token_suffix")
+
+
+class CheckpointError(RuntimeError):
+    """A saved state does not fit the model; the message names the keys and the likely cause."""
+
+
+class Encoded(NamedTuple):
+    image: Tensor  # [B, D], before normalisation
+    text: Tensor  # [C, D] (or [B, C, D] for image-conditioned prompts)
+    shift: Optional[FeatureShift]
+
+
+class PromptedCLIP(nn.Module):
+    """Base class: a frozen CLIP plus the prompts a subclass defines."""
+
+    def __init__(self, cfg, classnames: List[str], clip_model):
+        super().__init__()
+        self.cfg = cfg
+        self.classnames = [c.replace("_", " ") for c in classnames]
+        self.clip = clip_model
+        for p in self.clip.parameters():
+            p.requires_grad_(False)
+        self.image_encoder = PromptedImageEncoder(clip_model.visual)
+        self.text_encoder = PromptedTextEncoder(clip_model)
+        self.fs_norm = cfg.TRAINER.RESTORE.FS.NORM
+        self.n_slots = 0
+        self._text_cache = None
+
+    # ------------------------------------------------------------ where the prompts come from
+    def set_text_template(self, prefix: Optional[str], n_slots: int, template: str = "{}.") -> None:
+        """Class prompts "<prefix> <class>." whose tokens 1..n_slots are context slots; their
+        frozen token embeddings and EOT positions are class-dependent, non-persistent buffers."""
+        texts = [template.format(c) for c in self.classnames]
+        if prefix:
+            texts = [f"{prefix} {t}" for t in texts]
+        tokens = self.text_encoder.tokenize(texts)
+        self.register_buffer("token_embeds", self.text_encoder.embed(tokens), persistent=False)
+        self.register_buffer("eot", tokens.argmax(dim=-1), persistent=False)
+        self.n_slots = n_slots
+
+    def text_prompts(self) -> list:
+        """Per-layer text prompts (index 0 = token-embedding level); [] for none."""
+        return []
+
+    def vision_prompts(self) -> list:
+        """Per-layer vision prompts (index 0 = before ln_pre); [] for none."""
+        return []
+
+    # ------------------------------------------------------------------------------ forward
+    def encode_text(self, trace=False):
+        return self.text_encoder(self.token_embeds, self.eot, self.text_prompts(), self.n_slots,
+                                 trace, self.fs_norm)
+
+    def encode_image(self, images: Tensor, trace=False):
+        return self.image_encoder(images, self.vision_prompts(), trace, self.fs_norm)
+
+    def encode(self, images: Tensor, trace=False) -> Encoded:
+        image, vision_shift = self.encode_image(images, trace is not False)
+        if self._text_cache is not None:
+            text, text_shift = self._text_cache
+        else:
+            text, text_shift = self.encode_text(trace)
+        shift = FeatureShift(vision_shift, text_shift) if trace is not False else None
+        return Encoded(image, text, shift)
+
+    def logits(self, image: Tensor, text: Tensor) -> Tensor:
+        image = F.normalize(image.float(), dim=-1)
+        text = F.normalize(text.float(), dim=-1)
+        scale = self.clip.logit_scale.exp().float()
+        if text.dim() == 3:  # one classifier per image
+            return scale * torch.einsum("bd,bcd->bc", image, text)
+        return scale * image @ text.t()
+
+    def forward(self, images: Tensor) -> Tensor:
+        enc = self.encode(images)
+        return self.logits(enc.image, enc.text)
+
+    @contextmanager
+    def cached_text_features(self):
+        """Encode the class texts once (with their feature shift) for a whole evaluation."""
+        with torch.no_grad():
+            self._text_cache = self.encode_text(trace=True)
+        try:
+            yield
+        finally:
+            self._text_cache = None
+
+    # ------------------------------------------------------------------------------ training
+    def training_trace(self):
+        """What `loss` asks the encoders to trace: False, or True / sample indices."""
+        return False
+
+    def loss_terms(self, images, labels, enc: Encoded, logits: Tensor):
+        """The method's loss terms (summed into the loss) and extra values to log."""
+        return {"ce": F.cross_entropy(logits, labels)}, {}
+
+    def loss(self, images: Tensor, labels: Tensor):
+        enc = self.encode(images, trace=self.training_trace())
+        logits = self.logits(enc.image, enc.text)
+        terms, logs = self.loss_terms(images, labels, enc, logits)
+        total = sum(terms.values())
+        summary = {"loss": total.item()}
+        summary.update({k: v.item() for k, v in terms.items()})
+        summary["acc"] = (logits.argmax(-1) == labels).float().mean().item() * 100
+        summary.update(logs)
+        return total, summary
+
+    def on_epoch_start(self, epoch: int, max_epoch: int) -> None:
+        pass
+
+    def on_epoch_end(self, epoch: int, max_epoch: int) -> None:
+        pass
+
+    @torch.no_grad()
+    def feature_shift(self, images: Tensor) -> FeatureShift:
+        """The per-layer mean shift magnitudes N_l (METHOD.md section 2) on a batch. Call it
+        under grad (as `encode(images, trace=True).shift`) to use it in a loss."""
+        return self.encode(images, trace=True).shift
+
+    # --------------------------------------------------------------------------- checkpoints
+    def trainable_parameters(self):
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def state_to_save(self) -> dict:
+        """Everything but the frozen CLIP: prompts, couplings, adapters, method buffers."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith("clip.")}
+
+    def load_state(self, state: dict, source: str = "checkpoint") -> None:
+        """Load `state_to_save()` output (or a full state dict). Class-dependent buffers are not
+        part of it, so a model built for other classes (base -> new) loads it."""
+        state = {k: v for k, v in state.items()
+                 if not k.startswith("clip.") and k not in LEGACY_CLASS_KEYS}
+        own = self.state_to_save()
+        # Extra state (e.g. PromptSRC's running GPA sum) is optional bookkeeping.
+        missing = sorted(k for k in set(own) - set(state) if not k.endswith("_extra_state"))
+        unexpected = sorted(set(state) - set(own))
+        if missing or unexpected:
+            raise CheckpointError(
+                f"{source} does not match {type(self).__name__}: missing keys {missing[:8]}, "
+                f"unexpected keys {unexpected[:8]}. Was it saved by another trainer or config?")
+        for k, v in state.items():
+            if hasattr(v, "shape") and own[k].shape != v.shape:
+                raise CheckpointError(
+                    f"{source}: {k} has shape {tuple(v.shape)} but the model expects "
+                    f"{tuple(own[k].shape)} (a class-count or prompt-length mismatch: check "
+                    "DATASET.SUBSAMPLE_CLASSES and the trainer config used for training).")
+        self.load_state_dict(state, strict=False)
+
+
+# --------------------------------------------------------------------- shared prompt pieces
+def context_vectors(text_encoder: PromptedTextEncoder, ctx_init: str, n_ctx: int,
+                    shape_prefix=()) -> Tensor:
+    """Initial context vectors: the token embeddings of the first n_ctx tokens of `ctx_init`
+    (as CoOp and MaPLe), or N(0, 0.02) when there is no init string."""
+    if ctx_init:
+        tokens = text_encoder.tokenize([ctx_init])
+        vectors = text_encoder.embed(tokens)[0, 1:1 + n_ctx].float().clone()
+        if vectors.shape[0] < n_ctx:
+            raise ValueError(f"CTX_INIT {ctx_init!r} has fewer than N_CTX={n_ctx} tokens")
+        return vectors.expand(*shape_prefix, -1, -1).clone() if shape_prefix else vectors
+    return torch.empty(*shape_prefix, n_ctx, text_encoder.width).normal_(std=0.02)
+
+
+def deep_prompts(n_layers: int, n_tokens: int, width: int) -> nn.ParameterList:
+    """Independent prompts for layers 1..n_layers, N(0, 0.02) (as the anchors' VPT_shallow)."""
+    return nn.ParameterList(
+        [nn.Parameter(torch.empty(n_tokens, width).normal_(std=0.02)) for _ in range(n_layers)])
+
+
+def check_depth(key: str, depth: int, num_layers: int, minimum: int = 0) -> None:
+    if not minimum <= depth <= num_layers:
+        raise ValueError(f"{key}={depth} must be between {minimum} and the encoder's "
+                         f"{num_layers} layers")

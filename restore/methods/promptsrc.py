@@ -46,14 +46,14 @@ class PromptSRC(IVLP):
         self._gpa_sum = None  # running Gaussian-weighted sum of the trainable tensors
 
     @torch.no_grad()
-    def _template_ensemble(self):
+    def _template_ensemble(self, chunk: int = 2048):
         """Mean over the 60 templates of the frozen CLIP's (unnormalised) text features."""
-        total = 0
-        for template in PROMPTSRC_TEMPLATES:
-            tokens = self.text_encoder.tokenize([template.format(c) for c in self.classnames])
-            x = self.text_encoder.embed(tokens)
-            total = total + self.text_encoder(x, tokens.argmax(-1))[0].float()
-        return total / len(PROMPTSRC_TEMPLATES)
+        texts = [t.format(c) for t in PROMPTSRC_TEMPLATES for c in self.classnames]
+        tokens = self.text_encoder.tokenize(texts)
+        features = torch.cat([
+            self.text_encoder(self.text_encoder.embed(part), part.argmax(-1))[0].float()
+            for part in tokens.split(chunk)])
+        return features.view(len(PROMPTSRC_TEMPLATES), len(self.classnames), -1).mean(0)
 
     def loss_terms(self, images, labels, enc, logits):
         with torch.no_grad():

@@ -79,7 +79,9 @@ def load_clip(name_or_path: str) -> CLIP:
     if os.path.isfile(name_or_path):
         return _load_file(name_or_path)
     if name_or_path not in clip.clip._MODELS:
-        if os.sep in name_or_path or name_or_path.endswith((".pt", ".pth")):
+        # OpenAI names contain "/" too ("ViT-B/16"): a mistyped one is a name, not a path.
+        if (name_or_path.endswith((".pt", ".pth")) or os.path.isabs(name_or_path)
+                or name_or_path.startswith(("." + os.sep, ".." + os.sep, "~"))):
             raise BackboneError(f"CLIP weights file not found: {name_or_path}. "
                                 "Check MODEL.BACKBONE.PATH.")
         raise BackboneError(f"Unknown CLIP backbone {name_or_path!r}. Valid names: "

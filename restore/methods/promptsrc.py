@@ -91,4 +91,7 @@ class PromptSRC(IVLP):
         return {"gpa_sum": self._gpa_sum}
 
     def set_extra_state(self, state):
-        self._gpa_sum = state.get("gpa_sum")
+        # Copied, as load_state_dict copies parameters: on_epoch_end adds in place, which must
+        # not write into the loaded state (or into the model it came from).
+        gpa_sum = state.get("gpa_sum")
+        self._gpa_sum = None if gpa_sum is None else {k: v.clone() for k, v in gpa_sum.items()}

@@ -1,0 +1,107 @@
+"""`build_transform(cfg, is_train)` with Dassl's semantics (shared/reference/ANCHORS.md 1.5).
+
+Train: Resize(SIZE) only when neither random_crop nor random_resized_crop is chosen -> RandomCrop(SIZE,
+padding=CROP_PADDING) -> RandomResizedCrop(SIZE, scale=RRCROP_SCALE) -> RandomHorizontalFlip -> ColorJitter
+-> RandomGrayscale -> RandomApply(GaussianBlur) -> ToTensor -> Normalize, each only if chosen, in Dassl's
+order. Test (always): Resize(max(SIZE)) -> CenterCrop(SIZE) -> ToTensor -> Normalize (if chosen).
+"center_crop" is accepted and, as in Dassl, changes nothing (test always center-crops).
+Dassl's printed lines are kept, so both engines log the same.
+"""
+import torchvision.transforms as T
+from torchvision.transforms import InterpolationMode
+
+from .errors import DatasetError
+
+INTERPOLATION_MODES = {
+    "bilinear": InterpolationMode.BILINEAR,
+    "bicubic": InterpolationMode.BICUBIC,
+    "nearest": InterpolationMode.NEAREST,
+}
+
+SUPPORTED_CHOICES = (
+    "random_flip", "random_resized_crop", "normalize", "random_crop", "center_crop",
+    "colorjitter", "randomgrayscale", "gaussian_blur",
+)
+# In Dassl's list but not implemented here: use the Dassl engine for them.
+DASSL_ONLY_CHOICES = (
+    "instance_norm", "random_translation", "cutout", "imagenet_policy", "cifar10_policy", "svhn_policy",
+    "randaugment", "randaugment_fixmatch", "randaugment2", "gaussian_noise",
+)
+
+
+def interpolation_mode(cfg):
+    name = cfg.INPUT.INTERPOLATION
+    if name not in INTERPOLATION_MODES:
+        raise DatasetError(
+            f"INPUT.INTERPOLATION is {name!r}; it must be one of {', '.join(INTERPOLATION_MODES)}."
+        )
+    return INTERPOLATION_MODES[name]
+
+
+def check_choices(choices):
+    for choice in choices:
+        if choice in SUPPORTED_CHOICES:
+            continue
+        if choice in DASSL_ONLY_CHOICES:
+            raise DatasetError(
+                f"INPUT.TRANSFORMS contains {choice!r}, which only Dassl implements: run with the Dassl engine "
+                f"or remove it. Supported here: {', '.join(SUPPORTED_CHOICES)}."
+            )
+        raise DatasetError(
+            f"INPUT.TRANSFORMS contains {choice!r}, which is not a transform. "
+            f"Supported: {', '.join(SUPPORTED_CHOICES)}."
+        )
+
+
+def build_transform(cfg, is_train=True, choices=None):
+    """The train or test transform for cfg.INPUT (choices default to INPUT.TRANSFORMS); None if NO_TRANSFORM."""
+    if cfg.INPUT.NO_TRANSFORM:
+        print("Note: no transform is applied!")
+        return None
+    choices = list(cfg.INPUT.TRANSFORMS if choices is None else choices)
+    check_choices(choices)
+    interp = interpolation_mode(cfg)
+    size = tuple(cfg.INPUT.SIZE)
+    target = f"{size[0]}x{size[1]}"
+    normalize = T.Normalize(mean=cfg.INPUT.PIXEL_MEAN, std=cfg.INPUT.PIXEL_STD)
+    tfms = []
+
+    if is_train:
+        print("Building transform_train")
+        if "random_crop" not in choices and "random_resized_crop" not in choices:
+            print(f"+ resize to {target}")
+            tfms.append(T.Resize(size, interpolation=interp))
+        if "random_crop" in choices:
+            print(f"+ random crop (padding = {cfg.INPUT.CROP_PADDING})")
+            tfms.append(T.RandomCrop(size, padding=cfg.INPUT.CROP_PADDING))
+        if "random_resized_crop" in choices:
+            scale = tuple(cfg.INPUT.RRCROP_SCALE)
+            print(f"+ random resized crop (size={size}, scale={scale})")
+            tfms.append(T.RandomResizedCrop(size, scale=scale, interpolation=interp))
+        if "random_flip" in choices:
+            print("+ random flip")
+            tfms.append(T.RandomHorizontalFlip())
+        if "colorjitter" in choices:
+            b, c, s, h = (cfg.INPUT.COLORJITTER_B, cfg.INPUT.COLORJITTER_C, cfg.INPUT.COLORJITTER_S,
+                          cfg.INPUT.COLORJITTER_H)
+            print(f"+ color jitter (brightness={b}, contrast={c}, saturation={s}, hue={h})")
+            tfms.append(T.ColorJitter(brightness=b, contrast=c, saturation=s, hue=h))
+        if "randomgrayscale" in choices:
+            print("+ random gray scale")
+            tfms.append(T.RandomGrayscale(p=cfg.INPUT.RGS_P))
+        if "gaussian_blur" in choices:
+            print(f"+ gaussian blur (kernel={cfg.INPUT.GB_K})")
+            tfms.append(T.RandomApply([T.GaussianBlur(cfg.INPUT.GB_K)], p=cfg.INPUT.GB_P))
+    else:
+        print("Building transform_test")
+        print(f"+ resize the smaller edge to {max(size)}")
+        tfms.append(T.Resize(max(size), interpolation=interp))
+        print(f"+ {target} center crop")
+        tfms.append(T.CenterCrop(size))
+
+    print("+ to torch tensor of range [0, 1]")
+    tfms.append(T.ToTensor())
+    if "normalize" in choices:
+        print(f"+ normalization (mean={cfg.INPUT.PIXEL_MEAN}, std={cfg.INPUT.PIXEL_STD})")
+        tfms.append(normalize)
+    return T.Compose(tfms)

@@ -1,0 +1,305 @@
+#!/usr/bin/env python
+"""Read test results from log files; mean and spread over seeds; result tables.
+
+CoOp-compatible mode (same arguments, same output lines):
+
+    python parse_test_res.py output/.../seed-parent-dir [--ci95] [--test-log] [--multi-exp] [--keyword accuracy]
+
+reads `<sub>/log.txt` of every non-hidden sub-folder (seed1, seed2, ...) and prints, per file,
+`file: <path>. accuracy: 97.30%. `, then the mean and std (or 95% confidence interval) over them. A value
+counts only after the end signal: "Finish training" (also "Finished training", what older Dassl printed), or
+"=> result" with --test-log; the last match wins. Differences from CoOp: when a run was resumed, its results
+are in a timestamped log (log.txt-YYYY-MM-DD-...), so when log.txt has none the newest timestamped log that
+has one is read; the sub-folders need no Dassl.
+
+Table mode (harmonic means as in shared/reference/BASELINES.md: HM of the dataset-averaged Base and Novel):
+
+    python parse_test_res.py --table base2new --root output/base2new [--trainer T] [--cfg C] [--csv FILE]
+    python parse_test_res.py --table xd --root output [--trainer T] [--csv FILE]
+    python parse_test_res.py --table dg --root output [--trainer T] [--csv FILE]
+
+base2new reads `<root>/train_base/<dataset>/shots_<K>/<trainer>/<cfg>/seed*/` (Base) and
+`<root>/test_new/...` (Novel); xd/dg read `<root>/<source>/<trainer>/<cfg>_<K>shots/seed*/` (the source's
+own test accuracy) and `<root>/evaluation/<trainer>/<cfg>_<K>shots/<dataset>/seed*/`. Every cell is
+mean ± std (population std, as CoOp) over seeds; printed as markdown, optionally written as CSV.
+"""
+import argparse
+import csv
+import glob
+import math
+import os
+import re
+import sys
+from collections import defaultdict
+
+END_SIGNALS = ("Finish training", "Finished training")
+TEST_SIGNAL = "=> result"
+
+# Datasets of the domain-generalisation protocol (the rest of the evaluated datasets form cross-dataset).
+DG_DATASETS = ("imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r",
+               "objects_v2", "objects_sketch", "objects_noise", "objects_clutter")
+SOURCES = ("imagenet", "objects")
+# The papers' column order; other datasets follow alphabetically.
+ORDER = ("imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101",
+         "fgvc_aircraft", "sun397", "dtd", "eurosat", "ucf101", "imagenetv2", "imagenet_sketch",
+         "imagenet_a", "imagenet_r", "objects", "shapes", "patterns", "digits", "objects_v2",
+         "objects_sketch", "objects_noise", "objects_clutter")
+
+
+def listdir_nohidden(path):
+    return sorted(d for d in os.listdir(path) if not d.startswith("."))
+
+
+def mean(values):
+    return sum(values) / len(values)
+
+
+def std(values):
+    m = mean(values)
+    return math.sqrt(sum((v - m) ** 2 for v in values) / len(values))
+
+
+def ci95(values):
+    return 1.96 * std(values) / math.sqrt(len(values))
+
+
+def hm(a, b):
+    return 2 * a * b / (a + b) if a + b > 0 else 0.0
+
+
+# ----------------------------------------------------------------------------------------- reading
+def log_candidates(folder):
+    """log.txt first, then the timestamped logs of resumed/re-run jobs, newest first."""
+    stamped = sorted(glob.glob(os.path.join(folder, "log.txt-*")), reverse=True)
+    plain = os.path.join(folder, "log.txt")
+    return ([plain] if os.path.isfile(plain) else []) + stamped
+
+
+def parse_log(path, regex, signals):
+    """The last value matching `regex` after a line equal to one of `signals`, or None."""
+    value, armed = None, False
+    with open(path, "r", errors="replace") as f:
+        for line in f:
+            line = line.strip()
+            if line in signals:
+                armed = True
+            match = regex.search(line)
+            if match and armed:
+                value = float(match.group(1))
+    return value
+
+
+def read_result(folder, keyword="accuracy", signals=END_SIGNALS):
+    """(log path, value) from the log files of one run folder, or (None, None)."""
+    regex = re.compile(rf"\* {re.escape(keyword)}: ([\.\deE+-]+)%")
+    for path in log_candidates(folder):
+        value = parse_log(path, regex, signals)
+        if value is not None:
+            return path, value
+    return None, None
+
+
+# ------------------------------------------------------------------------------- CoOp-compatible
+def parse_function(directory, keyword, signals, use_ci95):
+    print(f"Parsing files in {directory}")
+    results = []
+    for sub in listdir_nohidden(directory):
+        folder = os.path.join(directory, sub)
+        if not os.path.isdir(folder):
+            continue
+        if not log_candidates(folder):
+            sys.exit(f"Error: no log.txt in {folder}")
+        path, value = read_result(folder, keyword, signals)
+        if value is not None:
+            results.append(value)
+            print(f"file: {path}. {keyword}: {value:.2f}%. ")
+    if not results:
+        hint = "" if TEST_SIGNAL in signals else " (for evaluation-only logs add --test-log)"
+        sys.exit(f"Error: Nothing found in {directory}{hint}")
+    avg = mean(results)
+    spread = ci95(results) if use_ci95 else std(results)
+    print("===")
+    print(f"Summary of directory: {directory}")
+    print(f"* {keyword}: {avg:.2f}% +- {spread:.2f}%")
+    print("===")
+    return avg
+
+
+def coop_main(args):
+    signals = (TEST_SIGNAL,) if args.test_log else END_SIGNALS
+    if not os.path.isdir(args.directory):
+        sys.exit(f"Error: {args.directory} is not a folder")
+    if args.multi_exp:
+        averages = []
+        for sub in listdir_nohidden(args.directory):
+            folder = os.path.join(args.directory, sub)
+            if os.path.isdir(folder):
+                averages.append(parse_function(folder, args.keyword, signals, args.ci95))
+        print("Average performance")
+        print(f"* {args.keyword}: {mean(averages):.2f}%")
+    else:
+        parse_function(args.directory, args.keyword, signals, args.ci95)
+
+
+# ---------------------------------------------------------------------------------------- tables
+def seed_values(folder_glob, keyword):
+    """Values of every seed folder matching the glob (runs that printed a result)."""
+    values = []
+    for folder in sorted(glob.glob(folder_glob)):
+        if os.path.isdir(folder):
+            _, value = read_result(folder, keyword, (TEST_SIGNAL,))
+            if value is not None:
+                values.append(value)
+    return values
+
+
+def dataset_key(name):
+    return (ORDER.index(name) if name in ORDER else len(ORDER), name)
+
+
+class Cell:
+    def __init__(self, values):
+        self.values = values
+        self.n = len(values)
+        self.mean = mean(values) if values else None
+        self.std = std(values) if values else None
+
+    def __str__(self):
+        if not self.values:
+            return "-"
+        return f"{self.mean:.2f} ± {self.std:.2f}" if self.n > 1 else f"{self.mean:.2f}"
+
+
+def base2new_tables(root, keyword, trainer=None, cfg=None):
+    """{(trainer, cfg, shots): {dataset: (Cell base, Cell novel)}}."""
+    groups = defaultdict(dict)
+    pattern = os.path.join(root, "train_base", "*", "shots_*", trainer or "*", cfg or "*")
+    for run in sorted(glob.glob(pattern)):
+        parts = os.path.relpath(run, root).split(os.sep)
+        _, dataset, shots, tr, c = parts
+        base = seed_values(os.path.join(run, "seed*"), keyword)
+        novel = seed_values(os.path.join(root, "test_new", dataset, shots, tr, c, "seed*"), keyword)
+        if base or novel:
+            groups[(tr, c, shots)][dataset] = (Cell(base), Cell(novel))
+    return groups
+
+
+def print_base2new(groups, rows_out):
+    for (trainer, cfg, shots), datasets in sorted(groups.items()):
+        print(f"\n### Base-to-novel: {trainer} / {cfg} / {shots.replace('_', ' ')}\n")
+        print("| Dataset | Base | Novel | HM | seeds |")
+        print("|---|---|---|---|---|")
+        full_base, full_novel = [], []
+        for dataset in sorted(datasets, key=dataset_key):
+            base, novel = datasets[dataset]
+            h = f"{hm(base.mean, novel.mean):.2f}" if base.n and novel.n else "-"
+            print(f"| {dataset} | {base} | {novel} | {h} | {base.n}/{novel.n} |")
+            rows_out.append(["base2new", trainer, cfg, shots, dataset, "base", base.mean, base.std, base.n])
+            rows_out.append(["base2new", trainer, cfg, shots, dataset, "novel", novel.mean, novel.std, novel.n])
+            if base.n and novel.n:
+                rows_out.append(["base2new", trainer, cfg, shots, dataset, "hm",
+                                 hm(base.mean, novel.mean), "", min(base.n, novel.n)])
+                full_base.append(base.mean)
+                full_novel.append(novel.mean)
+        if full_base:
+            b, n = mean(full_base), mean(full_novel)
+            print(f"| **Average** ({len(full_base)} datasets) | {b:.2f} | {n:.2f} | {hm(b, n):.2f} | |")
+            for metric, value in (("base", b), ("novel", n), ("hm", hm(b, n))):
+                rows_out.append(["base2new", trainer, cfg, shots, "average", metric, value, "", len(full_base)])
+
+
+def transfer_tables(root, keyword, kind, trainer=None):
+    """{(trainer, cfg_shots): {dataset: Cell}}, with the source's own accuracy under its name."""
+    groups = defaultdict(dict)
+    pattern = os.path.join(root, "evaluation", trainer or "*", "*", "*")
+    for run in sorted(glob.glob(pattern)):
+        _, tr, cfg_shots, dataset = os.path.relpath(run, root).split(os.sep)
+        if (dataset in DG_DATASETS) != (kind == "dg"):
+            continue
+        values = seed_values(os.path.join(run, "seed*"), keyword)
+        if values:
+            groups[(tr, cfg_shots)][dataset] = Cell(values)
+    for (tr, cfg_shots) in list(groups):
+        for source in SOURCES:
+            values = seed_values(os.path.join(root, source, tr, cfg_shots, "seed*"), keyword)
+            if values:
+                groups[(tr, cfg_shots)][source] = Cell(values)
+    return groups
+
+
+def print_transfer(groups, kind, rows_out):
+    title = "Cross-dataset" if kind == "xd" else "Domain generalisation"
+    datasets = sorted({d for g in groups.values() for d in g}, key=dataset_key)
+    sources = [d for d in datasets if d in SOURCES]
+    targets = [d for d in datasets if d not in SOURCES]
+    print(f"\n### {title} (source: {', '.join(sources) or '-'})\n")
+    print("| Method | " + " | ".join(sources + targets) + " | Average |")
+    print("|---|" + "---|" * (len(sources) + len(targets) + 1))
+    for (trainer, cfg_shots), cells in sorted(groups.items()):
+        present = [cells[d].mean for d in targets if d in cells]
+        avg = f"{mean(present):.2f}" if present else "-"
+        row = [str(cells.get(d, Cell([]))) for d in sources + targets]
+        print(f"| {trainer} / {cfg_shots} | " + " | ".join(row) + f" | {avg} |")
+        for d in sources + targets:
+            if d in cells:
+                c = cells[d]
+                rows_out.append([kind, trainer, cfg_shots, "", d, "accuracy", c.mean, c.std, c.n])
+        if present:
+            rows_out.append([kind, trainer, cfg_shots, "", "average", "accuracy", mean(present), "",
+                             len(present)])
+
+
+def table_main(args):
+    root = args.root or ("output/base2new" if args.table == "base2new" else "output")
+    if not os.path.isdir(root):
+        sys.exit(f"Error: --root {root} is not a folder")
+    rows = []
+    if args.table == "base2new":
+        groups = base2new_tables(root, args.keyword, args.trainer, args.cfg)
+        if not groups:
+            sys.exit(f"Error: no base-to-novel results under {root}/train_base/<dataset>/shots_*/"
+                     f"{args.trainer or '<trainer>'}/{args.cfg or '<cfg>'}/seed*/")
+        print_base2new(groups, rows)
+    else:
+        groups = transfer_tables(root, args.keyword, args.table, args.trainer)
+        if not groups:
+            sys.exit(f"Error: no {args.table} results under {root}/evaluation/"
+                     f"{args.trainer or '<trainer>'}/<cfg>_<K>shots/<dataset>/seed*/")
+        print_transfer(groups, args.table, rows)
+    if args.csv:
+        os.makedirs(os.path.dirname(os.path.abspath(args.csv)), exist_ok=True)
+        with open(args.csv, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["table", "trainer", "config", "shots", "dataset", "metric", "mean", "std", "seeds"])
+            for row in rows:
+                w.writerow([f"{v:.4f}" if isinstance(v, float) else v for v in row])
+        print(f"\nCSV written to {args.csv}")
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("directory", nargs="?", type=str, help="path to directory (CoOp mode)")
+    p.add_argument("--ci95", action="store_true", help=r"compute 95%% confidence interval")
+    p.add_argument("--test-log", action="store_true", help="parse test-only logs")
+    p.add_argument("--multi-exp", action="store_true", help="parse multiple experiments")
+    p.add_argument("--keyword", default="accuracy", type=str, help="which keyword to extract")
+    p.add_argument("--table", choices=("base2new", "xd", "dg"), help="print a results table")
+    p.add_argument("--root", default="", help="table mode: output/base2new (base2new) or output (xd, dg)")
+    p.add_argument("--trainer", default=None, help="table mode: only this trainer")
+    p.add_argument("--cfg", default=None, help="table mode (base2new): only this config")
+    p.add_argument("--csv", default="", help="table mode: also write the table as CSV to this file")
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if args.table:
+        table_main(args)
+    elif args.directory:
+        coop_main(args)
+    else:
+        build_parser().error("give a DIRECTORY (CoOp mode) or --table base2new|xd|dg")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,221 @@
+"""Checkpoints in Dassl's layout (ANCHORS.md 1.4, 1.8), safe to load with `weights_only=True`.
+
+    <directory>/<registered name>/model.pth.tar-<epoch>     dict: state_dict, epoch, optimizer,
+                                                            scheduler, val_result (+ rng, scaler,
+                                                            trainer: ours only)
+    <directory>/<registered name>/checkpoint                text: the latest file name
+
+Files are written to a temporary file in the same folder and renamed, so an interrupted save never leaves
+a half-written checkpoint. Loading tries `weights_only=True` first; original Dassl checkpoints pickle the
+LR scheduler, so for those it falls back to a full unpickling (trusted files only) in which classes that
+cannot be imported (e.g. Dassl's, when Dassl is not installed) are replaced by empty stand-ins.
+"""
+import os
+import pickle
+import random
+import tempfile
+import types
+
+import numpy as np
+import torch
+
+BEST = "model-best.pth.tar"
+
+
+class CheckpointFileError(FileNotFoundError):
+    """A requested checkpoint file does not exist; the message lists what does."""
+
+
+def epoch_file(epoch: int) -> str:
+    return f"model.pth.tar-{epoch}"
+
+
+def save_checkpoint(state: dict, save_dir: str, model_name: str = "") -> str:
+    """Write `state` to `save_dir/model.pth.tar-<state["epoch"]>` (or `model_name`) atomically and
+    record it in `save_dir/checkpoint`. Returns the path."""
+    os.makedirs(save_dir, exist_ok=True)
+    name = model_name or epoch_file(state["epoch"])
+    path = os.path.join(save_dir, name)
+    _atomic_write(path, lambda f: torch.save(state, f))
+    if not model_name or model_name != BEST:
+        _atomic_write(os.path.join(save_dir, "checkpoint"), lambda f: f.write(f"{name}\n".encode()))
+    print(f"Checkpoint saved to {path}")
+    return path
+
+
+def _atomic_write(path, write):
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=f".{os.path.basename(path)}.",
+                               suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def latest_checkpoint(save_dir: str):
+    """The path named by `save_dir/checkpoint`, or None when there is none (or it names no file)."""
+    record = os.path.join(save_dir, "checkpoint")
+    if not os.path.isfile(record):
+        return None
+    with open(record) as f:
+        lines = [line.strip() for line in f if line.strip()]
+    if not lines:
+        return None
+    path = os.path.join(save_dir, lines[0])
+    return path if os.path.isfile(path) else None
+
+
+def available_epochs(save_dir: str) -> list:
+    if not os.path.isdir(save_dir):
+        return []
+    epochs = []
+    for name in os.listdir(save_dir):
+        if name.startswith("model.pth.tar-") and name[len("model.pth.tar-"):].isdigit():
+            epochs.append(int(name[len("model.pth.tar-"):]))
+    return sorted(epochs)
+
+
+def model_file(model_dir: str, name: str, epoch=None) -> str:
+    """`model_dir/name/model.pth.tar-<epoch>`; without an epoch, model-best.pth.tar if present, else the
+    latest checkpoint. Missing -> CheckpointFileError naming the file and the epochs that exist."""
+    save_dir = os.path.join(model_dir, name)
+    if epoch is not None:
+        path = os.path.join(save_dir, epoch_file(epoch))
+    elif os.path.isfile(os.path.join(save_dir, BEST)):
+        path = os.path.join(save_dir, BEST)
+    else:
+        path = latest_checkpoint(save_dir) or os.path.join(save_dir, BEST)
+    if not os.path.isfile(path):
+        epochs = available_epochs(save_dir)
+        if epochs:
+            hint = (f"Saved epochs there: {', '.join(map(str, epochs))}; pass --load-epoch "
+                    f"{epochs[-1]} (by default only the last epoch, OPTIM.MAX_EPOCH, is saved).")
+        elif os.path.isdir(model_dir):
+            found = sorted(d for d in os.listdir(model_dir)
+                           if os.path.isdir(os.path.join(model_dir, d)) and not d.startswith("."))
+            hint = (f"{save_dir} holds no checkpoints. Sub-folders of {model_dir}: "
+                    f"{', '.join(found) or 'none'} (the trainer that wrote them may differ from "
+                    f"--trainer, or training did not finish).")
+        else:
+            hint = f"The folder {model_dir} does not exist: check --model-dir."
+        raise CheckpointFileError(f"No model at {path}. {hint}")
+    return path
+
+
+# ------------------------------------------------------------------------------------------- loading
+class _Missing:
+    """Stand-in for a class that cannot be imported while unpickling a trusted legacy checkpoint."""
+
+    def __init__(self, *args, **kwargs):
+        self.args = args
+
+    def __setstate__(self, state):
+        self.state = state
+
+
+def _lenient_pickle_module():
+    class Unpickler(pickle.Unpickler):
+        def find_class(self, module, name):
+            try:
+                return super().find_class(module, name)
+            except (ImportError, AttributeError):
+                return type(name, (_Missing,), {"__module__": module})
+
+    mod = types.ModuleType("lenient_pickle")
+    mod.__dict__.update({k: getattr(pickle, k) for k in dir(pickle) if not k.startswith("__")})
+    mod.Unpickler = Unpickler
+    mod.load = lambda f, **kw: Unpickler(f, **kw).load()
+    return mod
+
+
+def load_checkpoint(path: str, map_location="cpu") -> dict:
+    """Load a checkpoint; `weights_only=True` first, then (trusted original files that pickle objects)
+    a full, import-tolerant unpickling."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        pass
+    except (EOFError, RuntimeError) as err:
+        raise CheckpointFileError(f"Cannot read checkpoint {path} ({err}): the file is damaged or "
+                                  "incomplete; delete it and train again.") from None
+    print(f"Note: {path} holds pickled Python objects (an original Dassl checkpoint); loading it "
+          "with weights_only=False. Only do this for files you trust.")
+    return torch.load(path, map_location=map_location, weights_only=False,
+                      pickle_module=_lenient_pickle_module())
+
+
+def strip_module_prefix(state_dict: dict) -> dict:
+    return {(k[7:] if k.startswith("module.") else k): v for k, v in state_dict.items()}
+
+
+def convert_legacy(trainer: str, state_dict: dict) -> dict:
+    """Original CoOp-lineage keys -> ours, via restore.legacy when it exists (else unchanged)."""
+    try:
+        from ..legacy import convert_state_dict
+    except ImportError:
+        return state_dict
+    return convert_state_dict(trainer, state_dict)
+
+
+def load_model_state(model, state_dict: dict, trainer: str, source: str) -> None:
+    """Load a saved state into a method; original CoOp-lineage states are converted first."""
+    from ..methods import CheckpointError
+    state_dict = strip_module_prefix(state_dict)
+    try:
+        model.load_state(state_dict, source=source)
+    except CheckpointError as ours:
+        converted = convert_legacy(trainer, state_dict)
+        if converted is state_dict:
+            raise
+        try:
+            model.load_state(converted, source=f"{source} (converted from the original layout)")
+        except CheckpointError:
+            raise ours from None
+
+
+def load_pretrained_weights(model, path: str, trainer: str) -> None:
+    """MODEL.INIT_WEIGHTS: keep the keys whose names and shapes match the model (Dassl's semantics)."""
+    if not os.path.isfile(path):
+        raise CheckpointFileError(f"MODEL.INIT_WEIGHTS file not found: {path}")
+    ckpt = load_checkpoint(path)
+    state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else ckpt
+    state = convert_legacy(trainer, strip_module_prefix(state))
+    own = model.state_to_save()
+    matched = {k: v for k, v in state.items() if k in own and getattr(v, "shape", None) == own[k].shape}
+    discarded = sorted(set(state) - set(matched))
+    if not matched:
+        raise CheckpointFileError(f"No weights in {path} match the {trainer} model (MODEL.INIT_WEIGHTS).")
+    model.load_state_dict(matched, strict=False)
+    print(f"Successfully loaded pretrained weights from {path}")
+    if discarded:
+        print(f"** The following layers are discarded due to unmatched keys or layer size: {discarded}")
+
+
+# ------------------------------------------------------------------------------------------- RNG state
+def rng_state() -> dict:
+    """The python, numpy and torch RNG states as tensors and plain values (weights_only-safe)."""
+    version, internal, gauss = random.getstate()
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    state = {"python": [version, list(internal), gauss],
+             "numpy": [np_name, torch.from_numpy(np_keys.astype(np.int64)), int(np_pos),
+                       int(np_has_gauss), float(np_gauss)],
+             "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, gauss_np = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss_np))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,0 +1,85 @@
+"""Numerical precision from the trainer's PREC key (TRAINER.<node>.PREC), the one place that decides
+dtypes and devices:
+
+- CPU: always fp32 (a note is printed when PREC asks for something else).
+- CUDA "fp16": the frozen CLIP's weights in fp16 (`clip.model.convert_weights`), prompts, couplings and
+  adapters stay fp32 (master weights), no loss scaling (as the CoOp-lineage fp16 path).
+- CUDA "fp32": everything fp32.
+- CUDA "amp": fp32 weights, fp16 autocast, GradScaler.
+- CUDA "bf16": fp32 weights, bf16 autocast.
+"""
+import contextlib
+
+import torch
+
+PRECISIONS = ("fp16", "fp32", "amp", "bf16")
+
+
+class PrecisionError(ValueError):
+    pass
+
+
+def _grad_scaler():
+    if hasattr(torch, "amp") and hasattr(torch.amp, "GradScaler"):
+        return torch.amp.GradScaler("cuda")
+    return torch.cuda.amp.GradScaler()  # torch < 2.3
+
+
+def config_node(cfg):
+    """(key, node) of the running trainer's own config node, e.g. ("TRAINER.MAPLE", cfg.TRAINER.MAPLE)."""
+    from ..methods import CONFIG_NODES
+    node = CONFIG_NODES.get(cfg.TRAINER.NAME)
+    if node is None:
+        return None, None
+    return f"TRAINER.{node}", cfg.TRAINER[node]
+
+
+class Precision:
+    def __init__(self, mode: str, device: torch.device, key: str = "PREC"):
+        if mode not in PRECISIONS:
+            raise PrecisionError(f"{key} is {mode!r}; valid: {', '.join(PRECISIONS)}")
+        self.requested = mode
+        self.device = torch.device(device)
+        self.mode = mode if self.device.type == "cuda" else "fp32"
+        self.scaler = _grad_scaler() if self.mode == "amp" else None
+
+    @classmethod
+    def from_cfg(cls, cfg, device):
+        key, node = config_node(cfg)
+        mode = node.PREC if node is not None and "PREC" in node else "fp32"
+        p = cls(mode, device, f"{key}.PREC")
+        if p.mode != p.requested:
+            print(f"Note: {key}.PREC is {p.requested!r}, but on {p.device.type} everything runs in fp32")
+        return p
+
+    def prepare(self, model):
+        """Move `model` to the device and set its dtypes; returns it."""
+        model.to(self.device)
+        if self.mode == "fp16":
+            from clip.model import convert_weights
+            convert_weights(model.clip)
+        return model
+
+    def autocast(self):
+        if self.mode == "amp":
+            return torch.autocast("cuda", dtype=torch.float16)
+        if self.mode == "bf16":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def backward_and_step(self, loss, optimizer):
+        optimizer.zero_grad()
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+
+    def state_dict(self):
+        return self.scaler.state_dict() if self.scaler is not None else None
+
+    def load_state_dict(self, state):
+        if self.scaler is not None and state:
+            self.scaler.load_state_dict(state)

@@ -1,0 +1,230 @@
+# Shared logic of scripts/<method>/*.sh (sourced, not run). A method script sets
+#   TRAINER   trainer name (train.py --trainer)
+#   CFG       base-to-novel config (configs/trainers/$TRAINER/$CFG.yaml)
+#   XD_CFG    cross-dataset / domain-generalisation config (default: $CFG)
+# and calls one of: base2new_train, base2new_test, xd_train, xd_test with "$@" (DATASET SEED [KEY VALUE ...]).
+#
+# Environment (all optional except DATA for the real datasets):
+#   DATA      folder holding the datasets (CoOp's DATASETS.md layout). The synthetic testbed datasets generate
+#             themselves and default to ./data.
+#   SHOTS     shots per class (16)              ENGINE   auto | dassl | native (auto)
+#   LOADEP    epoch to evaluate (default: the config's OPTIM.MAX_EPOCH, or an OPTIM.MAX_EPOCH override)
+#   SOURCE    cross-dataset source dataset (imagenet; objects for the testbed)
+#   PYTHON    python interpreter (python)       OUTPUT   output root (output)
+# On a testbed dataset (its configs/datasets/<name>.yaml names a Testbed* dataset) the scripts use
+# configs/trainers/$TRAINER/testbed.yaml (CFG becomes "testbed", also in the output paths).
+
+set -euo pipefail
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO_ROOT"
+PYTHON="${PYTHON:-python}"
+SHOTS="${SHOTS:-16}"
+ENGINE="${ENGINE:-auto}"
+OUTPUT="${OUTPUT:-output}"
+XD_CFG="${XD_CFG:-${CFG}}"
+
+die() {
+    echo "Error: $*" >&2
+    exit 1
+}
+
+usage_check() {  # usage_check SCRIPT_USAGE "$@"
+    local usage="$1"
+    shift
+    if [ "$#" -lt 2 ] || [ $(( ($# - 2) % 2 )) -ne 0 ]; then
+        die "usage: bash ${0} ${usage}"
+    fi
+}
+
+dataset_config() {
+    local file="configs/datasets/$1.yaml"
+    if [ ! -f "$file" ]; then
+        local names
+        names="$(cd configs/datasets && ls *.yaml 2>/dev/null | sed 's/\.yaml$//' | tr '\n' ' ')"
+        die "unknown dataset '$1': there is no $file. Valid datasets: ${names}"
+    fi
+    echo "$file"
+}
+
+is_testbed() {
+    grep -Eq 'NAME:[[:space:]]*"?Testbed' "$(dataset_config "$1")"
+}
+
+data_root() {
+    if is_testbed "$1"; then
+        local root="${DATA:-./data}"
+        mkdir -p "$root"
+        echo "$root"
+        return
+    fi
+    if [ -z "${DATA:-}" ]; then
+        die "DATA is not set. Set it to the folder that holds the datasets (see DATASETS.md), e.g.
+    DATA=/path/to/datasets bash $0 DATASET SEED"
+    fi
+    if [ ! -d "$DATA" ]; then
+        die "DATA=$DATA is not a folder. Set DATA to the folder that holds the datasets (see DATASETS.md)."
+    fi
+    echo "$DATA"
+}
+
+# config_name DATASET NAME -> NAME, or on a testbed dataset "testbed" ("testbed_release" for a release config)
+config_name() {
+    if ! is_testbed "$1"; then echo "$2"
+    elif [[ "$2" == *_release ]]; then echo testbed_release
+    else echo testbed; fi
+}
+
+trainer_config() {
+    local file="configs/trainers/${TRAINER}/$1.yaml"
+    [ -f "$file" ] || die "config file $file not found"
+    echo "$file"
+}
+
+# load_epoch CONFIG_FILE [KEY VALUE ...]: LOADEP, an OPTIM.MAX_EPOCH override, or the config's MAX_EPOCH
+load_epoch() {
+    local file="$1"
+    shift
+    if [ -n "${LOADEP:-}" ]; then echo "$LOADEP"; return; fi
+    local ep=""
+    while [ "$#" -ge 2 ]; do
+        if [ "$1" = "OPTIM.MAX_EPOCH" ]; then ep="$2"; fi
+        shift 2
+    done
+    if [ -z "$ep" ]; then
+        ep="$(grep -E '^[[:space:]]*MAX_EPOCH:' "$file" | head -1 | sed -E 's/.*MAX_EPOCH:[[:space:]]*([0-9]+).*/\1/')"
+    fi
+    [ -n "$ep" ] || die "cannot find OPTIM.MAX_EPOCH in $file; set LOADEP"
+    echo "$ep"
+}
+
+# finished DIR: the run in DIR printed its evaluation result
+finished() {
+    [ -f "$1/log.txt" ] && ls "$1"/log.txt* >/dev/null 2>&1 && grep -q "^=> result" "$1"/log.txt*
+}
+
+run_train_py() {
+    echo "+ $PYTHON train.py $*"
+    "$PYTHON" train.py --engine "$ENGINE" "$@"
+}
+
+# Release-variant ratios of the official RESTORE (ANCHORS.md 6.6) as config overrides, for
+# RESTORE_m's *_release configs: VIS_CALIB_R TEXT_CALIB_R FS_LOSS_R per dataset.
+release_overrides() {
+    local vis text fs
+    case "$1" in
+        fgvc_aircraft|caltech101|stanford_cars|oxford_flowers|food101) vis=0.1; text=0.1; fs=1.0 ;;
+        oxford_pets|eurosat) vis=0.01; text=0.1; fs=1.0 ;;
+        sun397|ucf101|imagenet) vis=0.05; text=0.05; fs=1.0 ;;
+        dtd) vis=0.15; text=0.1; fs=0.5 ;;
+        *) vis=0.1; text=0.1; fs=1.0 ;;  # the release's command-line defaults
+    esac
+    echo "TRAINER.RESTORE.SURGERY.RELEASE_VIS_R ${VIS_CALIB_R:-$vis} TRAINER.RESTORE.SURGERY.RELEASE_TEXT_R ${TEXT_CALIB_R:-$text} TRAINER.RESTORE.FS.WEIGHT ${FS_LOSS_R:-$fs}"
+}
+
+variant_overrides() {  # extra overrides for the chosen config (release ratios for *_release configs)
+    case "$2" in
+        *_release) release_overrides "$1" ;;
+        *) echo "" ;;
+    esac
+}
+
+# ------------------------------------------------------------------------------------- base-to-novel
+base2new_train() {
+    usage_check "DATASET SEED [KEY VALUE ...]" "$@"
+    local dataset="$1" seed="$2"
+    shift 2
+    local dcfg root cfg file dir
+    dcfg="$(dataset_config "$dataset")"
+    root="$(data_root "$dataset")"
+    cfg="$(config_name "$dataset" "$CFG")"
+    file="$(trainer_config "$cfg")"
+    dir="${OUTPUT}/base2new/train_base/${dataset}/shots_${SHOTS}/${TRAINER}/${cfg}/seed${seed}"
+    if finished "$dir"; then
+        echo "Results are available in ${dir}. Skip this job (delete the folder to run it again)"
+        return 0
+    fi
+    if [ -d "$dir" ]; then echo "Found ${dir}. Resuming..."; else echo "Run this job and save the output to ${dir}"; fi
+    # shellcheck disable=SC2046
+    run_train_py --root "$root" --seed "$seed" --trainer "$TRAINER" \
+        --dataset-config-file "$dcfg" --config-file "$file" --output-dir "$dir" \
+        DATASET.NUM_SHOTS "$SHOTS" DATASET.SUBSAMPLE_CLASSES base \
+        $(variant_overrides "$dataset" "$cfg") "$@"
+}
+
+base2new_test() {
+    usage_check "DATASET SEED [KEY VALUE ...]" "$@"
+    local dataset="$1" seed="$2"
+    shift 2
+    local dcfg root cfg file common dir model_dir loadep
+    dcfg="$(dataset_config "$dataset")"
+    root="$(data_root "$dataset")"
+    cfg="$(config_name "$dataset" "$CFG")"
+    file="$(trainer_config "$cfg")"
+    common="${dataset}/shots_${SHOTS}/${TRAINER}/${cfg}/seed${seed}"
+    model_dir="${OUTPUT}/base2new/train_base/${common}"
+    dir="${OUTPUT}/base2new/test_new/${common}"
+    loadep="$(load_epoch "$file" "$@")"
+    if finished "$dir"; then
+        echo "Results are available in ${dir}. Skip this job (delete the folder to run it again)"
+        return 0
+    fi
+    echo "Evaluate ${model_dir} (epoch ${loadep}) on the new classes; output to ${dir}"
+    # shellcheck disable=SC2046
+    run_train_py --root "$root" --seed "$seed" --trainer "$TRAINER" \
+        --dataset-config-file "$dcfg" --config-file "$file" --output-dir "$dir" \
+        --model-dir "$model_dir" --load-epoch "$loadep" --eval-only \
+        DATASET.NUM_SHOTS "$SHOTS" DATASET.SUBSAMPLE_CLASSES new \
+        $(variant_overrides "$dataset" "$cfg") "$@"
+}
+
+# ------------------------------------------------------------------------- cross-dataset / DG
+source_dataset() {  # the dataset the cross-dataset model is trained on
+    if [ -n "${SOURCE:-}" ]; then echo "$SOURCE"; elif is_testbed "$1"; then echo objects; else echo imagenet; fi
+}
+
+xd_train() {
+    usage_check "DATASET SEED [KEY VALUE ...]   (DATASET: the source, imagenet; objects on the testbed)" "$@"
+    local dataset="$1" seed="$2"
+    shift 2
+    local dcfg root cfg file dir
+    dcfg="$(dataset_config "$dataset")"
+    root="$(data_root "$dataset")"
+    cfg="$(config_name "$dataset" "$XD_CFG")"
+    file="$(trainer_config "$cfg")"
+    dir="${OUTPUT}/${dataset}/${TRAINER}/${cfg}_${SHOTS}shots/seed${seed}"
+    if finished "$dir"; then
+        echo "Results are available in ${dir}. Skip this job (delete the folder to run it again)"
+        return 0
+    fi
+    if [ -d "$dir" ]; then echo "Found ${dir}. Resuming..."; else echo "Run this job and save the output to ${dir}"; fi
+    # shellcheck disable=SC2046
+    run_train_py --root "$root" --seed "$seed" --trainer "$TRAINER" \
+        --dataset-config-file "$dcfg" --config-file "$file" --output-dir "$dir" \
+        DATASET.NUM_SHOTS "$SHOTS" $(variant_overrides "$dataset" "$cfg") "$@"
+}
+
+xd_test() {
+    usage_check "DATASET SEED [KEY VALUE ...]" "$@"
+    local dataset="$1" seed="$2"
+    shift 2
+    local dcfg root cfg file src dir model_dir loadep
+    dcfg="$(dataset_config "$dataset")"
+    root="$(data_root "$dataset")"
+    cfg="$(config_name "$dataset" "$XD_CFG")"
+    file="$(trainer_config "$cfg")"
+    src="$(source_dataset "$dataset")"
+    model_dir="${OUTPUT}/${src}/${TRAINER}/${cfg}_${SHOTS}shots/seed${seed}"
+    dir="${OUTPUT}/evaluation/${TRAINER}/${cfg}_${SHOTS}shots/${dataset}/seed${seed}"
+    loadep="$(load_epoch "$file" "$@")"
+    if finished "$dir"; then
+        echo "Results are available in ${dir}. Skip this job (delete the folder to run it again)"
+        return 0
+    fi
+    echo "Evaluate ${model_dir} (epoch ${loadep}) on ${dataset}; output to ${dir}"
+    # shellcheck disable=SC2046
+    run_train_py --root "$root" --seed "$seed" --trainer "$TRAINER" \
+        --dataset-config-file "$dcfg" --config-file "$file" --output-dir "$dir" \
+        --model-dir "$model_dir" --load-epoch "$loadep" --eval-only \
+        $(variant_overrides "$src" "$cfg") "$@"
+}

@@ -1,0 +1,9 @@
+#!/bin/bash
+# Deep language prompt tuning (LPT), base-to-novel: evaluate the trained model on the new classes.
+# Usage: bash scripts/lpt/base2new_test.sh DATASET SEED [KEY VALUE ...]    (data: DATA=/path/to/datasets)
+# Environment and output layout: scripts/common.sh.
+TRAINER=LPT
+CFG=vit_b16_c2_ep5_batch4_4ctx_language_only
+XD_CFG=vit_b16_c2_ep5_batch4_4ctx_language_only
+source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
+base2new_test "$@"

@@ -1,0 +1,9 @@
+#!/bin/bash
+# MaPLe, cross-dataset / domain generalisation: train on the source (imagenet; objects on the testbed), all classes.
+# Usage: bash scripts/maple/xd_train.sh DATASET SEED [KEY VALUE ...]    (data: DATA=/path/to/datasets)
+# Environment and output layout: scripts/common.sh.
+TRAINER=MaPLe
+CFG=vit_b16_c2_ep5_batch4_2ctx
+XD_CFG=vit_b16_c2_ep5_batch4_2ctx_cross_datasets
+source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
+xd_train "$@"

@@ -1,0 +1,27 @@
+#!/bin/bash
+# Domain generalisation: the cross-dataset source model (trained by xd_train.sh, trained here if missing)
+# evaluated on the shifted versions of the source, then the table.
+# Usage: DATA=/path/to/datasets bash scripts/restore/reproduce_dg.sh [KEY VALUE ...]
+#   METHOD (restore), SOURCE (imagenet; objects for the testbed), TARGETS (imagenetv2 imagenet_sketch imagenet_a
+#   imagenet_r; testbed: "objects_v2 objects_sketch objects_noise objects_clutter"), SEEDS ("1 2 3").
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+METHOD="${METHOD:-restore}"
+SOURCE="${SOURCE:-imagenet}"
+if [ -z "${TARGETS:-}" ]; then
+    if [ "$SOURCE" = "objects" ]; then TARGETS="objects_v2 objects_sketch objects_noise objects_clutter"
+    else TARGETS="imagenetv2 imagenet_sketch imagenet_a imagenet_r"; fi
+fi
+SEEDS="${SEEDS:-1 2 3}"
+export SOURCE
+[ -d "scripts/${METHOD}" ] || { echo "Error: no scripts/${METHOD}/ (METHOD=${METHOD})" >&2; exit 1; }
+TRAINER="$(sed -n 's/^TRAINER=//p' "scripts/${METHOD}/xd_train.sh")"
+for seed in $SEEDS; do
+    bash "scripts/${METHOD}/xd_train.sh" "$SOURCE" "$seed" "$@"
+    for dataset in $TARGETS; do
+        echo "=== ${METHOD}: evaluate on ${dataset}, seed ${seed}"
+        bash "scripts/${METHOD}/xd_test.sh" "$dataset" "$seed" "$@"
+    done
+done
+OUT="${OUTPUT:-output}"
+"${PYTHON:-python}" parse_test_res.py --table dg --root "$OUT" --trainer "$TRAINER" --csv "${OUT}/${TRAINER}_dg.csv"

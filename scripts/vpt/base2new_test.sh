@@ -1,0 +1,9 @@
+#!/bin/bash
+# Deep vision prompt tuning (VPT), base-to-novel: evaluate the trained model on the new classes.
+# Usage: bash scripts/vpt/base2new_test.sh DATASET SEED [KEY VALUE ...]    (data: DATA=/path/to/datasets)
+# Environment and output layout: scripts/common.sh.
+TRAINER=VPT
+CFG=vit_b16_c2_ep5_batch4_4
+XD_CFG=vit_b16_c2_ep5_batch4_4
+source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
+base2new_test "$@"

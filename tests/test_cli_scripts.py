@@ -1,0 +1,48 @@
+"""The shell scripts with the native engine: output layout of ANCHORS.md 5.1, the DATA check, overrides."""
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from test_engine_fakes import ROOT, make_oxford_pets
+
+pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+
+TINY = ["MODEL.BACKBONE.NAME", "tiny-random", "INPUT.SIZE", "(32,32)", "DATALOADER.NUM_WORKERS", "0",
+        "DATALOADER.TEST.BATCH_SIZE", "8", "OPTIM.MAX_EPOCH", "1", "TRAINER.MAPLE.PROMPT_DEPTH", "2",
+        "USE_CUDA", "False"]
+
+
+def bash(script, *args, **env):
+    full_env = {k: v for k, v in os.environ.items() if k not in ("DATA", "OUTPUT", "SHOTS")}
+    full_env.update(env)
+    return subprocess.run(["bash", f"scripts/{script}", *args], cwd=ROOT, env=full_env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_data_must_be_set():
+    proc = bash("restore/base2new_train.sh", "oxford_pets", "1")
+    assert proc.returncode == 1 and "DATA is not set" in proc.stderr
+    proc = bash("restore/base2new_train.sh", "oxford_pets", "1", DATA="/no/such/folder")
+    assert proc.returncode == 1 and "is not a folder" in proc.stderr
+    proc = bash("maple/xd_test.sh", "no_such_dataset", "1", DATA="/tmp")
+    assert proc.returncode == 1 and "Valid datasets:" in proc.stderr and "oxford_pets" in proc.stderr
+    proc = bash("maple/base2new_test.sh", "oxford_pets")
+    assert proc.returncode == 1 and "usage:" in proc.stderr
+
+
+def test_restore_base2new_scripts(tmp_path):
+    make_oxford_pets(str(tmp_path / "data"))
+    env = dict(DATA=str(tmp_path / "data"), OUTPUT=str(tmp_path / "output"), SHOTS="4", ENGINE="native")
+    proc = bash("restore/base2new_train.sh", "oxford_pets", "1", *TINY, **env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    common = "oxford_pets/shots_4/RESTORE_m/vit_b16_c2_ep10_batch4_2ctx/seed1"
+    train_dir = tmp_path / "output" / "base2new" / "train_base" / common
+    assert (train_dir / "MultiModalPromptLearner" / "model.pth.tar-1").is_file()
+    proc = bash("restore/base2new_test.sh", "oxford_pets", "1", *TINY, **env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    log = (tmp_path / "output" / "base2new" / "test_new" / common / "log.txt").read_text()
+    assert "(epoch = 1)" in log and "* accuracy:" in log
+    again = bash("restore/base2new_test.sh", "oxford_pets", "1", *TINY, **env)
+    assert "Skip this job" in again.stdout

@@ -1,0 +1,92 @@
+"""Helpers of the engine / CLI / parser tests (no tests here): a tiny fake OxfordPets in CoOp's on-disk
+format (images under oxford_pets/images + split_zhou_OxfordPets.json), so that the real readers, few-shot
+sampling and base/new subsampling run, and small configs for the random tiny CLIP (32 px input)."""
+import json
+import os
+import sys
+
+import numpy as np
+from PIL import Image
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+CLASSNAMES = ["abyssinian", "beagle", "boxer", "chihuahua", "persian", "pug"]
+
+# Per trainer: options that make the method small enough for the 3-layer tiny CLIP and fast.
+TINY_OPTS = {
+    "ZeroshotCLIP": [],
+    "CoOp": ["TRAINER.COOP.N_CTX", 2],
+    "CoCoOp": ["TRAINER.COCOOP.N_CTX", 2],
+    "LPT": ["TRAINER.LPT.PROMPT_DEPTH_TEXT", 2],
+    "VPT": ["TRAINER.VPT.PROMPT_DEPTH_VISION", 2],
+    "IVLP": ["TRAINER.IVLP.PROMPT_DEPTH_TEXT", 2, "TRAINER.IVLP.PROMPT_DEPTH_VISION", 2],
+    "MaPLe": ["TRAINER.MAPLE.PROMPT_DEPTH", 2],
+    "PromptSRC": ["TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT", 2, "TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION", 2],
+    "RESTORE_m": ["TRAINER.MAPLE.PROMPT_DEPTH", 2],
+    "RESTORE_p": ["TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT", 2, "TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION", 2],
+}
+TRAINERS = list(TINY_OPTS)
+
+# Common options: tiny random CLIP, 32 px, small batches, CPU, no workers.
+BASE_OPTS = [
+    "MODEL.BACKBONE.NAME", "tiny-random",
+    "INPUT.SIZE", "(32, 32)",
+    "INPUT.INTERPOLATION", "bicubic",
+    "INPUT.TRANSFORMS", "['random_resized_crop', 'random_flip', 'normalize']",
+    "INPUT.PIXEL_MEAN", "[0.48145466, 0.4578275, 0.40821073]",
+    "INPUT.PIXEL_STD", "[0.26862954, 0.26130258, 0.27577711]",
+    "DATALOADER.NUM_WORKERS", 0,
+    "DATALOADER.TRAIN_X.BATCH_SIZE", 4,
+    "DATALOADER.TEST.BATCH_SIZE", 8,
+    "OPTIM.NAME", "sgd",
+    "OPTIM.LR", 0.01,
+    "OPTIM.MAX_EPOCH", 1,
+    "OPTIM.LR_SCHEDULER", "cosine",
+    "OPTIM.WARMUP_EPOCH", 1,
+    "OPTIM.WARMUP_TYPE", "constant",
+    "OPTIM.WARMUP_CONS_LR", 1e-5,
+    "TRAIN.PRINT_FREQ", 2,
+    "USE_CUDA", False,
+]
+
+
+def write_image(path, seed):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    rng = np.random.default_rng(seed)
+    arr = rng.integers(0, 255, size=(40, 36, 3), dtype=np.uint8)
+    Image.fromarray(arr).save(path, format="PNG")
+
+
+def make_oxford_pets(root, n_train=6, n_val=2, n_test=3, classnames=CLASSNAMES):
+    """Write a fake OxfordPets under `root`; returns the dataset folder."""
+    ddir = os.path.join(root, "oxford_pets")
+    idir = os.path.join(ddir, "images")
+    split = {"train": [], "val": [], "test": []}
+    for label, name in enumerate(classnames):
+        i = 0
+        for part, n in (("train", n_train), ("val", n_val), ("test", n_test)):
+            for _ in range(n):
+                i += 1
+                rel = f"{name}_{i}.png"
+                write_image(os.path.join(idir, rel), seed=label * 1000 + i)
+                split[part].append([rel, label, name])
+    with open(os.path.join(ddir, "split_zhou_OxfordPets.json"), "w") as f:
+        json.dump(split, f, indent=4)
+    return ddir
+
+
+def make_cfg(trainer, root, output_dir, *opts):
+    """The engine's config for `trainer` on the fake OxfordPets (all the yaml-level keys as opts)."""
+    import restore
+    cfg = restore.get_cfg_default()
+    cfg.merge_from_list(["DATASET.NAME", "OxfordPets", "DATASET.ROOT", str(root),
+                         "OUTPUT_DIR", str(output_dir), "TRAINER.NAME", trainer]
+                        + BASE_OPTS + TINY_OPTS[trainer] + list(opts))
+    return cfg
+
+
+def cli_opts(trainer, *extra):
+    """BASE_OPTS + TINY_OPTS as strings for train.py's trailing KEY VALUE pairs."""
+    return [str(x) for x in BASE_OPTS + TINY_OPTS[trainer] + list(extra)]

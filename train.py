@@ -1,0 +1,327 @@
+#!/usr/bin/env python
+"""Train or evaluate a prompt-learning method: CoOp's command line, with two engines.
+
+    python train.py --root $DATA --seed 1 --trainer RESTORE_m \
+        --dataset-config-file configs/datasets/imagenet.yaml \
+        --config-file configs/trainers/RESTORE_m/vit_b16_c2_ep10_batch4_2ctx.yaml \
+        --output-dir output/... DATASET.NUM_SHOTS 16 DATASET.SUBSAMPLE_CLASSES base
+
+--engine auto (default) runs Dassl when it is installed, else the native engine (restore.engine); both
+read the same configs and write the same logs and checkpoints. Config precedence (as CoOp): defaults ->
+the project's keys -> dataset yaml -> method yaml -> command-line flags -> trailing KEY VALUE pairs.
+"""
+import argparse
+import difflib
+import importlib
+import importlib.util
+import os
+import pkgutil
+import re
+import sys
+import warnings
+
+warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
+
+ENGINES = ("auto", "dassl", "native")
+
+
+class ConfigError(ValueError):
+    """A config file, key or value the user gave cannot be used; the message says which and why."""
+
+
+# ------------------------------------------------------------------------------------------- CLI
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--root", type=str, default="", help="path to dataset")
+    p.add_argument("--output-dir", type=str, default="", help="output directory")
+    p.add_argument("--resume", type=str, default="",
+                   help="checkpoint directory (from which the training resumes)")
+    p.add_argument("--seed", type=int, default=-1,
+                   help="only positive value enables a fixed seed (as CoOp: --seed 0 is ignored)")
+    p.add_argument("--source-domains", type=str, nargs="+", help="source domains for DA/DG")
+    p.add_argument("--target-domains", type=str, nargs="+", help="target domains for DA/DG")
+    p.add_argument("--transforms", type=str, nargs="+", help="data augmentation methods")
+    p.add_argument("--config-file", type=str, default="", help="path to config file")
+    p.add_argument("--dataset-config-file", type=str, default="",
+                   help="path to config file for dataset setup")
+    p.add_argument("--trainer", type=str, default="", help="name of trainer")
+    p.add_argument("--backbone", type=str, default="", help="name of CNN backbone")
+    p.add_argument("--head", type=str, default="", help="name of head")
+    p.add_argument("--eval-only", action="store_true", help="evaluation only")
+    p.add_argument("--model-dir", type=str, default="",
+                   help="load model from this directory for eval-only mode")
+    p.add_argument("--load-epoch", type=int, help="load model weights at this epoch for evaluation")
+    p.add_argument("--no-train", action="store_true", help="do not call trainer.train()")
+    p.add_argument("--engine", choices=ENGINES, default="auto",
+                   help="dassl: Dassl.pytorch's trainers (trainers/); native: restore.engine; "
+                        "auto: dassl when importable, else native")
+    p.add_argument("opts", default=None, nargs=argparse.REMAINDER,
+                   help="modify config options using the command-line")
+    return p
+
+
+def choose_engine(requested):
+    have_dassl = importlib.util.find_spec("dassl") is not None
+    if requested == "dassl" and not have_dassl:
+        raise ConfigError("--engine dassl: Dassl is not installed (pip install it from its repository, "
+                          "see the README), or use --engine native.")
+    if requested == "auto":
+        return "dassl" if have_dassl else "native"
+    return requested
+
+
+# ---------------------------------------------------------------------------------------- config
+def default_cfg(engine):
+    from restore.config import extend_cfg, get_cfg_default
+    if engine == "dassl":
+        from dassl.config import get_cfg_default as dassl_default
+        return extend_cfg(dassl_default())
+    return get_cfg_default()
+
+
+def _node_keys(cfg, key_path):
+    """The deepest existing node on `key_path` (a list of keys), its dotted name, and the first key
+    that does not exist there."""
+    node, prefix = cfg, []
+    for k in key_path:
+        if not isinstance(node, dict) or k not in node:
+            return node, ".".join(prefix), k
+        node, prefix = node[k], prefix + [k]
+    return node, ".".join(prefix), None
+
+
+def unknown_key_message(cfg, full_key, source):
+    node, where, missing = _node_keys(cfg, full_key.split("."))
+    valid = sorted(node.keys()) if isinstance(node, dict) else []
+    hint = difflib.get_close_matches(missing or "", valid, n=1)
+    hint = f" Did you mean {((where + '.') if where else '') + hint[0]}?" if hint else ""
+    under = f"under {where}" if where else "at the top level"
+    msg = f"Unknown config key {full_key} ({source}).{hint}"
+    if not isinstance(node, dict):
+        return msg + f" {where} is a value, not a group of keys."
+    return msg + f" Valid keys {under}: {', '.join(valid)}."
+
+
+def type_mismatch_message(err, source):
+    """yacs's "Type mismatch (<class 'float'> vs. <class 'str'>) with values (0.0003 vs. abc) for config
+    key: OPTIM.LR" -> which key wants which type."""
+    m = re.match(r"Type mismatch \(<class '(\w+)'> vs\. <class '(\w+)'>\) with values \((.*) vs\. (.*)\) "
+                 r"for config key: (\S+)", str(err), re.S)
+    if not m:
+        return f"Config value {source}: {err}"
+    want, got, default, value, key = m.groups()
+    return (f"Config key {key} {source} must be a {want} (default {default}), got {value!r} ({got}). "
+            f"Write e.g. {default!s} in that type.")
+
+
+def merge_file(cfg, path, flag):
+    if not os.path.isfile(path):
+        folder = os.path.dirname(path) or "."
+        avail = sorted(f for f in os.listdir(folder) if f.endswith(".yaml")) if os.path.isdir(folder) else []
+        raise ConfigError(f"{flag} {path}: file not found." +
+                          (f" Files in {folder}: {', '.join(avail)}." if avail else ""))
+    try:
+        cfg.merge_from_file(path)
+    except KeyError as err:
+        text = str(err.args[0]) if err.args else str(err)
+        key = text.split("Non-existent config key:")[-1].strip()
+        raise ConfigError(unknown_key_message(cfg, key, f"in {path}")) from None
+    except ValueError as err:
+        raise ConfigError(type_mismatch_message(err, f"in {path}")) from None
+
+
+def merge_opts(cfg, opts):
+    if len(opts) % 2:
+        raise ConfigError(f"Config overrides must be KEY VALUE pairs; got an odd number: {' '.join(opts)}")
+    for key in opts[0::2]:
+        node, _, missing = _node_keys(cfg, key.split("."))
+        if missing is not None:
+            raise ConfigError(unknown_key_message(cfg, key, "on the command line"))
+        if isinstance(node, dict):
+            raise ConfigError(f"{key} is a group of keys, not a value; set one of "
+                              f"{', '.join(sorted(node.keys()))}.")
+    try:
+        cfg.merge_from_list(opts)
+    except ValueError as err:
+        raise ConfigError(type_mismatch_message(err, "on the command line")) from None
+
+
+def reset_cfg(cfg, args):
+    if args.root:
+        cfg.DATASET.ROOT = args.root
+    if args.output_dir:
+        cfg.OUTPUT_DIR = args.output_dir
+    if args.resume:
+        cfg.RESUME = args.resume
+    if args.seed:  # CoOp's quirk, kept: --seed 0 leaves SEED unchanged
+        cfg.SEED = args.seed
+    if args.source_domains:
+        cfg.DATASET.SOURCE_DOMAINS = args.source_domains
+    if args.target_domains:
+        cfg.DATASET.TARGET_DOMAINS = args.target_domains
+    if args.transforms:
+        cfg.INPUT.TRANSFORMS = args.transforms
+    if args.trainer:
+        cfg.TRAINER.NAME = args.trainer
+    if args.backbone:
+        cfg.MODEL.BACKBONE.NAME = args.backbone
+    if args.head:
+        cfg.MODEL.HEAD.NAME = args.head
+
+
+def setup_cfg(args, engine="native"):
+    cfg = default_cfg(engine)
+    if args.dataset_config_file:
+        merge_file(cfg, args.dataset_config_file, "--dataset-config-file")
+    if args.config_file:
+        merge_file(cfg, args.config_file, "--config-file")
+    reset_cfg(cfg, args)
+    merge_opts(cfg, args.opts or [])
+    cfg.freeze()
+    return cfg
+
+
+def check_trainer(name, valid):
+    if name in valid:
+        return
+    hint = difflib.get_close_matches(name, list(valid), n=1)
+    hint = f" Did you mean {hint[0]}?" if hint else ""
+    what = "No trainer given (--trainer)" if not name else f"Unknown trainer {name!r}"
+    raise ConfigError(f"{what}.{hint} Valid trainers: {', '.join(valid)}.")
+
+
+def print_args(args, cfg):
+    print("***************\n** Arguments **\n***************")
+    for key in sorted(args.__dict__):
+        print(f"{key}: {args.__dict__[key]}")
+    print("************\n** Config **\n************")
+    print(cfg)
+
+
+# ---------------------------------------------------------------------------------------- engines
+def import_registering(package):
+    """Import a package and all its modules, so that they register in Dassl's registries."""
+    pkg = importlib.import_module(package)
+    for info in pkgutil.iter_modules(getattr(pkg, "__path__", [])):
+        importlib.import_module(f"{package}.{info.name}")
+
+
+def run_native(args, cfg):
+    import torch
+
+    from restore.engine import Trainer, set_random_seed, setup_logger
+    from restore.methods import METHODS
+    check_trainer(cfg.TRAINER.NAME, METHODS)
+    if cfg.SEED >= 0:
+        print(f"Setting fixed seed: {cfg.SEED}")
+        set_random_seed(cfg.SEED)
+    setup_logger(cfg.OUTPUT_DIR)
+    print("Engine: native (restore.engine)")
+    if torch.cuda.is_available() and cfg.USE_CUDA:
+        torch.backends.cudnn.benchmark = True
+    print_args(args, cfg)
+    print(f"** System info **\nPyTorch {torch.__version__}, Python {sys.version.split()[0]}, "
+          f"device: {'cuda (' + torch.cuda.get_device_name(0) + ')' if torch.cuda.is_available() and cfg.USE_CUDA else 'cpu'}")
+    trainer = Trainer(cfg)
+    return run_trainer(trainer, args, cfg)
+
+
+def run_dassl(args, cfg):
+    import torch
+    from dassl.engine import TRAINER_REGISTRY, build_trainer
+    from dassl.utils import collect_env_info, set_random_seed, setup_logger
+    import_registering("datasets")
+    import_registering("trainers")
+    check_trainer(cfg.TRAINER.NAME, TRAINER_REGISTRY.registered_names())
+    if cfg.SEED >= 0:
+        print(f"Setting fixed seed: {cfg.SEED}")
+        set_random_seed(cfg.SEED)
+    setup_logger(cfg.OUTPUT_DIR)
+    print("Engine: dassl (Dassl.pytorch trainers from trainers/)")
+    if torch.cuda.is_available() and cfg.USE_CUDA:
+        torch.backends.cudnn.benchmark = True
+    print_args(args, cfg)
+    print("Collecting env info ...")
+    print(f"** System info **\n{collect_env_info()}\n")
+    trainer = build_trainer(cfg)
+    return run_trainer(trainer, args, cfg)
+
+
+def run_trainer(trainer, args, cfg):
+    if args.eval_only:
+        trainer.load_model(args.model_dir, epoch=args.load_epoch)
+        return trainer.test()
+    if args.no_train:
+        return None
+    if cfg.TRAINER.NAME == "ZeroshotCLIP":  # nothing to train: evaluate directly
+        return trainer.test()
+    return trainer.train()
+
+
+def user_errors():
+    """Exceptions that mean "the user must change something"; reported as one message."""
+    from restore.backbone import BackboneError
+    from restore.engine import (CheckpointFileError, NonFiniteLossError, OptimizerError,
+                                PrecisionError, ScheduleError)
+    from restore.methods import CheckpointError
+    # ValueError last: the methods and the dataset layer report bad config values with it.
+    errors = [ConfigError, BackboneError, CheckpointError, CheckpointFileError, NonFiniteLossError,
+              OptimizerError, PrecisionError, ScheduleError, ValueError]
+    try:
+        from restore.data import DatasetError
+        errors.append(DatasetError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if args.seed == 0:
+        print("Note: --seed 0 is ignored, as in CoOp (`if args.seed:`); pass `SEED 0` as an option "
+              "to fix the seed to 0.")
+    from restore.engine.logger import close_logger, log_error
+    try:
+        errors = user_errors()
+        try:
+            engine = choose_engine(args.engine)
+            cfg = setup_cfg(args, engine)
+            return run_dassl(args, cfg) if engine == "dassl" else run_native(args, cfg)
+        except errors as err:
+            if os.environ.get("RESTORE_TRACEBACK"):
+                raise
+            log_error(f"Error: {err}\n(set RESTORE_TRACEBACK=1 to see the traceback)")
+            sys.exit(1)
+    finally:
+        close_logger()
+        release_dassl_logger()
+
+
+class _KeepOpen:
+    """Stands in for the console in a released Dassl Logger, whose __del__ would close it."""
+
+    def write(self, msg):
+        return len(msg)
+
+    def flush(self):
+        pass
+
+    def close(self):
+        pass
+
+
+def release_dassl_logger():
+    """Dassl's setup_logger leaves sys.stdout replaced by a Logger that closes the real stdout when it
+    is garbage-collected; flush and close its file and put the real stdout back."""
+    logger = sys.stdout
+    if type(logger).__name__ == "Logger" and hasattr(logger, "console") and hasattr(logger, "file"):
+        logger.flush()
+        if logger.file is not None:
+            logger.file.close()
+            logger.file = None
+        sys.stdout, logger.console = logger.console, _KeepOpen()
+
+
+if __name__ == "__main__":
+    main()

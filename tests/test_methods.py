@@ -279,6 +279,19 @@ def test_deep_text_ctx_init(make_cfg, classnames, name, n):
                                rtol=0)
 
 
+@pytest.mark.parametrize("name,key", [("IVLP", "TRAINER.IVLP.N_CTX_TEXT"),
+                                      ("PromptSRC", "TRAINER.PROMPTSRC.N_CTX_TEXT"),
+                                      ("LPT", "TRAINER.LPT.N_CTX_TEXT")])
+def test_deep_text_ctx_beyond_four_is_random(make_cfg, classnames, name, key):
+    """As the anchors: CTX_INIT is used only when N_CTX_TEXT <= 4; else N(0, 0.02) and "X ..."."""
+    _, model = build(make_cfg, name, classnames, key, 5, randomize=False)
+    ctx = model.prompt_learner.ctx
+    assert ctx.shape == (5, 48) and 0.01 < ctx.std().item() < 0.04
+    tokens = class_tokens("X X X X X {}.", classnames)
+    torch.testing.assert_close(model.token_embeds, model.clip.token_embedding(tokens), atol=0,
+                               rtol=0)
+
+
 def test_zeroshot_uses_dataset_template(make_cfg, classnames, images, ref):
     cfg, model = build(make_cfg, "ZeroshotCLIP", classnames, "DATASET.NAME", "OxfordPets")
     cm = model.clip

@@ -22,6 +22,8 @@ import warnings
 
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
 
+from restore.config import merge_from_file, merge_from_list  # noqa: E402
+
 ENGINES = ("auto", "dassl", "native")
 
 
@@ -122,7 +124,7 @@ def merge_file(cfg, path, flag):
         raise ConfigError(f"{flag} {path}: file not found." +
                           (f" Files in {folder}: {', '.join(avail)}." if avail else ""))
     try:
-        cfg.merge_from_file(path)
+        merge_from_file(cfg, path)
     except KeyError as err:
         text = str(err.args[0]) if err.args else str(err)
         key = text.split("Non-existent config key:")[-1].strip()
@@ -142,7 +144,7 @@ def merge_opts(cfg, opts):
             raise ConfigError(f"{key} is a group of keys, not a value; set one of "
                               f"{', '.join(sorted(node.keys()))}.")
     try:
-        cfg.merge_from_list(opts)
+        merge_from_list(cfg, opts)
     except ValueError as err:
         raise ConfigError(type_mismatch_message(err, "on the command line")) from None
 

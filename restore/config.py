@@ -210,3 +210,40 @@ def extend_cfg(cfg: CN) -> CN:
 def get_cfg_default() -> CN:
     """A fresh config with Dassl's defaults and every trainer's node."""
     return extend_cfg(_dassl_defaults())
+
+
+def _lookup(cfg: CN, dotted: str):
+    node = cfg
+    for key in dotted.split("."):
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return node
+
+
+def _ints_to_floats(defaults: CN, other: CN) -> None:
+    for key, value in other.items():
+        default = defaults.get(key) if isinstance(defaults, dict) else None
+        if isinstance(value, dict):
+            _ints_to_floats(default, value)
+        elif isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+            other[key] = float(value)
+
+
+def merge_from_file(cfg: CN, path: str) -> None:
+    """`cfg.merge_from_file`, but integers are accepted for float keys: the anchors' yaml files
+    write e.g. `GPA_MEAN: 6` where the default is a float, which plain yacs rejects."""
+    with open(path) as f:
+        other = cfg.load_cfg(f)
+    _ints_to_floats(cfg, other)
+    cfg.merge_from_other_cfg(other)
+
+
+def merge_from_list(cfg: CN, opts: list) -> None:
+    """`cfg.merge_from_list` with the same int -> float tolerance as `merge_from_file`."""
+    opts = list(opts)
+    for i in range(0, len(opts) - 1, 2):
+        value = CN._decode_cfg_value(opts[i + 1])
+        if isinstance(_lookup(cfg, opts[i]), float) and type(value) is int:
+            opts[i + 1] = float(value)
+    cfg.merge_from_list(opts)

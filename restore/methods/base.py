@@ -51,6 +51,13 @@ class PromptedCLIP(nn.Module):
         self.n_slots = 0
         self._text_cache = None
 
+    def train(self, mode: bool = True):
+        """Train the prompts; the frozen CLIP stays in eval mode (matters for BatchNorm in
+        ResNet backbones)."""
+        super().train(mode)
+        self.clip.eval()
+        return self
+
     # ------------------------------------------------------------ where the prompts come from
     def set_text_template(self, prefix: Optional[str], n_slots: int, template: str = "{}.") -> None:
         """Class prompts "<prefix> <class>." whose tokens 1..n_slots are context slots; their

@@ -5,6 +5,7 @@ parameters frozen; methods add prompts around it and never change it.
 """
 import os
 import urllib.error
+import warnings
 
 import clip
 import torch
@@ -114,7 +115,9 @@ def save_clip(model: CLIP, path: str, dims: dict) -> None:
 
 def _load_file(path: str) -> CLIP:
     try:
-        state = torch.jit.load(path, map_location="cpu").state_dict()
+        with warnings.catch_warnings():  # OpenAI ships TorchScript archives; torch deprecates jit
+            warnings.simplefilter("ignore", FutureWarning)
+            state = torch.jit.load(path, map_location="cpu").state_dict()
     except RuntimeError:  # not a TorchScript archive: a pickled state dict
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)

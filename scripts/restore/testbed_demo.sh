@@ -1,0 +1,13 @@
+#!/bin/bash
+# The embedded default job: RESTORE_m on the synthetic testbed, on CPU, with nothing to download.
+# Trains on the base classes of a testbed dataset, evaluates on its new classes, prints Base / Novel / HM.
+# Usage: bash scripts/restore/testbed_demo.sh [DATASET [SEED]]      (default: shapes 1)
+# The dataset is generated into ${DATA:-./data} on first use; results go to ${OUTPUT:-output}/base2new/.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+DATASET="${1:-shapes}"
+SEED="${2:-1}"
+bash scripts/restore/base2new_train.sh "$DATASET" "$SEED"
+bash scripts/restore/base2new_test.sh "$DATASET" "$SEED"
+"${PYTHON:-python}" parse_test_res.py --table base2new --root "${OUTPUT:-output}/base2new" \
+    --trainer RESTORE_m --cfg testbed

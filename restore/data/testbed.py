@@ -1,0 +1,69 @@
+"""The synthetic testbed datasets (restore.testbed) in the dataset registry.
+
+Each is a split_zhou dataset under ``<DATASET.ROOT>/<dataset_dir>/`` (images in ``images/``), rendered into
+DATASET.ROOT on first use when absent (deterministic, seed 0; atomic, so concurrent first uses are safe).
+
+| config (configs/datasets/X.yaml) | DATASET.NAME | folder | classes (base/new) |
+|---|---|---|---|
+| shapes           | TestbedShapes         | testbed_shapes          | 64 (32/32) |
+| patterns         | TestbedPatterns       | testbed_patterns        | 32 (16/16) |
+| digits           | TestbedDigits         | testbed_digits          | 80 (40/40) |
+| objects          | TestbedObjects        | testbed_objects         | 128 (source of cross-dataset / DG) |
+| objects_v2, objects_sketch, objects_noise, objects_clutter | TestbedObjectsV2, ...Sketch, ...Noise, ...Clutter | testbed_objects_* | 128 (DG targets) |
+
+Every class has a ``template`` attribute: the dataset's hand prompt for zero-shot CLIP (it names the shift:
+"a picture of a large {}.", "a sketch of a large {}.", ...). The matching backbone is
+``restore.testbed.load_testbed_clip()`` (32 px inputs, CLIP normalisation, text context length 16).
+"""
+import os
+
+from restore.testbed import datasets as _tb
+from restore.testbed.generate import ensure as _ensure
+
+from .base import SplitJSONDataset, register_dataset
+from .errors import DatasetError
+
+DATA_SEED = 0
+
+
+class TestbedDataset(SplitJSONDataset):
+    """A testbed dataset: generated into DATASET.ROOT on first use, then read like any split_zhou dataset."""
+
+    testbed_key = ""   # key in restore.testbed.DATASETS
+    image_dir = "images"
+    template = ""      # hand prompt (zero-shot)
+
+    def __init__(self, cfg):
+        root = cfg.DATASET.ROOT
+        if not root:
+            raise DatasetError(
+                f"DATASET.ROOT is empty: pass --root /path/to/data; {type(self).__name__} (a synthetic testbed "
+                f"dataset) is generated there on first use.")
+        root = os.path.abspath(os.path.expanduser(root))
+        try:
+            os.makedirs(root, exist_ok=True)
+            _ensure(root, self.testbed_key, seed=DATA_SEED)
+        except OSError as e:
+            raise DatasetError(f"{type(self).__name__}: cannot generate the testbed dataset under {root} ({e}). "
+                               f"Pass a writable --root.") from None
+        super().__init__(cfg)
+
+
+TESTBED_DATASETS = {}  # config name -> DATASET.NAME
+
+
+def _make(spec):
+    cls = type(spec.registry_name, (TestbedDataset,), {
+        "__module__": __name__, "__qualname__": spec.registry_name,
+        "__doc__": f"Testbed: {spec.description} ({len(spec.classes)} classes; role {spec.role}).",
+        "testbed_key": spec.key, "dataset_dir": spec.dataset_dir, "split_file": spec.split_file,
+        "template": spec.template,
+    })
+    globals()[spec.registry_name] = register_dataset(cls)
+    TESTBED_DATASETS[spec.key] = spec.registry_name
+
+
+for _spec in _tb.DATASETS.values():
+    _make(_spec)
+
+__all__ = ["TestbedDataset", "TESTBED_DATASETS", *TESTBED_DATASETS.values()]

@@ -1,0 +1,156 @@
+"""Checkpoints written by the original CoOp-lineage code, read into our methods.
+
+`convert_state_dict(trainer_name, state_dict)` maps the `state_dict` of a checkpoint saved by the
+public CoOp / CoCoOp (KaiyangZhou/CoOp), IVLP / VPT / MaPLe
+(muzairkhattak/multimodal-prompt-learning), PromptSRC (muzairkhattak/PromptSRC) or MaPLe_FSA (the
+official RESTORE release, Yaphabates/RESTORE_) trainers onto the keys of our model's
+`state_to_save()`. Our own states pass through unchanged, so callers need not know
+which kind they hold. Original layouts (shared/reference/ANCHORS.md sections 1.4 and 3):
+
+    CoOp, CoCoOp   only the prompt learner is registered: ctx, meta_net.linear{1,2}.*,
+                   token_prefix, token_suffix                    -> prompt_learner.<key>
+    MaPLe          the whole CustomCLIP: prompt_learner.{ctx, proj.*, compound_prompts_text.i,
+                   compound_prompt_projections.i.*}            -> same names
+    IVLP, VPT,     prompt_learner.ctx (text layer 0), image_encoder.VPT (vision layer 0), and per
+    PromptSRC      block i >= 1 image_encoder.transformer.resblocks.i.VPT_shallow and
+                   text_encoder.transformer.resblocks.i.VPT_shallow
+                   -> prompt_learner.{ctx, vision_ctx, vision_deep.(i-1), text_deep.(i-1)}
+    MaPLe_FSA      MaPLe + {text,visual}_adapter.{post_ln, FFN.0, FFN.2}.*, {text,vis}_cali_ratio
+                   -> RESTORE_m with TRAINER.RESTORE.SURGERY.MODE / FS.DEFINITION "release"
+
+Dropped: the class-dependent token_prefix/token_suffix buffers (so base -> new and cross-dataset
+loads work), the frozen CLIP weights (image_encoder.*, text_encoder.*, logit_scale, and our own
+`clip.*`), and PromptSRC's frozen ZS_image_encoder. Floating tensors become fp32 (the originals keep
+some prompts in fp16). Nothing here imports Dassl.
+"""
+import re
+
+import torch
+
+_VISION_DEEP = re.compile(r"^image_encoder\.transformer\.resblocks\.(\d+)\.VPT_shallow$")
+_TEXT_DEEP = re.compile(r"^text_encoder\.transformer\.resblocks\.(\d+)\.VPT_shallow$")
+# MaPLe_FSA's Feature_Calibrator: post_ln -> FFN = (Linear, QuickGELU, Linear).
+_CALIBRATOR = re.compile(r"^(text_adapter|visual_adapter)\.(post_ln|FFN\.0|FFN\.2)\.(weight|bias)$")
+_CALIBRATOR_NAMES = {"post_ln": "ln", "FFN.0": "fc1", "FFN.2": "fc2"}
+_CALIB_RATIOS = ("vis_cali_ratio", "text_cali_ratio")
+
+_CLASS_BUFFERS = ("token_prefix", "token_suffix")
+_FROZEN_PREFIXES = ("image_encoder.", "text_encoder.", "clip.", "prompt_learner.ZS_image_encoder.")
+
+
+def unwrap(checkpoint) -> dict:
+    """The model state inside a checkpoint dict (Dassl's {"state_dict": ...}), without the
+    `module.` prefix of DataParallel."""
+    state = checkpoint
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
+
+
+def original_layout(state_dict: dict):
+    """Which original trainer family wrote `state_dict`: "CoOp" (prompt learner only), "IVLP"
+    (IVLP / VPT / PromptSRC), "MaPLe_FSA", "MaPLe", or None (ours, or unrecognised)."""
+    keys = set(unwrap(state_dict))
+    if any(k in keys for k in ("ctx", "token_prefix", "token_suffix")) or any(
+            k.startswith("meta_net.") for k in keys):
+        return "CoOp"
+    if any(k in keys for k in _CALIB_RATIOS) or any(_CALIBRATOR.match(k) for k in keys):
+        return "MaPLe_FSA"
+    if "image_encoder.VPT" in keys or any(_VISION_DEEP.match(k) or _TEXT_DEEP.match(k)
+                                          for k in keys):
+        return "IVLP"
+    if any(k.startswith(("image_encoder.", "text_encoder.", "prompt_learner.token_"))
+           for k in keys) or "logit_scale" in keys:
+        # A full CustomCLIP state without IVLP prompts: MaPLe (or an IVLP run with no prompts).
+        if any(k.startswith("prompt_learner.compound_prompt") for k in keys) \
+                or "prompt_learner.proj.weight" in keys:
+            return "MaPLe"
+        return "IVLP"
+    return None
+
+
+def _fp32(value):
+    if torch.is_tensor(value) and value.is_floating_point():
+        return value.detach().to(torch.float32)
+    return value
+
+
+def _rename(key: str, prompt_learner_only: bool):
+    """Our name for an original key, or None to drop it."""
+    if prompt_learner_only and not key.startswith("prompt_learner."):
+        if key in _CLASS_BUFFERS:
+            return None
+        return "prompt_learner." + key
+    if key.startswith("prompt_learner.") and key.split(".", 1)[1] in _CLASS_BUFFERS:
+        return None
+    if key == "image_encoder.VPT":
+        return "prompt_learner.vision_ctx"
+    m = _VISION_DEEP.match(key)
+    if m:
+        return f"prompt_learner.vision_deep.{int(m.group(1)) - 1}"
+    m = _TEXT_DEEP.match(key)
+    if m:
+        return f"prompt_learner.text_deep.{int(m.group(1)) - 1}"
+    if key.startswith(_FROZEN_PREFIXES) or key == "logit_scale":
+        return None
+    m = _CALIBRATOR.match(key)
+    if m:
+        return f"{m.group(1)}.{_CALIBRATOR_NAMES[m.group(2)]}.{m.group(3)}"
+    return key
+
+
+def convert_state_dict(trainer_name: str, state_dict: dict) -> dict:
+    """Map a state dict written by the original trainers (or by us) onto the keys of our
+    `trainer_name` model's `state_to_save()`. Also accepts a whole Dassl checkpoint dict.
+    The original layouts do not overlap, so the keys decide the mapping; whether the result fits
+    `trainer_name`'s model (depths, prompt lengths) is checked by the model's `load_state`, and
+    `describe_mismatch` explains a misfit."""
+    state = unwrap(state_dict)
+    layout = original_layout(state)
+    if layout is None:  # ours: unchanged
+        return state
+    prompt_learner_only = layout == "CoOp"
+    out = {}
+    for key, value in state.items():
+        if key in _CALIB_RATIOS:
+            continue
+        new = _rename(key, prompt_learner_only)
+        if new is not None:
+            out[new] = _fp32(value)
+
+    if layout == "MaPLe_FSA":
+        out.update(_release_bookkeeping(state, out))
+    return out
+
+
+def _release_bookkeeping(original: dict, converted: dict) -> dict:
+    """RESTORE_m's release-mode buffers from a MaPLe_FSA state: the two calibration ratios
+    (vision, text; already updated once, as at the end of any run past epoch MAX_EPOCH // 3), and
+    fresh lazily-captured normalisers and surgery EMA (the release saves neither)."""
+    def scalar(key, default):
+        v = original.get(key)
+        return float(v) if v is not None else default
+
+    n_deep = sum(1 for k in converted if k.startswith("prompt_learner.compound_prompts_text."))
+    return {
+        "calib_ratio": torch.tensor([scalar("vis_cali_ratio", 0.1), scalar("text_cali_ratio", 0.1)],
+                                    dtype=torch.float32),
+        "calib_updated": torch.tensor(True),
+        "release_init": torch.zeros(2, n_deep),
+        "release_init_ready": torch.tensor(False),
+        "alpha_ema": torch.zeros(2),
+        "alpha_ema_ready": torch.tensor(False),
+    }
+
+
+def describe_mismatch(trainer_name: str, state_dict: dict) -> str:
+    """A hint for a state that does not fit `trainer_name`: which original trainer wrote it."""
+    layout = original_layout(state_dict)
+    expected = {"CoOp": "CoOp", "CoCoOp": "CoOp", "MaPLe": "MaPLe", "RESTORE_m": "MaPLe",
+                "IVLP": "IVLP", "VPT": "IVLP", "LPT": "IVLP", "PromptSRC": "IVLP",
+                "RESTORE_p": "IVLP"}.get(trainer_name)
+    if layout is None or layout == expected or (layout, trainer_name) == ("MaPLe_FSA", "RESTORE_m"):
+        return ""
+    family = {"CoOp": "CoOp or CoCoOp", "IVLP": "IVLP, VPT or PromptSRC", "MaPLe": "MaPLe",
+              "MaPLe_FSA": "MaPLe_FSA (official RESTORE)"}[layout]
+    return f" The checkpoint looks like one written by the original {family} trainer."

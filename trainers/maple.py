@@ -1,0 +1,7 @@
+"""MaPLe: coupled deep vision-language prompts; checkpoints in MultiModalPromptLearner/."""
+from .base import PromptTrainer, register
+
+
+@register
+class MaPLe(PromptTrainer):
+    pass

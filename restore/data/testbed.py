@@ -20,6 +20,8 @@ import os
 from restore.testbed import datasets as _tb
 from restore.testbed.generate import ensure as _ensure
 
+from restore.templates import register_template
+
 from .base import SplitJSONDataset, register_dataset
 from .errors import DatasetError
 
@@ -60,6 +62,7 @@ def _make(spec):
         "template": spec.template,
     })
     globals()[spec.registry_name] = register_dataset(cls)
+    register_template(spec.registry_name, spec.template)  # ZeroshotCLIP's hand prompt
     TESTBED_DATASETS[spec.key] = spec.registry_name
 
 

@@ -78,7 +78,8 @@ class PromptSRC(IVLP):
         if self._gpa_sum is None:
             self._gpa_sum = {k: torch.zeros_like(p, dtype=torch.float32) for k, p in params.items()}
         for k, p in params.items():
-            self._gpa_sum[k] += weight * p.detach().float()
+            # A sum restored from a checkpoint is on the CPU; the prompts may be on a GPU.
+            self._gpa_sum[k] = self._gpa_sum[k].to(p.device) + weight * p.detach().float()
         if epoch == max_epoch - 1:
             print("Using GPA model for final inference...")
             with torch.no_grad():

@@ -2,14 +2,5 @@
 # RESTORE_m (RESTORE on MaPLe), cross-dataset / domain generalisation: evaluate the source model on DATASET.
 # Usage: bash scripts/restore/xd_test.sh DATASET SEED [KEY VALUE ...]    (data: DATA=/path/to/datasets)
 # Environment and output layout: scripts/common.sh.
-TRAINER=RESTORE_m
-CFG=vit_b16_c2_ep10_batch4_2ctx
-XD_CFG=vit_b16_c2_ep4_batch4_2ctx_cross_datasets
-# VARIANT=release selects the official release's variant (configs *_release.yaml, per-dataset ratios of
-# ANCHORS.md 6.6; override with VIS_CALIB_R / TEXT_CALIB_R / FS_LOSS_R).
-if [ "${VARIANT:-}" = "release" ]; then
-    CFG="vit_b16_c2_ep10_batch4_2ctx_release"
-    XD_CFG="vit_b16_c2_ep2_batch4_2ctx_cross_datasets_release"
-fi
-source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/method.sh"  # TRAINER, CFG, XD_CFG (VARIANT=release)
 xd_test "$@"

@@ -1,0 +1,77 @@
+"""testbed_benchmark.py: job plan, resumability and the tables, from fabricated run logs."""
+import argparse
+import csv
+import os
+import statistics
+
+import pytest
+
+import testbed_benchmark as tb
+
+
+def write_log(folder, accuracy):
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "log.txt"), "w") as f:
+        f.write(f"Finish training\n=> result\n* total: 100\n* accuracy: {accuracy}%\n* error: 1%\n")
+
+
+def args_for(tmp_path, **kw):
+    a = argparse.Namespace(protocols=["base2new"], methods=["ZeroshotCLIP", "CoOp"],
+                           datasets=["shapes", "digits"], seeds=[1, 2], jobs=1, threads=1,
+                           data=str(tmp_path / "data"), output=str(tmp_path / "out"))
+    vars(a).update(kw)
+    return a
+
+
+ACC = {  # (method, dataset, seed) -> (base, novel)
+    ("ZeroshotCLIP", "shapes", 1): (80.0, 85.0), ("ZeroshotCLIP", "shapes", 2): (80.0, 85.0),
+    ("ZeroshotCLIP", "digits", 1): (90.0, 80.0), ("ZeroshotCLIP", "digits", 2): (90.0, 80.0),
+    ("CoOp", "shapes", 1): (90.0, 80.0), ("CoOp", "shapes", 2): (92.0, 78.0),
+    ("CoOp", "digits", 1): (95.0, 75.0), ("CoOp", "digits", 2): (97.0, 77.0),
+}
+
+
+def fabricate(out):
+    for (method, dataset, seed), (b, n) in ACC.items():
+        common = f"{dataset}/shots_16/{method}/testbed/seed{seed}"
+        write_log(f"{out}/base2new/train_base/{common}", b)
+        write_log(f"{out}/base2new/test_new/{common}", n)
+
+
+def test_finished_reads_the_last_result(tmp_path):
+    assert tb.finished(str(tmp_path / "none")) is None
+    write_log(str(tmp_path / "run"), 12.5)
+    assert tb.finished(str(tmp_path / "run")) == 12.5
+    (tmp_path / "run2").mkdir()
+    (tmp_path / "run2" / "log.txt").write_text("epoch [1/2] ...\n")  # interrupted: not finished
+    assert tb.finished(str(tmp_path / "run2")) is None
+
+
+def test_plan_counts_and_skips_finished(tmp_path):
+    args = args_for(tmp_path, protocols=["base2new", "xd", "dg"])
+    jobs = tb.plan(args)
+    b2n = [j for j in jobs if j[0].startswith("b2n")]
+    transfer = [j for j in jobs if j[0].startswith("transfer")]
+    assert len(b2n) == 2 * 2 * 2 and len(transfer) == 2 * 2  # one source run per method and seed
+    assert len(transfer[0][1]) == 1 + len(tb.XD_TARGETS) + len(tb.DG_TARGETS)
+    train_dir, argv = b2n[0][1][0]
+    assert "DATASET.SUBSAMPLE_CLASSES" in argv and argv[argv.index("DATASET.SUBSAMPLE_CLASSES") + 1] == "base"
+    assert train_dir.endswith("base2new/train_base/shapes/shots_16/ZeroshotCLIP/testbed/seed1")
+
+
+def test_report_tables(tmp_path):
+    args = args_for(tmp_path)
+    fabricate(args.output)
+    summary = tb.report(args)
+    # CoOp seed 1: base (90 + 95) / 2 = 92.5, novel (80 + 75) / 2 = 77.5
+    assert summary["CoOp"][0][:2] == (92.5, 77.5)
+    hm1 = 2 * 92.5 * 77.5 / (92.5 + 77.5)
+    assert summary["CoOp"][0][2] == pytest.approx(hm1)
+    rows = list(csv.DictReader(open(os.path.join(args.output, "results.csv"))))
+    avg = {(r["method"], r["metric"]): r for r in rows if r["dataset"] == "average"}
+    base = [92.5, 94.5]
+    assert float(avg[("CoOp", "base")]["mean"]) == pytest.approx(statistics.mean(base))
+    assert float(avg[("CoOp", "base")]["std"]) == pytest.approx(statistics.stdev(base), abs=1e-4)
+    text = open(os.path.join(args.output, "results.md")).read()
+    assert "| CoOp |" in text and "CoOp vs ZeroshotCLIP: base +8.50 (+8.5 SE), novel -5.00" in text
+    assert os.path.getsize(os.path.join(args.output, "base2new_accuracy.png")) > 5000

@@ -138,7 +138,8 @@ def plan(args):
                     jobs.append((f"transfer {trainer} s{seed}",
                                  transfer_job(out, trainer, seed, data, targets)))
             if protocol == "ablation":
-                for name, extra in ABLATIONS.items():
+                for name in args.ablations:
+                    extra = ABLATIONS[name]
                     if name == "fs1_fsguided":
                         continue  # read from the main base-to-novel runs
                     for dataset in args.datasets:
@@ -188,8 +189,11 @@ def mean_se(values):
 
 
 def fmt(values):
+    """mean ± std over seeds (just the value when there is one seed)."""
     m, sd, _ = mean_se(values)
-    return "-" if math.isnan(m) else f"{m:.2f} ± {sd:.2f}"
+    if math.isnan(m):
+        return "-"
+    return f"{m:.2f}" if len(values) == 1 else f"{m:.2f} ± {sd:.2f}"
 
 
 def base2new_results(out, trainer, datasets, seeds):
@@ -267,8 +271,8 @@ def report(args, elapsed=None):
             continue
         title = "Cross-dataset" if kind == "xd" else "Domain generalisation"
         lines.append(f"\n## {title} (train: all classes of {SOURCE}; mean ± std over seeds)\n")
-        lines.append(f"| Method | {SOURCE} | " + " | ".join(targets) + " | Average |")
-        lines.append("|---" * (len(targets) + 3) + "|")
+        lines.append(f"| Method | {SOURCE} | " + " | ".join(targets) + " | Average | seeds |")
+        lines.append("|---" * (len(targets) + 4) + "|")
         for trainer in args.methods:
             src = [v for s in args.seeds if (v := finished(
                 f"{out}/{SOURCE}/{trainer}/{CFG}_{SHOTS}shots/seed{s}")) is not None]
@@ -289,14 +293,14 @@ def report(args, elapsed=None):
             m, sd, se = mean_se(avg)
             rows.append([kind, trainer, "average", "accuracy", m, sd, se, len(avg)])
             lines.append(f"| {trainer} | {fmt(src)} | " + " | ".join(per_target) +
-                         f" | {fmt(avg)} |")
+                         f" | {fmt(avg)} | {len(src)} |")
 
     if "ablation" in args.protocols:
         lines.append("\n## Ablations of RESTORE_m (base-to-novel, dataset averages; "
                      "mean ± std over seeds)\n")
-        lines.append("| FS.WEIGHT | SURGERY.MODE | Base | Novel | HM |")
-        lines.append("|---|---|---|---|---|")
-        for name in ABLATIONS:
+        lines.append("| FS.WEIGHT | SURGERY.MODE | Base | Novel | HM | seeds |")
+        lines.append("|---|---|---|---|---|---|")
+        for name in getattr(args, "ablations", ABLATIONS):
             root = out if name == "fs1_fsguided" else f"{out}/ablation/{name}"
             res = base2new_results(root, "RESTORE_m", args.datasets, args.seeds)
             avg = seed_averages(res, args.datasets, args.seeds)
@@ -304,7 +308,7 @@ def report(args, elapsed=None):
                 continue
             weight, mode = name.split("_")
             lines.append(f"| {weight[2:]} | {mode.replace('fsguided', 'fs_guided')} | " +
-                         " | ".join(fmt([a[i] for a in avg]) for i in range(3)) + " |")
+                         " | ".join(fmt([a[i] for a in avg]) for i in range(3)) + f" | {len(avg)} |")
             for metric, i in (("base", 0), ("novel", 1), ("hm", 2)):
                 m, sd, se = mean_se([a[i] for a in avg])
                 rows.append(["ablation", f"RESTORE_m {name}", "average", metric, m, sd, se,
@@ -440,6 +444,7 @@ def main(argv=None):
     p.add_argument("--methods", nargs="+", default=METHODS)
     p.add_argument("--datasets", nargs="+", default=BASE2NEW)
     p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
+    p.add_argument("--ablations", nargs="+", default=list(ABLATIONS), choices=list(ABLATIONS))
     p.add_argument("--jobs", type=int, default=1, help="parallel worker processes")
     p.add_argument("--threads", type=int, default=0,
                    help="torch threads per worker (default: cores / jobs)")

@@ -42,6 +42,10 @@ ABLATIONS = {  # name -> overrides of RESTORE_m
     "fs1_fixed": ["TRAINER.RESTORE.SURGERY.MODE", "fixed"],
     "fs0_off": ["TRAINER.RESTORE.FS.WEIGHT", "0.0", "TRAINER.RESTORE.SURGERY.MODE", "off"],
 }
+# Rough cost of one epoch per training class, relative to CoOp (from the testbed logs, 2 cores).
+# Only used to start the heaviest jobs first, so that no long job runs alone at the end.
+EPOCH_COST = {"ZeroshotCLIP": 0.05, "CoOp": 1.0, "CoCoOp": 10.0, "IVLP": 1.45, "MaPLe": 1.45,
+              "PromptSRC": 1.75, "RESTORE_m": 2.3, "RESTORE_p": 2.9}
 SHOTS = 16
 CFG = "testbed"
 XD_EPOCHS = 2  # as the release's cross-dataset runs; the source has 128 classes (8x the base-class steps per epoch)
@@ -148,11 +152,24 @@ def plan(args):
     return jobs
 
 
+def job_cost(label):
+    """Rough cost of a job from its label: epoch cost x epochs x training classes."""
+    from restore.testbed.datasets import get
+    words = label.split()
+    trainer = "RESTORE_m" if words[0] == "ablation" else words[1]
+    if words[0] == "transfer":
+        epochs, n_classes = XD_EPOCHS, len(get(SOURCE).classes)
+    else:
+        epochs, n_classes = max_epoch(trainer), get(words[-2]).num_base
+    return EPOCH_COST.get(trainer, 1.0) * epochs * n_classes
+
+
 def run_all(args):
     from tqdm import tqdm
     jobs = plan(args)
-    todo = [(label, steps) for label, steps in jobs
-            if any(finished(folder) is None for folder, _ in steps)]
+    todo = sorted(((label, steps) for label, steps in jobs
+                   if any(finished(folder) is None for folder, _ in steps)),
+                  key=lambda job: -job_cost(job[0]))
     print(f"{len(jobs)} jobs, {len(jobs) - len(todo)} already finished, {len(todo)} to run "
           f"with {args.jobs} worker(s) x {args.threads} thread(s)")
     start = time.time()

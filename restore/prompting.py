@@ -115,6 +115,8 @@ class PromptedTextEncoder:
         self.width = clip_model.ln_final.weight.shape[0]
         self.num_layers = len(self.blocks)
         self.context_length = clip_model.context_length
+        # CLIP's text blocks are causal: no position attends to a later one.
+        self.causal = all(b.attn_mask is not None for b in self.blocks)
 
     @property
     def dtype(self):
@@ -135,10 +137,14 @@ class PromptedTextEncoder:
         placeholders); eot: [N] EOT positions. -> (features [N, D], shift [L] or None)."""
         m = self.model
         x = x.to(self.dtype)
+        if self.causal:
+            # Under the causal mask the tokens after the last EOT never reach a feature or a
+            # counted shift position: drop them (exact, and most of a 77-token context).
+            x = x[:, : int(eot.max()) + 1]
         first = _layer_prompt(prompts, 0)
         if first is not None:
             x = self._insert(x, _batched(first, x.shape[0], x.dtype), n_slots, dim=1)
-        x = (x + m.positional_embedding.to(x.dtype)).permute(1, 0, 2)  # LND
+        x = (x + m.positional_embedding[: x.shape[1]].to(x.dtype)).permute(1, 0, 2)  # LND
 
         rows = _rows(trace, x.shape[1], x.device)
         shifts = [] if rows is not None else None

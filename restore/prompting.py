@@ -5,7 +5,8 @@ Both walk the unmodified `transformer.resblocks` of a `clip.model.CLIP` and inse
   previous layer's prompt outputs are dropped and the new ones appended; layers without new
   prompts propagate the previous ones. Layer-0 prompts go in before `ln_pre`, as in the anchors.
 - text: prompts REPLACE the context slots 1..n after SOS (layer 0: in the token embeddings, before
-  the positional embedding; layer l >= 1: in the hidden states). Length and EOT index unchanged.
+  the positional embedding; layer l >= 1: in the hidden states). Length and EOT index unchanged;
+  the blocks run positions 0..max(EOT) only (the rest cannot matter under the causal mask).
 
 `prompts` is a sequence indexed by layer (missing or None = no new prompts at that layer); a
 prompt is [n, width] (shared) or [N, n, width] (per sample). With `trace` the encoders also return

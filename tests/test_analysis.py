@@ -35,6 +35,14 @@ def test_average_feature_shift_is_the_image_weighted_mean():
     assert abs(s["shift_text"] - got.text.mean().item()) < 1e-6
 
 
+def test_image_conditioned_text_shift_is_averaged_over_images():
+    m, data = model("CoCoOp"), batches()
+    got = average_feature_shift(m, data)
+    per = [m.feature_shift(b["img"]) for b in data]
+    assert not torch.allclose(per[0].text, per[1].text)  # CoCoOp's text depends on the images
+    torch.testing.assert_close(got.text, (per[0].text * 3 + per[1].text * 5) / 8)
+
+
 def test_baseline_without_vision_prompts_has_zero_vision_shift():
     got = average_feature_shift(model("CoOp"), batches())
     assert torch.count_nonzero(got.vision) == 0 and torch.count_nonzero(got.text) > 0

@@ -14,10 +14,11 @@ from ..feature_shift import FeatureShift, discrepancy
 @torch.no_grad()
 def average_feature_shift(model, batches: Iterable, max_batches: Optional[int] = None,
                           device=None) -> FeatureShift:
-    """Mean of `model.feature_shift` over batches of images (dicts with "img" or tensors).
-    The class texts are encoded once, so the text shift is that of all classes."""
+    """Image-weighted mean of `model.feature_shift` over batches of images (dicts with "img" or
+    tensors). The text shift is that of all classes: encoded once, or per image for methods whose
+    text prompts depend on the image (CoCoOp)."""
     model.eval()
-    vision, text, n = 0, None, 0
+    vision, text, n = 0, 0, 0
     with model.cached_text_features():
         for i, batch in enumerate(batches):
             if max_batches is not None and i >= max_batches:
@@ -27,11 +28,11 @@ def average_feature_shift(model, batches: Iterable, max_batches: Optional[int] =
                 images = images.to(device)
             shift = model.feature_shift(images)
             vision = vision + shift.vision.float().cpu() * images.shape[0]
-            text = shift.text.float().cpu()
+            text = text + shift.text.float().cpu() * images.shape[0]
             n += images.shape[0]
     if n == 0:
         raise ValueError("average_feature_shift: no images in the batches")
-    return FeatureShift(vision / n, text)
+    return FeatureShift(vision / n, text / n)
 
 
 def summarize(shift: FeatureShift) -> Dict[str, float]:

@@ -59,6 +59,19 @@ def test_plan_counts_and_skips_finished(tmp_path):
     assert train_dir.endswith("base2new/train_base/shapes/shots_16/ZeroshotCLIP/testbed/seed1")
 
 
+def test_job_cost_ranks_every_planned_job(tmp_path):
+    args = args_for(tmp_path, protocols=["base2new", "xd", "ablation"],
+                    methods=["ZeroshotCLIP", "CoOp", "CoCoOp"], ablations=["fs0_off"])
+    cost = {label: tb.job_cost(label) for label, _ in tb.plan(args)}
+    assert len(cost) == 2 * 3 * 2 + 3 * 2 + 2 * 2 and all(c > 0 for c in cost.values())
+    # epochs x training classes x the method's epoch cost: digits has 40 base classes, shapes 32
+    assert cost["b2n CoOp digits s1"] == pytest.approx(cost["b2n CoOp shapes s1"] * 40 / 32)
+    assert cost["b2n CoCoOp digits s1"] > cost["b2n CoOp digits s1"] > cost["b2n ZeroshotCLIP digits s1"]
+    assert cost["ablation fs0_off digits s2"] == pytest.approx(
+        tb.EPOCH_COST["RESTORE_m"] * tb.max_epoch("RESTORE_m") * 40)
+    assert cost["transfer CoOp s1"] == pytest.approx(tb.EPOCH_COST["CoOp"] * tb.XD_EPOCHS * 128)
+
+
 def test_report_tables(tmp_path):
     args = args_for(tmp_path)
     fabricate(args.output)

@@ -317,7 +317,7 @@ def report(args, elapsed=None):
                      "mean ± std over seeds)\n")
         lines.append("| FS.WEIGHT | SURGERY.MODE | Base | Novel | HM | seeds |")
         lines.append("|---|---|---|---|---|---|")
-        for name in getattr(args, "ablations", ABLATIONS):
+        for name in args.ablations:
             root = out if name == "fs1_fsguided" else f"{out}/ablation/{name}"
             res = base2new_results(root, "RESTORE_m", args.datasets, args.seeds)
             avg = seed_averages(res, args.datasets, args.seeds)

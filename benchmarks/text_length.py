@@ -11,13 +11,12 @@ Class names are real ones (the testbed's digits, or ImageNet-style names for ViT
 context is 77 tokens); weights are random for ViT-B/16 (the cost does not depend on them).
 """
 import argparse
-import statistics
-import time
 
 import torch
 
 import restore
 import restore.methods.promptsrc as promptsrc_module
+from step_time import time_steps  # benchmarks/ is the script's directory
 
 METHODS = ["CoOp", "CoCoOp", "MaPLe", "PromptSRC", "RESTORE_m", "RESTORE_p"]
 VITB16 = dict(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768,
@@ -42,25 +41,6 @@ def make_cfg(name, size):
         cfg.TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION = 9
     cfg.TRAINER.NAME = name
     return cfg
-
-
-def time_steps(model, images, labels, steps, warmup, device):
-    opt = torch.optim.SGD(model.trainable_parameters(), lr=1e-3)
-    model.train()
-    times = []
-    for i in range(warmup + steps):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        loss, _ = model.loss(images, labels)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main():
@@ -99,9 +79,9 @@ def main():
                 cut = model(images)
                 model.text_encoder.causal = False
                 full = model(images)
-            t_full = time_steps(model, images, labels, args.steps, args.warmup, device)
+            t_full = time_steps(model, images, labels, args.steps, args.warmup, device, None)
             model.text_encoder.causal = True
-            t_cut = time_steps(model, images, labels, args.steps, args.warmup, device)
+            t_cut = time_steps(model, images, labels, args.steps, args.warmup, device, None)
             length = int(model.eot.max()) + 1
             print(f"| {size} | {name} | {length} of {clip_model.context_length} | {t_full:.4f} | "
                   f"{t_cut:.4f} | {t_full / t_cut:.2f}x | {(cut - full).abs().max().item():.1e} |",

@@ -17,7 +17,8 @@ def write_log(folder, accuracy):
 
 def args_for(tmp_path, **kw):
     a = argparse.Namespace(protocols=["base2new"], methods=["ZeroshotCLIP", "CoOp"],
-                           datasets=["shapes", "digits"], seeds=[1, 2], jobs=1, threads=1,
+                           datasets=["shapes", "digits"], seeds=[1, 2], ablations=list(tb.ABLATIONS),
+                           jobs=1, threads=1,
                            data=str(tmp_path / "data"), output=str(tmp_path / "out"))
     vars(a).update(kw)
     return a

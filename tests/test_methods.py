@@ -158,10 +158,12 @@ def test_block_inputs_and_logits(make_cfg, classnames, images, ref, name):
     torch.testing.assert_close(out, want, atol=1e-5, rtol=1e-5)
     # the hand-computed logit of one pair, spelled out
     if name != "CoCoOp":
+        # tolerance as the assert_close above: F.cosine_similarity and the method's
+        # normalise-then-matmul round differently in float32 (2.5e-6 seen on torch 2.14)
         i, c = 1, 2
         cos = F.cosine_similarity(img.features[i], txt.features[c], dim=0)
         assert out[i, c].item() == pytest.approx(
-            (math.exp(model.clip.logit_scale.item()) * cos).item(), rel=1e-5, abs=1e-6)
+            (math.exp(model.clip.logit_scale.item()) * cos).item(), rel=1e-5, abs=1e-5)
 
 
 @pytest.mark.parametrize("name", ["IVLP", "MaPLe", "PromptSRC", "VPT", "LPT", "CoOp"])

@@ -12,7 +12,7 @@ counts only after the end signal: "Finish training" (also "Finished training", w
 are in a timestamped log (log.txt-YYYY-MM-DD-...), so when log.txt has none the newest timestamped log that
 has one is read; the sub-folders need no Dassl.
 
-Table mode (harmonic means as in shared/reference/BASELINES.md: HM of the dataset-averaged Base and Novel):
+Table mode (the harmonic mean as the methods' papers report it: HM of the dataset-averaged Base and Novel):
 
     python parse_test_res.py --table base2new --root output/base2new [--trainer T] [--cfg C] [--csv FILE]
     python parse_test_res.py --table xd --root output [--trainer T] [--csv FILE]

@@ -1,6 +1,5 @@
 #!/usr/bin/env python
-"""The paper's experiments in miniature, on the synthetic testbed (docs: TESTBED.md in shared docs,
-README "Results on the testbed").
+"""The paper's experiments in miniature, on the synthetic testbed (design: docs/TESTBED.md; results: README).
 
     python testbed_benchmark.py                                  # base-to-novel, all methods, 3 seeds
     python testbed_benchmark.py --protocols base2new xd dg ablation --jobs 2
@@ -12,6 +11,8 @@ log already holds its result is skipped. Protocols:
 - base2new: train on the base classes of shapes, patterns, digits; test on their new classes.
 - xd / dg: train once on all classes of `objects` (XD_EPOCHS epochs); test on shapes, patterns, digits (xd) and on
   the domain-shifted renderings objects_v2, objects_sketch, objects_noise, objects_clutter (dg).
+  ZeroshotCLIP takes each xd target's own hand prompt, and on the dg targets the source's prompt (as CoOp
+  evaluates the ImageNet variants with ImageNet's).
 - ablation: RESTORE_m base-to-novel with FS.WEIGHT in {0, 0.5, 1, 2} and SURGERY.MODE in
   {off, fixed, fs_guided} (paper Tables 4/5).
 Writes to --output (default output/testbed): results.md, results.csv, and PNG plots (Base / Novel
@@ -455,7 +456,7 @@ def tsne_analysis(args, methods=("ZeroshotCLIP", "CoOp", "MaPLe", "RESTORE_m")):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--protocols", nargs="+", default=["base2new"],
                    choices=["base2new", "xd", "dg", "ablation"])
     p.add_argument("--methods", nargs="+", default=METHODS)

@@ -2,7 +2,7 @@
 
 `get_cfg_default()` gives a standalone yacs tree for the native engine; `extend_cfg(cfg)` adds the
 project's nodes to any CfgNode, Dassl's included, so both engines read the same keys and defaults.
-Defaults are the anchors' (shared/reference/ANCHORS.md sections 1.2 and 2.2).
+Defaults are the anchors' (docs/REPRODUCING.md section 2).
 """
 from yacs.config import CfgNode as CN
 
@@ -184,7 +184,7 @@ def extend_cfg(cfg: CN) -> CN:
     t.PROMPTSRC.GPA_MEAN = 15.0
     t.PROMPTSRC.GPA_STD = 1.0
 
-    # RESTORE's own keys (shared/docs/METHOD.md sections 2-5); the base method's stay in its node.
+    # RESTORE's own keys (docs/METHOD.md sections 2-5); the base method's stay in its node.
     t.RESTORE = CN()
     t.RESTORE.FS = CN()
     t.RESTORE.FS.DEFINITION = "paper"  # paper | release
@@ -198,7 +198,7 @@ def extend_cfg(cfg: CN) -> CN:
     t.RESTORE.SURGERY.RATIO = 4
     t.RESTORE.SURGERY.EMA = 0.9
     t.RESTORE.SURGERY.ALPHA_AT_TEST = "ema"  # ema | live
-    # The official release's calibrator (METHOD.md section 5); its CLI defaults.
+    # The official release's calibrator (docs/METHOD.md section 5); its CLI defaults.
     t.RESTORE.SURGERY.RELEASE_VIS_R = 0.1
     t.RESTORE.SURGERY.RELEASE_TEXT_R = 0.1
     t.RESTORE.SURGERY.RELEASE_VIS_GAIN = 0.005

@@ -1,4 +1,4 @@
-"""Feature shift (METHOD.md section 2), the consistency loss (section 3), and the release's proxy (section 5).
+"""Feature shift (docs/METHOD.md section 2), the consistency loss (section 3), and the release's proxy (section 5).
 
 The per-block shift itself is traced by the prompted encoders (restore.prompting), which call
 `shift_magnitude` on each block's outputs; this module holds the arithmetic.

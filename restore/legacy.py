@@ -5,7 +5,7 @@ public CoOp / CoCoOp (KaiyangZhou/CoOp), IVLP / VPT / MaPLe
 (muzairkhattak/multimodal-prompt-learning), PromptSRC (muzairkhattak/PromptSRC) or MaPLe_FSA (the
 official RESTORE release, Yaphabates/RESTORE_) trainers onto the keys of our model's
 `state_to_save()`. Our own states pass through unchanged, so callers need not know
-which kind they hold. Original layouts (shared/reference/ANCHORS.md sections 1.4 and 3):
+which kind they hold. Original layouts (docs/REPRODUCING.md section 8):
 
     CoOp, CoCoOp   only the prompt learner is registered: ctx, meta_net.linear{1,2}.*,
                    token_prefix, token_suffix                    -> prompt_learner.<key>

@@ -1,4 +1,4 @@
-"""The one prompted image encoder and the one prompted text encoder (METHOD.md sections 1-2).
+"""The one prompted image encoder and the one prompted text encoder (docs/METHOD.md sections 1-2).
 
 Both walk the unmodified `transformer.resblocks` of a `clip.model.CLIP` and insert deep prompts:
 - vision: prompts are APPENDED after [CLS, patches]; at each layer l >= 1 that has prompts, the

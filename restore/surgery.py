@@ -1,4 +1,4 @@
-"""Surgery adapters on the final projected features (METHOD.md section 4) and the release's
+"""Surgery adapters on the final projected features (docs/METHOD.md section 4) and the release's
 calibrator (section 5). Both are residual: the caller computes z + alpha * adapter(z)."""
 import torch.nn.functional as F
 from torch import nn

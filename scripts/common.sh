@@ -108,7 +108,7 @@ run_train_py() {
     "$PYTHON" train.py --engine "$ENGINE" "$@"
 }
 
-# Release-variant ratios of the official RESTORE (ANCHORS.md 6.6) as config overrides, for
+# Release-variant ratios of the official RESTORE (docs/REPRODUCING.md section 9) as config overrides, for
 # RESTORE_m's *_release configs: VIS_CALIB_R TEXT_CALIB_R FS_LOSS_R per dataset.
 release_overrides() {
     local vis text fs

@@ -1,6 +1,6 @@
 """Shared fixtures of the library tests, and the independent reference computations they use.
 
-The reference (`ref` fixture) re-implements METHOD.md sections 1-2 directly on the modules of an
+The reference (`ref` fixture) re-implements docs/METHOD.md sections 1-2 directly on the modules of an
 unmodified `clip.model.CLIP`: it calls `block(x)` of `transformer.resblocks` (the block's own
 forward, with its own 77-long causal mask), `ln_pre`, `ln_post`, `ln_final`, the projections, and,
 for prompt-free text sequences shorter than 77, a fresh `clip.model.ResidualAttentionBlock` with a

@@ -1,4 +1,4 @@
-"""The shell scripts with the native engine: output layout of ANCHORS.md 5.1, the DATA check, overrides."""
+"""The shell scripts with the native engine: output layout of docs/REPRODUCING.md section 7, the DATA check, overrides."""
 import os
 import shutil
 import subprocess

@@ -1,4 +1,4 @@
-"""The per-epoch LR of the native engine against ANCHORS.md 1.6 and torch's own schedulers; the optimizer
+"""The per-epoch LR of the native engine against docs/REPRODUCING.md section 4 and torch's own schedulers; the optimizer
 builder; the precision choice."""
 import math
 
@@ -9,7 +9,7 @@ import restore
 from restore.engine import (EpochLR, OptimizerError, Precision, PrecisionError, ScheduleError,
                             build_optimizer, epoch_lr)
 
-# ANCHORS.md 1.6: sgd, cosine, 1 constant warm-up epoch at 1e-5, LR 0.0035, MAX_EPOCH 10.
+# docs/REPRODUCING.md section 4: sgd, cosine, 1 constant warm-up epoch at 1e-5, LR 0.0035, MAX_EPOCH 10.
 ANCHOR_TABLE = [1.0e-5, 3.500e-3, 3.414e-3, 3.166e-3, 2.779e-3, 2.291e-3, 1.750e-3, 1.209e-3,
                 7.21e-4, 3.34e-4]
 

@@ -1,6 +1,6 @@
 """restore.legacy: checkpoints of the original CoOp-lineage trainers load into our methods.
 
-The original states are fabricated in exactly the originals' key layout (ANCHORS.md 1.4, 3.x; the
+The original states are fabricated in exactly the originals' key layout (docs/REPRODUCING.md section 8; the
 public CoOp, multimodal-prompt-learning, PromptSRC and RESTORE_ trainers): the registered module's
 `state_dict()` with the prompts where those trainers keep them, their fp16 tensors, the frozen CLIP
 weights, the class-dependent token buffers and PromptSRC's frozen ZS_image_encoder. Loading the

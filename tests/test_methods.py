@@ -1,7 +1,7 @@
 """Each method of restore.methods against an independent computation on the clip modules.
 
-`spec()` below reads a model's parameters and composes the per-layer prompts the way METHOD.md
-section 1 (and ANCHORS.md section 3) says each method does; `reference()` then runs the clip
+`spec()` below reads a model's parameters and composes the per-layer prompts the way docs/METHOD.md
+section 1 (and docs/REPRODUCING.md section 8) says each method does; `reference()` then runs the clip
 towers by hand (conftest `ref`), so every comparison can fail.
 """
 import math
@@ -57,7 +57,7 @@ def linear(layer, x):
 
 
 def spec(name, model, cfg):
-    """Per-layer prompts, text template and number of context slots, per METHOD.md section 1."""
+    """Per-layer prompts, text template and number of context slots, per docs/METHOD.md section 1."""
     pl = getattr(model, "prompt_learner", None)
     init = "a photo of a"
     if name == "ZeroshotCLIP":

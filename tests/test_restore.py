@@ -1,4 +1,4 @@
-"""RESTORE_m / RESTORE_p: L_fs, surgery and alpha, the release variant (METHOD.md sections 2-6)."""
+"""RESTORE_m / RESTORE_p: L_fs, surgery and alpha, the release variant (docs/METHOD.md sections 2-6)."""
 import math
 
 import pytest

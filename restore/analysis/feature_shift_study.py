@@ -1,4 +1,4 @@
-"""The paper's feature-shift analysis (METHOD.md section 7, Fig. 3/4) for any method.
+"""The paper's feature-shift analysis (docs/METHOD.md section 7, Fig. 3/4) for any method.
 
 Feature shift is a measurement, not only a loss: every method's `feature_shift(images)` returns
 the per-layer N^v_l, N^t_l (zeros where a branch has no prompts), so baselines are measured with

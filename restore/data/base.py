@@ -1,7 +1,7 @@
 """Dataset base class, few-shot sampling and caching, base/new class subsampling, the dataset registry,
 and `SplitJSONDataset`: the generic "dataset described by a split_zhou JSON" that readers subclass.
 
-Semantics are Dassl's `DatasetBase` and CoOp's dataset code (shared/reference/ANCHORS.md 1.5, 4.3, 4.4), so
+Semantics are Dassl's `DatasetBase` and CoOp's dataset code (docs/REPRODUCING.md section 3), so
 that the same seed gives the same few-shot images in the same order in both engines.
 """
 import difflib

@@ -1,4 +1,4 @@
-"""ImageNet and its four test-only variants, as CoOp reads them (shared/reference/ANCHORS.md 4.1, 4.5).
+"""ImageNet and its four test-only variants, as CoOp reads them (DATASETS.md; docs/REPRODUCING.md section 3).
 
 - ImageNet: labels = index of the wnid in the sorted folder list of images/train; test = val = images/val
   (also in wnid folders); parsed lists cached in imagenet/preprocessed.pkl (Dassl-compatible, read if

@@ -1,4 +1,4 @@
-"""Data loading with Dassl's semantics (shared/reference/ANCHORS.md 1.5): `DatasetWrapper`,
+"""Data loading with Dassl's semantics (docs/REPRODUCING.md section 3): `DatasetWrapper`,
 `build_data_loader` and `DataManager`, for the native engine (the Dassl engine uses Dassl's own)."""
 import torch
 import torchvision.transforms as T

@@ -1,5 +1,5 @@
 """Readers for the ten split_zhou datasets and FGVCAircraft, with CoOp's class names, folders and files
-(shared/reference/ANCHORS.md 4.1-4.4).
+(DATASETS.md; docs/REPRODUCING.md section 3).
 
 Each one reads `<dataset_dir>/split_zhou_<Name>.json` when present. When it is absent, the split is
 generated from the original annotation files exactly as CoOp does (same class names, same use of python's

@@ -3,7 +3,7 @@
 Each is a split_zhou dataset under ``<DATASET.ROOT>/<dataset_dir>/`` (images in ``images/``), rendered into
 DATASET.ROOT on first use when absent (deterministic, seed 0; atomic, so concurrent first uses are safe).
 
-| config (configs/datasets/X.yaml) | DATASET.NAME | folder | classes (base/new) |
+| config (configs/datasets/<name>.yaml) | DATASET.NAME | folder | classes (base/new) |
 |---|---|---|---|
 | shapes           | TestbedShapes         | testbed_shapes          | 64 (32/32) |
 | patterns         | TestbedPatterns       | testbed_patterns        | 32 (16/16) |
@@ -11,8 +11,10 @@ DATASET.ROOT on first use when absent (deterministic, seed 0; atomic, so concurr
 | objects          | TestbedObjects        | testbed_objects         | 128 (source of cross-dataset / DG) |
 | objects_v2, objects_sketch, objects_noise, objects_clutter | TestbedObjectsV2, ...Sketch, ...Noise, ...Clutter | testbed_objects_* | 128 (DG targets) |
 
-Every class has a ``template`` attribute: the dataset's hand prompt for zero-shot CLIP (it names the shift:
-"a picture of a large {}.", "a sketch of a large {}.", ...). The matching backbone is
+Every class has a ``template`` attribute: the prompt ZeroshotCLIP uses on it. A domain-shifted target of
+domain generalisation takes its source's prompt ("a picture of a large {}."), as CoOp evaluates the ImageNet
+variants with ImageNet's; its own domain-aware prompt ("a sketch of a large {}.") stays in
+``restore.testbed.DATASETS[key].template`` (the pretraining record, a labelled reference at most). The matching backbone is
 ``restore.testbed.load_testbed_clip()`` (32 px inputs, CLIP normalisation, text context length 16).
 """
 import os
@@ -33,7 +35,7 @@ class TestbedDataset(SplitJSONDataset):
 
     testbed_key = ""   # key in restore.testbed.DATASETS
     image_dir = "images"
-    template = ""      # hand prompt (zero-shot)
+    template = ""      # ZeroshotCLIP's prompt
 
     def __init__(self, cfg):
         root = cfg.DATASET.ROOT
@@ -59,10 +61,10 @@ def _make(spec):
         "__module__": __name__, "__qualname__": spec.registry_name,
         "__doc__": f"Testbed: {spec.description} ({len(spec.classes)} classes; role {spec.role}).",
         "testbed_key": spec.key, "dataset_dir": spec.dataset_dir, "split_file": spec.split_file,
-        "template": spec.template,
+        "template": spec.zeroshot_template,
     })
     globals()[spec.registry_name] = register_dataset(cls)
-    register_template(spec.registry_name, spec.template)  # ZeroshotCLIP's hand prompt
+    register_template(spec.registry_name, spec.zeroshot_template)  # ZeroshotCLIP's prompt
     TESTBED_DATASETS[spec.key] = spec.registry_name
 
 

@@ -1,4 +1,4 @@
-"""`build_transform(cfg, is_train)` with Dassl's semantics (shared/reference/ANCHORS.md 1.5).
+"""`build_transform(cfg, is_train)` with Dassl's semantics (docs/REPRODUCING.md section 3).
 
 Train: Resize(SIZE) only when neither random_crop nor random_resized_crop is chosen -> RandomCrop(SIZE,
 padding=CROP_PADDING) -> RandomResizedCrop(SIZE, scale=RRCROP_SCALE) -> RandomHorizontalFlip -> ColorJitter

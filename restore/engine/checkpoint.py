@@ -1,4 +1,4 @@
-"""Checkpoints in Dassl's layout (ANCHORS.md 1.4, 1.8), safe to load with `weights_only=True`.
+"""Checkpoints in Dassl's layout (docs/REPRODUCING.md section 6), safe to load with `weights_only=True`.
 
     <directory>/<registered name>/model.pth.tar-<epoch>     dict: state_dict, epoch, optimizer,
                                                             scheduler, val_result (+ rng, scaler,

@@ -1,4 +1,4 @@
-"""Dassl's "Classification" evaluator (ANCHORS.md 1.7): the same numbers and the same printed lines.
+"""Dassl's "Classification" evaluator (docs/REPRODUCING.md section 5): the same numbers and the same printed lines.
 
     => result
     * total: 1,234

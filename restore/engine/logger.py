@@ -1,4 +1,4 @@
-"""Dassl's `setup_logger` (ANCHORS.md 1.9): stdout is teed into `<OUTPUT_DIR>/log.txt`; an existing
+"""Dassl's `setup_logger` (docs/REPRODUCING.md section 5): stdout is teed into `<OUTPUT_DIR>/log.txt`; an existing
 log file is never overwritten (the new one gets a `-YYYY-MM-DD-HH-MM-SS` suffix).
 
 Unlike Dassl's Logger, the tee behaves like a terminal stream (isatty, encoding, fileno) and never

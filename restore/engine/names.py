@@ -1,5 +1,5 @@
 """The checkpoint sub-folder ("registered model name") of each trainer, as the CoOp-lineage trainers
-register their models in Dassl (shared/reference/ANCHORS.md 1.4, 3.x). One table for both engines:
+register their models in Dassl (docs/REPRODUCING.md section 6). One table for both engines:
 checkpoints live at `<OUTPUT_DIR>/<registered name>/model.pth.tar-<epoch>`.
 """
 

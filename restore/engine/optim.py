@@ -1,4 +1,4 @@
-"""Dassl's `build_optimizer` (ANCHORS.md 1.6) over a method's trainable parameters."""
+"""Dassl's `build_optimizer` (docs/REPRODUCING.md section 4) over a method's trainable parameters."""
 import torch
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "amsgrad", "rmsprop")

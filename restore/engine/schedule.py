@@ -1,4 +1,4 @@
-"""Dassl's per-epoch learning rate (`dassl.optim.build_lr_scheduler`, ANCHORS.md 1.6) without Dassl.
+"""Dassl's per-epoch learning rate (`dassl.optim.build_lr_scheduler`, docs/REPRODUCING.md section 4) without Dassl.
 
 The schedule is stepped once per epoch, after the optimizer step of the epoch's last batch, so the LR of
 epoch e (0-based) is the value after e steps:

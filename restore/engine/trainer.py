@@ -1,4 +1,4 @@
-"""The native engine: Dassl's TrainerX semantics (ANCHORS.md 1.4) for every method of restore.methods,
+"""The native engine: Dassl's TrainerX semantics (docs/REPRODUCING.md section 5) for every method of restore.methods,
 without Dassl.
 
     trainer = Trainer(cfg)          # data (seeded few-shot sampling first), CLIP, method, optimizer

@@ -145,7 +145,7 @@ class PromptedCLIP(nn.Module):
 
     @torch.no_grad()
     def feature_shift(self, images: Tensor) -> FeatureShift:
-        """The per-layer mean shift magnitudes N_l (METHOD.md section 2) on a batch. Call it
+        """The per-layer mean shift magnitudes N_l (docs/METHOD.md section 2) on a batch. Call it
         under grad (as `encode(images, trace=True).shift`) to use it in a loss."""
         return self.encode(images, trace=True).shift
 

@@ -1,7 +1,7 @@
 """RESTORE (Yang et al., arXiv 2403.06136): feature-shift consistency and feature-shift-guided
 surgery on top of a base method. RESTORE_m = MaPLe + both, RESTORE_p = PromptSRC + both.
 
-Keys live in TRAINER.RESTORE (METHOD.md sections 2-5); the base method's stay in its own node.
+Keys live in TRAINER.RESTORE (docs/METHOD.md sections 2-5); the base method's stay in its own node.
 - FS.DEFINITION paper: L_fs = sum_l (N^v_l - N^t_l)^2 from the traced per-block shifts.
   FS.DEFINITION release: L_fs = sum_l (r^t_l - r^v_l)^2, r = Gram-norm ratio of the deep prompts.
 - SURGERY.MODE fs_guided: z + alpha * Surgery(z), alpha_v = GAMMA * sum_l N^v_l and

@@ -1,4 +1,4 @@
-"""The testbed: synthetic compositional datasets and a tiny pretrained CLIP (see docs TESTBED.md).
+"""The testbed: synthetic compositional datasets and a tiny pretrained CLIP (docs/TESTBED.md).
 
 - ``load_testbed_clip(path=None) -> clip.model.CLIP``: the bundled pretrained backbone (fp32, eval, CPU).
 - ``generate(root, name, seed=0)`` / ``ensure(root, name)``: write a dataset in CoOp's on-disk format.

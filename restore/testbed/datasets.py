@@ -38,7 +38,7 @@ class TestbedDataset:
     n_train: int         # images per class and split
     n_val: int
     n_test: int
-    template: str        # the hand prompt (zero-shot), names the shift
+    template: str        # the dataset's own hand prompt; a domain target's names its shift
     description: str
     style: str = "photo"
     noise: Tuple[float, float] = (0.0, 0.04)
@@ -48,6 +48,13 @@ class TestbedDataset:
     @property
     def split_file(self) -> str:
         return f"split_zhou_{self.registry_name}.json"
+
+    @property
+    def zeroshot_template(self) -> str:
+        """The prompt ZeroshotCLIP is evaluated with. A domain target takes its source's prompt, as
+        CoOp evaluates the ImageNet variants with ImageNet's "a photo of a {}.": no tuned method is told
+        the domain, so neither is the zero-shot baseline. Other datasets take their own prompt."""
+        return DATASETS["objects"].template if self.role == "domain" else self.template
 
     @property
     def classnames(self) -> List[str]:

@@ -1,6 +1,6 @@
 # RESTORE_m's trainer and configs, sourced by the scripts in this folder.
 # VARIANT=release selects the official release's variant (configs *_release.yaml, per-dataset ratios of
-# ANCHORS.md 6.6; override with VIS_CALIB_R / TEXT_CALIB_R / FS_LOSS_R).
+# docs/REPRODUCING.md section 9; override with VIS_CALIB_R / TEXT_CALIB_R / FS_LOSS_R).
 TRAINER=RESTORE_m
 CFG=vit_b16_c2_ep10_batch4_2ctx
 XD_CFG=vit_b16_c2_ep4_batch4_2ctx_cross_datasets

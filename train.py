@@ -202,6 +202,14 @@ def print_args(args, cfg):
 
 
 # ---------------------------------------------------------------------------------------- engines
+def use_available_cpus(cfg):
+    """Threads from the CPUs this process may use (RESTORE_NUM_THREADS overrides); one note when
+    DATALOADER.NUM_WORKERS asks for more workers than that (the count is kept)."""
+    from restore.engine.cpus import check_num_workers, configure_threads
+    configure_threads()
+    check_num_workers(cfg.DATALOADER.NUM_WORKERS)
+
+
 def import_registering(package):
     """Import a package and all its modules, so that they register in Dassl's registries."""
     pkg = importlib.import_module(package)
@@ -220,6 +228,7 @@ def run_native(args, cfg):
         set_random_seed(cfg.SEED)
     setup_logger(cfg.OUTPUT_DIR)
     print("Engine: native (restore.engine)")
+    use_available_cpus(cfg)
     if torch.cuda.is_available() and cfg.USE_CUDA:
         torch.backends.cudnn.benchmark = True
     print_args(args, cfg)
@@ -241,6 +250,7 @@ def run_dassl(args, cfg):
         set_random_seed(cfg.SEED)
     setup_logger(cfg.OUTPUT_DIR)
     print("Engine: dassl (Dassl.pytorch trainers from trainers/)")
+    use_available_cpus(cfg)
     if torch.cuda.is_available() and cfg.USE_CUDA:
         torch.backends.cudnn.benchmark = True
     print_args(args, cfg)

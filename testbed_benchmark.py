@@ -465,14 +465,15 @@ def main(argv=None):
     p.add_argument("--ablations", nargs="+", default=list(ABLATIONS), choices=list(ABLATIONS))
     p.add_argument("--jobs", type=int, default=1, help="parallel worker processes")
     p.add_argument("--threads", type=int, default=0,
-                   help="torch threads per worker (default: cores / jobs)")
+                   help="torch threads per worker (default: the CPUs available to this process / jobs)")
     p.add_argument("--data", default=os.environ.get("DATA", "./data"))
     p.add_argument("--output", default="output/testbed")
     p.add_argument("--report-only", action="store_true")
     p.add_argument("--no-analysis", action="store_true", help="skip feature-shift and t-SNE")
     args = p.parse_args(argv)
     os.chdir(os.path.dirname(os.path.abspath(__file__)))
-    args.threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
+    from restore.engine.cpus import available_cpus
+    args.threads = args.threads or max(1, available_cpus() // args.jobs)
     elapsed = None if args.report_only else run_all(args)
     summary = report(args, elapsed)
     if not args.no_analysis and "base2new" in args.protocols:

@@ -48,7 +48,8 @@ def build_parser():
     p.add_argument("--dataset-config-file", type=str, default="",
                    help="path to config file for dataset setup")
     p.add_argument("--trainer", type=str, default="", help="name of trainer")
-    p.add_argument("--backbone", type=str, default="", help="name of CNN backbone")
+    p.add_argument("--backbone", type=str, default="",
+                   help="CLIP backbone, sets MODEL.BACKBONE.NAME (names below; the method config sets one)")
     p.add_argument("--head", type=str, default="", help="name of head")
     p.add_argument("--eval-only", action="store_true", help="evaluation only")
     p.add_argument("--model-dir", type=str, default="",
@@ -58,9 +59,62 @@ def build_parser():
     p.add_argument("--engine", choices=ENGINES, default="auto",
                    help="dassl: Dassl.pytorch's trainers (trainers/); native: restore.engine; "
                         "auto: dassl when importable, else native")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the resolved config (defaults, yaml files, flags, KEY VALUE pairs) and stop")
     p.add_argument("opts", default=None, nargs=argparse.REMAINDER,
-                   help="modify config options using the command-line")
+                   help="KEY VALUE pairs that override the config, applied last (e.g. OPTIM.MAX_EPOCH 5)")
+    p.epilog = help_epilog()
     return p
+
+
+def help_epilog():
+    """The names a user can pass, read from the registries (so the help cannot go stale), and an example."""
+    import glob
+
+    from restore.backbone import available_backbones
+    import restore.data.testbed  # noqa: F401  (registers the testbed datasets)
+    from restore.data import DATASETS
+    from restore.methods import METHODS
+    configs = {}
+    for path in sorted(glob.glob(os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                              "configs", "datasets", "*.yaml"))):
+        with open(path) as f:
+            m = re.search(r'NAME:\s*"?(\w+)', f.read())
+        if m:
+            configs[m.group(1)] = os.path.basename(path)[:-len(".yaml")]
+    datasets = [f"{configs[n]} ({n})" if n in configs else n for n in DATASETS]
+    return "\n".join([
+        "trainers (--trainer):",
+        "  " + " ".join(METHODS),
+        "datasets (--dataset-config-file configs/datasets/<name>.yaml; DATASET.NAME in brackets):",
+        *textwrap_names(datasets),
+        "backbones (MODEL.BACKBONE.NAME, set by the method config or --backbone):",
+        *textwrap_names(available_backbones()),
+        "  OpenAI weights are read from ~/.cache/clip/<file> (downloaded there when online); a local",
+        "  file instead: MODEL.BACKBONE.PATH /path/to/ViT-B-16.pt",
+        "",
+        "config overrides: trailing KEY VALUE pairs with the config's dotted key names, applied last,",
+        "  e.g. OPTIM.MAX_EPOCH 5 DATALOADER.NUM_WORKERS 2; --print-config lists every key and value.",
+        "",
+        "example (the synthetic testbed on a CPU, nothing to download):",
+        "  python train.py --root ./data --seed 1 --trainer CoOp \\",
+        "      --dataset-config-file configs/datasets/shapes.yaml \\",
+        "      --config-file configs/trainers/CoOp/testbed.yaml --output-dir output/demo \\",
+        "      DATASET.NUM_SHOTS 16 DATASET.SUBSAMPLE_CLASSES base",
+        "",
+        "environment: RESTORE_NUM_THREADS=N sets torch's threads (default: the CPUs available to the",
+        "  process); RESTORE_TRACEBACK=1 shows the traceback behind an error message.",
+    ])
+
+
+def textwrap_names(names, width=100):
+    """Lines of "  name name ...", never breaking inside a name."""
+    lines = ["  "]
+    for name in names:
+        if len(lines[-1]) > 2 and len(lines[-1]) + 1 + len(name) > width:
+            lines.append("  ")
+        lines[-1] += ("" if len(lines[-1]) == 2 else " ") + name
+    return lines
 
 
 def choose_engine(requested):
@@ -198,7 +252,45 @@ def print_args(args, cfg):
     for key in sorted(args.__dict__):
         print(f"{key}: {args.__dict__[key]}")
     print("************\n** Config **\n************")
-    print(cfg)
+    changed = config_changes(cfg, args.model_dir) if args.eval_only else None
+    if changed is None:
+        print(cfg)
+        return
+    # An evaluation of a trained model: its training log already holds the full config.
+    print(f"The training run's config ({os.path.join(args.model_dir, 'log.txt')}), with these changes:")
+    for key, value in changed:
+        print(f"{key}: {value}")
+
+
+def _config_items(text):
+    """{dotted key: value} of a config as `print(cfg)` writes it (yaml)."""
+    import yaml
+
+    def walk(node, prefix):
+        for key, value in node.items():
+            if isinstance(value, dict):
+                yield from walk(value, f"{prefix}{key}.")
+            else:
+                yield f"{prefix}{key}", value
+    return dict(walk(yaml.safe_load(text) or {}, ""))
+
+
+def config_changes(cfg, model_dir):
+    """[(key, value)] where `cfg` differs from the config printed in `model_dir`'s log.txt, or None when
+    that log (or its config) cannot be read."""
+    import yaml
+    try:
+        with open(os.path.join(model_dir, "log.txt"), encoding="utf-8") as f:
+            log = f.read()
+        block = log.split("** Config **\n************\n", 1)[1].split("\n** ", 1)[0]
+        before = _config_items(block)
+        now = _config_items(str(cfg))
+    except (OSError, IndexError, yaml.YAMLError):
+        return None
+    if "The training run's config" in block or not before:
+        return None
+    return [(k, v) for k, v in now.items() if before.get(k, object()) != v] + \
+           [(k, "(removed)") for k in before if k not in now]
 
 
 # ---------------------------------------------------------------------------------------- engines
@@ -299,6 +391,9 @@ def main(argv=None):
         try:
             engine = choose_engine(args.engine)
             cfg = setup_cfg(args, engine)
+            if args.print_config:
+                print(cfg)
+                return None
             return run_dassl(args, cfg) if engine == "dassl" else run_native(args, cfg)
         except errors as err:
             if os.environ.get("RESTORE_TRACEBACK"):

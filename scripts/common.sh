@@ -11,6 +11,8 @@
 #   LOADEP    epoch to evaluate (default: the config's OPTIM.MAX_EPOCH, or an OPTIM.MAX_EPOCH override)
 #   SOURCE    cross-dataset source dataset (imagenet; objects for the testbed)
 #   PYTHON    python interpreter (python)       OUTPUT   output root (output)
+#   VARIANT   release (scripts/restore: the official release's configs and ratios)
+# `bash scripts/<method>/<script>.sh --help` (or no arguments) prints this with the dataset names (usage()).
 # On a testbed dataset (its configs/datasets/<name>.yaml names a Testbed* dataset) the scripts use
 # configs/trainers/$TRAINER/testbed.yaml (CFG becomes "testbed", also in the output paths).
 
@@ -29,10 +31,43 @@ die() {
     exit 1
 }
 
+usage() {  # usage ARGUMENTS: the help of every method script, kept in this one place
+    local datasets
+    datasets="$(cd configs/datasets && ls *.yaml 2>/dev/null | sed 's/\.yaml$//' | tr '\n' ' ' | fold -s -w 90)"
+    cat <<EOF
+usage: [VARIABLE=value ...] bash ${0} ${1}
+Trainer ${TRAINER}: configs/trainers/${TRAINER}/${CFG}.yaml (cross-dataset / DG: ${XD_CFG}.yaml; on a
+testbed dataset: testbed.yaml). Trailing KEY VALUE pairs override the config (see python train.py --help).
+
+Datasets:
+${datasets}
+Environment variables:
+  DATA      folder holding the datasets (DATASETS.md); testbed datasets are generated into \${DATA:-./data}
+  SHOTS     shots per class (16)
+  OUTPUT    output root (output)
+  LOADEP    epoch to evaluate (default: the config's OPTIM.MAX_EPOCH)
+  ENGINE    auto | dassl | native (auto: Dassl when it is installed)
+  SOURCE    cross-dataset source dataset (imagenet; objects on the testbed)
+  VARIANT   release: the official release's RESTORE_m (scripts/restore only; per-dataset ratios, override
+            with VIS_CALIB_R, TEXT_CALIB_R, FS_LOSS_R)
+  PYTHON    python interpreter (python)
+  RESTORE_NUM_THREADS  torch threads (default: the CPUs available to the process)
+Examples:
+  DATA=/path/to/datasets bash ${0} oxford_pets 1
+  bash ${0} shapes 1        (the synthetic testbed: nothing to download)
+EOF
+}
+
 usage_check() {  # usage_check SCRIPT_USAGE "$@"
     local usage="$1"
     shift
+    if [ "$#" -ge 1 ] && { [ "$1" = "-h" ] || [ "$1" = "--help" ]; }; then
+        usage "$usage"
+        exit 0
+    fi
     if [ "$#" -lt 2 ] || [ $(( ($# - 2) % 2 )) -ne 0 ]; then
+        usage "$usage" >&2
+        echo >&2
         die "usage: bash ${0} ${usage}"
     fi
 }

@@ -333,6 +333,8 @@ class SplitJSONDataset(DatasetBase):
         """(train, val, test) from the split file, or generated (and saved) when it is absent."""
         if os.path.exists(self.split_path):
             return read_split(self.split_path, self.image_dir)
+        print(f"Note: {self.split_path} not found: GENERATING the split from the annotation files as CoOp "
+              f"does. It is not the official split; numbers on it are not comparable with published ones.")
         train, val, test = self.generate_split()
         check_images_exist(train + val + test, f"the annotations of {type(self).__name__}", self.image_dir)
         try:

@@ -6,6 +6,7 @@
 #   SEEDS     default "1 2 3";  VARIANT=release for RESTORE_m's release variant; see scripts/common.sh.
 # Finished runs are skipped and interrupted ones resume, so the script can simply be started again.
 set -euo pipefail
+case "${1:-}" in -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;; esac
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 METHOD="${METHOD:-restore}"
 DATASETS="${DATASETS:-imagenet caltech101 oxford_pets stanford_cars oxford_flowers food101 fgvc_aircraft sun397 dtd eurosat ucf101}"

@@ -5,6 +5,7 @@
 #   METHOD (restore), SOURCE (imagenet; objects for the testbed), TARGETS (imagenetv2 imagenet_sketch imagenet_a
 #   imagenet_r; testbed: "objects_v2 objects_sketch objects_noise objects_clutter"), SEEDS ("1 2 3").
 set -euo pipefail
+case "${1:-}" in -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;; esac
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 METHOD="${METHOD:-restore}"
 SOURCE="${SOURCE:-imagenet}"

@@ -5,6 +5,7 @@
 #   METHOD (restore), SOURCE (imagenet), TARGETS (the 10 other datasets; testbed: "shapes patterns digits"),
 #   SEEDS ("1 2 3"); see scripts/common.sh.
 set -euo pipefail
+case "${1:-}" in -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;; esac
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 METHOD="${METHOD:-restore}"
 SOURCE="${SOURCE:-imagenet}"

@@ -4,6 +4,7 @@
 # Usage: bash scripts/restore/testbed_demo.sh [DATASET [SEED]]      (default: shapes 1)
 # The dataset is generated into ${DATA:-./data} on first use; results go to ${OUTPUT:-output}/base2new/.
 set -euo pipefail
+case "${1:-}" in -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;; esac
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 DATASET="${1:-shapes}"
 SEED="${2:-1}"

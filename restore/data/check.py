@@ -1,0 +1,159 @@
+"""Check a dataset folder against DATASETS.md before a run finds out an hour in.
+
+    python -m restore.data.check oxford_pets --root /path/to/datasets [--max-images N]
+
+DATASET is a config name (configs/datasets/<name>.yaml, e.g. oxford_pets) or a DATASET.NAME (OxfordPets).
+It reads the dataset exactly as a run does (folder layout, split file or its generation, class-name files),
+then checks what a run would only meet later: every class has one name and appears in train and test, the
+class count matches the benchmark's, and every listed image opens. Each problem is printed with its fix;
+the exit status is 0 when there is none, 1 otherwise. A missing split file that can be generated from the
+annotation files is generated and saved, as a run would do, and reported as not the official split.
+"""
+import argparse
+import os
+import random
+import sys
+
+# Classes of the benchmark datasets (DATASETS.md): a different count means a wrong or partial split file.
+EXPECTED_CLASSES = {
+    "ImageNet": 1000, "Caltech101": 100, "OxfordPets": 37, "StanfordCars": 196, "OxfordFlowers": 102,
+    "Food101": 101, "FGVCAircraft": 100, "SUN397": 397, "DescribableTextures": 47, "EuroSAT": 10,
+    "UCF101": 101, "ImageNetV2": 1000, "ImageNetSketch": 1000, "ImageNetA": 200, "ImageNetR": 200,
+}
+
+
+def dataset_name(name):
+    """The DATASET.NAME of a config name or DATASET.NAME; unknown -> DatasetError listing the valid ones."""
+    import difflib
+
+    import restore.data.testbed  # noqa: F401  (registers the testbed datasets)
+    from restore.data import BENCHMARK_DATASETS, DATASETS, DatasetError
+    from restore.data.testbed import TESTBED_DATASETS
+    configs = {**BENCHMARK_DATASETS, **TESTBED_DATASETS}
+    if name in configs:
+        return configs[name]
+    if name in DATASETS:
+        return name
+    hint = difflib.get_close_matches(name, list(configs) + list(DATASETS), n=1)
+    raise DatasetError(f"Unknown dataset {name!r}." + (f" Did you mean {hint[0]!r}?" if hint else "") +
+                       f" Valid names: {', '.join(configs)}.")
+
+
+def split_status(name, cfg):
+    """(split file path, whether it exists) for a split_zhou dataset, or (None, None) for the others."""
+    from restore.data import DATASETS, SplitJSONDataset, resolve_dataset_dir
+    cls = DATASETS[name]
+    if not issubclass(cls, SplitJSONDataset) or not cls.dataset_dir:
+        return None, None
+    try:
+        folder = resolve_dataset_dir(cfg, name, cls.dataset_dir, cls.expected_tree())
+    except ValueError:
+        return None, None  # the build reports the missing folder
+    path = os.path.join(folder, cls.split_file_name())
+    return path, os.path.isfile(path)
+
+
+def class_problems(name, dataset):
+    """Problems with labels and class names across train, val and test."""
+    problems, names = [], {}
+    parts = {"train": dataset.train_x, "val": dataset.val or [], "test": dataset.test}
+    for part, items in parts.items():
+        for item in items:
+            names.setdefault(item.label, set()).add(item.classname)
+    for label, found in sorted(names.items()):
+        if len(found) > 1:
+            problems.append(f"label {label} has {len(found)} class names ({', '.join(sorted(found))}): "
+                            f"give every entry of that label the same name in the split file.")
+    labels = sorted(names)
+    if labels != list(range(len(labels))):
+        missing = sorted(set(range(max(labels) + 1)) - set(labels)) if labels else []
+        problems.append(f"labels are not 0..{len(labels) - 1}: missing {missing[:10]}; number the classes "
+                        f"0, 1, ... without gaps.")
+    for part in ("train", "test"):
+        present = {item.label for item in parts[part]}
+        absent = [label for label in labels if label not in present]
+        if absent:
+            problems.append(f"{len(absent)} class(es) have no {part} image (labels {absent[:10]}): add "
+                            f"{part} entries for them.")
+    expected = EXPECTED_CLASSES.get(name)
+    if expected is not None and len(labels) != expected:
+        problems.append(f"{len(labels)} classes, but {name} has {expected}: use the complete official split "
+                        f"file / class folders (DATASETS.md).")
+    return problems
+
+
+def image_problems(dataset, max_images=0, seed=0):
+    """Images that do not open, as `read_image` opens them in a run; at most `max_images` (0 = all) are
+    tried, a uniform random sample when there are more."""
+    from restore.data import DatasetError, read_image
+    paths = sorted({item.impath for part in (dataset.train_x, dataset.val or [], dataset.test) for item in part})
+    if max_images and len(paths) > max_images:
+        paths = sorted(random.Random(seed).sample(paths, max_images))
+    bad = []
+    for path in paths:
+        try:
+            read_image(path)
+        except DatasetError as e:
+            bad.append(str(e).splitlines()[0])
+    problems = []
+    if bad:
+        problems.append(f"{len(bad)} of {len(paths)} images checked cannot be read; replace them with good "
+                        f"copies (re-extract the archive):\n    " + "\n    ".join(bad[:10]) +
+                        ("\n    ..." if len(bad) > 10 else ""))
+    return problems, len(paths)
+
+
+def check(name, root, max_images=0, out=print):
+    """Check dataset `name` under `root`; print the findings with `out`; return the list of problems."""
+    from restore.config import get_cfg_default
+    from restore.data import DatasetError, build_dataset
+    try:
+        name = dataset_name(name)
+    except DatasetError as e:
+        out(f"PROBLEM: {e}")
+        return [str(e)]
+    cfg = get_cfg_default()
+    cfg.DATASET.ROOT, cfg.DATASET.NAME = root, name
+    cfg.DATASET.NUM_SHOTS = -1  # every image; no few-shot cache is written
+    split_path, official = split_status(name, cfg)
+    out(f"Checking {name} under {os.path.abspath(os.path.expanduser(root))}")
+    try:
+        dataset = build_dataset(cfg)
+    except DatasetError as e:
+        out(f"PROBLEM: {e}")
+        return [str(e)]
+    if split_path is not None:
+        if official:
+            out(f"split file: {split_path}")
+        else:
+            out(f"NOTE: {os.path.basename(split_path)} was missing and has been GENERATED from the annotation "
+                f"files (saved to {split_path}). It is not the official split: numbers on it are not "
+                f"comparable with published ones. Download the official file (DATASETS.md) to compare.")
+    sizes = f"{len(dataset.train_x)} train, {len(dataset.val or [])} val, {len(dataset.test)} test"
+    out(f"{dataset.num_classes} classes; {sizes} images")
+    problems = class_problems(name, dataset)
+    found, checked = image_problems(dataset, max_images)
+    problems += found
+    for p in problems:
+        out(f"PROBLEM: {p}")
+    if problems:
+        out(f"{len(problems)} problem(s) in {name}: fix them before training.")
+    else:
+        out(f"OK: {name} is ready ({checked} images opened).")
+    return problems
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m restore.data.check", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("dataset", help="config name (oxford_pets) or DATASET.NAME (OxfordPets)")
+    p.add_argument("--root", default=os.environ.get("DATA", ""),
+                   help="the folder holding the datasets (default: $DATA)")
+    p.add_argument("--max-images", type=int, default=0,
+                   help="open at most this many images, a random sample (default 0: all)")
+    args = p.parse_args(argv)
+    return 1 if check(args.dataset, args.root, args.max_images) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

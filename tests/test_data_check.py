@@ -1,0 +1,92 @@
+"""`python -m restore.data.check`: a dataset folder against DATASETS.md, with fake datasets."""
+import json
+import os
+
+import pytest
+
+from restore.data import BENCHMARK_DATASETS
+from restore.data import check as C
+from restore.data.testbed import TESTBED_DATASETS
+from tests.test_data_fakes import make_oxford_pets
+
+
+@pytest.fixture
+def pets(tmp_path, monkeypatch):
+    """A fake OxfordPets (4 breeds x 8 images, official split file) with the class count it really has."""
+    make_oxford_pets(str(tmp_path))
+    monkeypatch.setitem(C.EXPECTED_CLASSES, "OxfordPets", 4)
+    return tmp_path
+
+
+def run(root, name="oxford_pets", **kw):
+    lines = []
+    problems = C.check(name, str(root), out=lines.append, **kw)
+    return problems, "\n".join(lines)
+
+
+def test_a_good_dataset_passes(pets):
+    problems, text = run(pets)
+    assert problems == []
+    assert "split file: " + str(pets / "oxford_pets" / "split_zhou_OxfordPets.json") in text
+    assert "4 classes; 16 train, 4 val, 12 test images" in text
+    assert text.endswith("OK: OxfordPets is ready (32 images opened).")
+    assert C.main(["OxfordPets", "--root", str(pets)]) == 0
+
+
+def test_wrong_class_count(pets, monkeypatch):
+    monkeypatch.setitem(C.EXPECTED_CLASSES, "OxfordPets", 37)
+    problems, text = run(pets)
+    assert problems == ["4 classes, but OxfordPets has 37: use the complete official split file / class "
+                        "folders (DATASETS.md)."]
+    assert C.main(["oxford_pets", "--root", str(pets)]) == 1
+
+
+def test_unreadable_image_is_named(pets):
+    bad = pets / "oxford_pets" / "images" / "Bengal_3.jpg"
+    bad.write_bytes(b"not a jpeg")
+    problems, _ = run(pets)
+    assert len(problems) == 1 and problems[0].startswith("1 of 32 images checked cannot be read")
+    assert f"Cannot read image {bad}" in problems[0]
+    problems, _ = run(pets, max_images=4)  # a sample of 4 may miss it; the count says what was opened
+    assert all("of 4 images checked" in p for p in problems)
+
+
+def test_two_names_for_one_label(pets):
+    path = pets / "oxford_pets" / "split_zhou_OxfordPets.json"
+    split = json.loads(path.read_text())
+    split["test"][0][2] = "persian"  # label 0 is "abyssinian" everywhere else
+    path.write_text(json.dumps(split))
+    problems, _ = run(pets)
+    assert problems == ["label 0 has 2 class names (abyssinian, persian): give every entry of that label the "
+                        "same name in the split file."]
+
+
+def test_missing_test_images_of_a_class(pets):
+    path = pets / "oxford_pets" / "split_zhou_OxfordPets.json"
+    split = json.loads(path.read_text())
+    split["test"] = [e for e in split["test"] if e[1] != 2]
+    path.write_text(json.dumps(split))
+    problems, _ = run(pets)
+    assert problems == ["1 class(es) have no test image (labels [2]): add test entries for them."]
+
+
+def test_generated_split_is_reported(tmp_path, monkeypatch, capsys):
+    make_oxford_pets(str(tmp_path), split=False)
+    monkeypatch.setitem(C.EXPECTED_CLASSES, "OxfordPets", 4)
+    split = tmp_path / "oxford_pets" / "split_zhou_OxfordPets.json"
+    problems, text = run(tmp_path)
+    assert problems == [] and split.is_file()
+    assert "NOTE: split_zhou_OxfordPets.json was missing and has been GENERATED" in text
+    assert "not the official split" in text
+    # A run's own log says so too (the dataset reader prints it when it generates the split).
+    assert f"Note: {split} not found: GENERATING the split" in capsys.readouterr().out
+    _, text = run(tmp_path)  # now read from the file
+    assert "GENERATED" not in text
+
+
+def test_missing_folder_and_unknown_name(tmp_path):
+    problems, text = run(tmp_path)
+    assert len(problems) == 1 and "dataset folder not found" in problems[0]
+    problems, text = run(tmp_path, name="oxford_pet")
+    valid = ", ".join(list(BENCHMARK_DATASETS) + list(TESTBED_DATASETS))
+    assert problems == [f"Unknown dataset 'oxford_pet'. Did you mean 'oxford_pets'? Valid names: {valid}."]

@@ -107,8 +107,7 @@ def max_epoch(trainer):
 
 def run_job(steps, threads):
     """Run the steps of one job (train, then its tests) in this worker; skip finished ones."""
-    import torch
-    torch.set_num_threads(threads)
+    os.environ["RESTORE_NUM_THREADS"] = str(threads)  # train.py sets torch's threads from it
     import train
     start = time.time()
     for folder, argv in steps:

@@ -157,3 +157,16 @@ def test_registry_generates_on_first_use(tmp_path, small):
         cfg_file = os.path.join(os.path.dirname(__file__), "..", "configs", "datasets", f"{key}.yaml")
         with open(cfg_file) as f:
             assert f'NAME: "{name}"' in f.read()
+
+
+def test_zeroshot_prompt_of_dg_targets_is_the_sources():
+    """CoOp's protocol for the ImageNet variants: zero-shot CLIP keeps the source's prompt on every DG
+    target; the other datasets (cross-dataset targets included) keep their own hand prompt."""
+    import restore.data.testbed  # noqa: F401  (registers the templates)
+    from restore.templates import template_for
+    source = D.get("objects").template
+    for key, spec in D.DATASETS.items():
+        expected = source if spec.role == "domain" else spec.template
+        assert spec.zeroshot_template == expected and template_for(spec.registry_name) == expected, key
+    assert D.get("objects_sketch").template == "a sketch of a large {}."  # kept as the reference prompt
+    assert template_for("TestbedObjectsSketch") == "a picture of a large {}."

@@ -3,7 +3,8 @@
 - ``load_testbed_clip(path=None) -> clip.model.CLIP``: the bundled pretrained backbone (fp32, eval, CPU).
 - ``generate(root, name, seed=0)`` / ``ensure(root, name)``: write a dataset in CoOp's on-disk format.
 - ``DATASETS``: the dataset definitions (class names, label order, hand prompt ``template``);
-  ``HAND_PROMPTS``: registry name -> hand prompt.
+  ``HAND_PROMPTS``: registry name -> the dataset's own hand prompt (on a domain-shifted DG target it names
+  the shift; ZeroshotCLIP is evaluated there with the source's prompt, ``DATASETS[key].zeroshot_template``).
 """
 import importlib
 

@@ -120,8 +120,10 @@ def textwrap_names(names, width=100):
 def choose_engine(requested):
     have_dassl = importlib.util.find_spec("dassl") is not None
     if requested == "dassl" and not have_dassl:
-        raise ConfigError("--engine dassl: Dassl is not installed (pip install it from its repository, "
-                          "see the README), or use --engine native.")
+        raise ConfigError("--engine dassl: Dassl is not installed. Install it from its repository (git clone "
+                          "https://github.com/KaiyangZhou/Dassl.pytorch, then pip install -r requirements.txt "
+                          "and pip install --no-build-isolation -e . there; README, \"Install and run\"), "
+                          "or use --engine native.")
     if requested == "auto":
         return "dassl" if have_dassl else "native"
     return requested

@@ -90,3 +90,11 @@ def test_missing_folder_and_unknown_name(tmp_path):
     problems, text = run(tmp_path, name="oxford_pet")
     valid = ", ".join(list(BENCHMARK_DATASETS) + list(TESTBED_DATASETS))
     assert problems == [f"Unknown dataset 'oxford_pet'. Did you mean 'oxford_pets'? Valid names: {valid}."]
+
+
+def test_datasets_without_a_split_file(tmp_path, monkeypatch):
+    from tests.test_data_fakes import make_fgvc_aircraft
+    make_fgvc_aircraft(str(tmp_path))
+    monkeypatch.setitem(C.EXPECTED_CLASSES, "FGVCAircraft", len(make_fgvc_aircraft(str(tmp_path)).classnames))
+    problems, text = run(tmp_path, name="fgvc_aircraft")
+    assert problems == [] and "GENERATED" not in text and "split file:" not in text

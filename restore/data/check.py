@@ -40,10 +40,14 @@ def dataset_name(name):
 
 
 def split_status(name, cfg):
-    """(split file path, whether it exists) for a split_zhou dataset, or (None, None) for the others."""
+    """(split file path, whether it exists) for a dataset read from a split_zhou file (generated when
+    absent), or (None, None) for the others: the ImageNet family and FGVCAircraft read lists of their own,
+    and a testbed dataset renders itself, split file included."""
     from restore.data import DATASETS, SplitJSONDataset, resolve_dataset_dir
+    from restore.data.testbed import TestbedDataset
     cls = DATASETS[name]
-    if not issubclass(cls, SplitJSONDataset) or not cls.dataset_dir:
+    if (not issubclass(cls, SplitJSONDataset) or issubclass(cls, TestbedDataset)
+            or cls.load_split is not SplitJSONDataset.load_split):
         return None, None
     try:
         folder = resolve_dataset_dir(cfg, name, cls.dataset_dir, cls.expected_tree())

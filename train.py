@@ -11,7 +11,6 @@ read the same configs and write the same logs and checkpoints. Config precedence
 the project's keys -> dataset yaml -> method yaml -> command-line flags -> trailing KEY VALUE pairs.
 """
 import argparse
-import difflib
 import importlib
 import importlib.util
 import os
@@ -23,6 +22,7 @@ import warnings
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
 
 from restore.config import merge_from_file, merge_from_list  # noqa: E402
+from restore.suggest import did_you_mean  # noqa: E402
 
 ENGINES = ("auto", "dassl", "native")
 
@@ -96,8 +96,7 @@ def _node_keys(cfg, key_path):
 def unknown_key_message(cfg, full_key, source):
     node, where, missing = _node_keys(cfg, full_key.split("."))
     valid = sorted(node.keys()) if isinstance(node, dict) else []
-    hint = difflib.get_close_matches(missing or "", valid, n=1)
-    hint = f" Did you mean {((where + '.') if where else '') + hint[0]}?" if hint else ""
+    hint = did_you_mean(missing or "", valid, fmt=(where + ".{}") if where else "{}")
     under = f"under {where}" if where else "at the top level"
     msg = f"Unknown config key {full_key} ({source}).{hint}"
     if not isinstance(node, dict):
@@ -187,8 +186,7 @@ def setup_cfg(args, engine="native"):
 def check_trainer(name, valid):
     if name in valid:
         return
-    hint = difflib.get_close_matches(name, list(valid), n=1)
-    hint = f" Did you mean {hint[0]}?" if hint else ""
+    hint = did_you_mean(name, list(valid))
     what = "No trainer given (--trainer)" if not name else f"Unknown trainer {name!r}"
     raise ConfigError(f"{what}.{hint} Valid trainers: {', '.join(valid)}.")
 

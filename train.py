@@ -22,12 +22,13 @@ import warnings
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
 
 from restore.config import merge_from_file, merge_from_list  # noqa: E402
+from restore.errors import UserError  # noqa: E402
 from restore.suggest import did_you_mean  # noqa: E402
 
 ENGINES = ("auto", "dassl", "native")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A config file, key or value the user gave cannot be used; the message says which and why."""
 
 
@@ -179,6 +180,8 @@ def setup_cfg(args, engine="native"):
         merge_file(cfg, args.config_file, "--config-file")
     reset_cfg(cfg, args)
     merge_opts(cfg, args.opts or [])
+    from restore.checks import check_config
+    check_config(cfg)
     cfg.freeze()
     return cfg
 
@@ -207,7 +210,16 @@ def import_registering(package):
         importlib.import_module(f"{package}.{info.name}")
 
 
-def run_native(args, cfg):
+def prepare_output(cfg, lock):
+    """Once the log is open: say what the output lock took over, and remove the temporary files a
+    killed run left in the output folder (ours now)."""
+    from restore.engine.checkpoint import remove_partial_writes
+    for note in (lock.notes if lock is not None else []):
+        print(note)
+    remove_partial_writes(cfg.OUTPUT_DIR)
+
+
+def run_native(args, cfg, lock=None):
     import torch
 
     from restore.engine import Trainer, set_random_seed, setup_logger
@@ -217,6 +229,7 @@ def run_native(args, cfg):
         print(f"Setting fixed seed: {cfg.SEED}")
         set_random_seed(cfg.SEED)
     setup_logger(cfg.OUTPUT_DIR)
+    prepare_output(cfg, lock)
     print("Engine: native (restore.engine)")
     if torch.cuda.is_available() and cfg.USE_CUDA:
         torch.backends.cudnn.benchmark = True
@@ -227,7 +240,7 @@ def run_native(args, cfg):
     return run_trainer(trainer, args, cfg)
 
 
-def run_dassl(args, cfg):
+def run_dassl(args, cfg, lock=None):
     import torch
     from dassl.engine import TRAINER_REGISTRY, build_trainer
     from dassl.utils import collect_env_info, set_random_seed, setup_logger
@@ -238,6 +251,7 @@ def run_dassl(args, cfg):
         print(f"Setting fixed seed: {cfg.SEED}")
         set_random_seed(cfg.SEED)
     setup_logger(cfg.OUTPUT_DIR)
+    prepare_output(cfg, lock)
     print("Engine: dassl (Dassl.pytorch trainers from trainers/)")
     if torch.cuda.is_available() and cfg.USE_CUDA:
         torch.backends.cudnn.benchmark = True
@@ -265,9 +279,10 @@ def user_errors():
     from restore.engine import (CheckpointFileError, NonFiniteLossError, OptimizerError,
                                 PrecisionError, ScheduleError)
     from restore.methods import CheckpointError
-    # ValueError last: the methods and the dataset layer report bad config values with it.
-    errors = [ConfigError, BackboneError, CheckpointError, CheckpointFileError, NonFiniteLossError,
-              OptimizerError, PrecisionError, ScheduleError, ValueError]
+    # ValueError last: the methods and the dataset layer report bad config values with it. OSError: a
+    # read-only or full output disk, a folder that cannot be created.
+    errors = [UserError, ConfigError, BackboneError, CheckpointError, CheckpointFileError,
+              NonFiniteLossError, OptimizerError, PrecisionError, ScheduleError, ValueError, OSError]
     try:
         from restore.data import DatasetError
         errors.append(DatasetError)
@@ -276,22 +291,45 @@ def user_errors():
     return tuple(errors)
 
 
+WORKER_MARK = " in DataLoader worker process"
+
+
+def error_message(err) -> str:
+    """The line to show for a user error. An error raised in a DataLoader worker reaches the main
+    process as "Caught X in DataLoader worker process N. Original Traceback ..." with the worker's
+    message at the end: keep that message. An OSError names its file and what to do."""
+    text = str(err)
+    if text.startswith("Caught ") and WORKER_MARK in text.split("\n", 1)[0]:
+        head = f"{type(err).__module__}.{type(err).__qualname__}: "
+        at = text.rfind(head)
+        text = text[at + len(head):].strip() if at >= 0 else text.strip().splitlines()[-1]
+    elif isinstance(err, OSError) and not isinstance(err, UserError) and err.strerror:
+        target = f" {err.filename}" if err.filename else ""
+        text = (f"Cannot write or read{target}: {err.strerror} (errno {err.errno}). Free disk space, or "
+                f"choose a writable --output-dir (and a readable --root).")
+    return text
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.seed == 0:
         print("Note: --seed 0 is ignored, as in CoOp (`if args.seed:`); pass `SEED 0` as an option "
               "to fix the seed to 0.")
     from restore.engine.logger import close_logger, log_error
+    from restore.lock import output_lock
     try:
         errors = user_errors()
         try:
             engine = choose_engine(args.engine)
             cfg = setup_cfg(args, engine)
-            return run_dassl(args, cfg) if engine == "dassl" else run_native(args, cfg)
+            # One run per output folder; what a killed run left half-written is removed first.
+            with output_lock(cfg.OUTPUT_DIR) as lock:
+                run = run_dassl if engine == "dassl" else run_native
+                return run(args, cfg, lock)
         except errors as err:
             if os.environ.get("RESTORE_TRACEBACK"):
                 raise
-            log_error(f"Error: {err}\n(set RESTORE_TRACEBACK=1 to see the traceback)")
+            log_error(f"Error: {error_message(err)}\n(set RESTORE_TRACEBACK=1 to see the traceback)")
             sys.exit(1)
     finally:
         close_logger()

@@ -11,6 +11,7 @@ read the same configs and write the same logs and checkpoints. Config precedence
 the project's keys -> dataset yaml -> method yaml -> command-line flags -> trailing KEY VALUE pairs.
 """
 import argparse
+import errno
 import importlib
 import importlib.util
 import os
@@ -305,9 +306,18 @@ def error_message(err) -> str:
         text = text[at + len(head):].strip() if at >= 0 else text.strip().splitlines()[-1]
     elif isinstance(err, OSError) and not isinstance(err, UserError) and err.strerror:
         target = f" {err.filename}" if err.filename else ""
-        text = (f"Cannot write or read{target}: {err.strerror} (errno {err.errno}). Free disk space, or "
-                f"choose a writable --output-dir (and a readable --root).")
-    return text
+        text = f"Cannot write or read{target}: {err.strerror} (errno {err.errno}). {OS_FIXES.get(err.errno, '')}"
+    return text.strip()
+
+
+OS_FIXES = {
+    errno.ENOSPC: "Free disk space (or choose another --output-dir) and run again (it resumes from the last saved epoch).",
+    errno.EDQUOT: "Free space within your quota (or choose another --output-dir) and run again.",
+    errno.EROFS: "The file system is read-only: choose a writable --output-dir.",
+    errno.EACCES: "Permission denied: choose a folder you can write (--output-dir) or read (--root).",
+    errno.EPERM: "Permission denied: choose a folder you can write (--output-dir) or read (--root).",
+    errno.ENOENT: "Check the path.",
+}
 
 
 def main(argv=None):

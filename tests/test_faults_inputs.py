@@ -165,7 +165,9 @@ def test_disk_full_or_read_only_while_saving(code, data_root, tmp_path, capsys, 
     out = tmp_path / "out"
     line = fails(capsys, data_root, out, opts=SHOTS)
     target = out / REGISTERED_NAMES["CoOp"] / "model.pth.tar-1"
-    assert line.startswith(f"Error: Cannot write or read {target}: {os.strerror(code)} (errno {code}).")
+    fix = {errno.ENOSPC: "Free disk space (or choose another --output-dir) and run again (it resumes from the last saved epoch).",
+           errno.EROFS: "The file system is read-only: choose a writable --output-dir."}[code]
+    assert line == f"Error: Cannot write or read {target}: {os.strerror(code)} (errno {code}). {fix}"
     assert line[len("Error: "):] in log_text(out)
     assert not any(f.endswith(".tmp") for f in files_under(out))
     assert not (out / LOCK_NAME).exists()  # released on error
@@ -368,7 +370,8 @@ def test_truncated_newest_checkpoint_resumes_from_newest_readable(data_root, tmp
      "Unknown config key OPTIM.max_epoch (on the command line). Did you mean OPTIM.MAX_EPOCH?"),
     (["--trainer", "CoOp", "DATASET.NAME", "oxfordpets", "MODEL.BACKBONE.NAME", "tiny-random"],
      "DATASET.NAME is 'oxfordpets', which is not a known dataset. Did you mean 'OxfordPets'?"),
-    (["--trainer", "CoOp", "--dataset-config-file", DATASET_CFG, "MODEL.BACKBONE.NAME", "vit-b/16"],
+    (["--trainer", "CoOp", "--dataset-config-file", DATASET_CFG, "MODEL.BACKBONE.NAME", "vit-b/16",
+      "DATALOADER.NUM_WORKERS", "0"],
      "Unknown CLIP backbone 'vit-b/16'. Did you mean ViT-B/16?"),
 ])
 def test_case_only_typo_suggests_the_right_name(opts, expected, data_root, tmp_path, capsys):

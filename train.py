@@ -306,12 +306,14 @@ def error_message(err) -> str:
         text = text[at + len(head):].strip() if at >= 0 else text.strip().splitlines()[-1]
     elif isinstance(err, OSError) and not isinstance(err, UserError) and err.strerror:
         target = f" {err.filename}" if err.filename else ""
-        text = f"Cannot write or read{target}: {err.strerror} (errno {err.errno}). {OS_FIXES.get(err.errno, '')}"
+        fix = OS_FIXES.get(err.errno, "")
+        text = f"Cannot write or read{target}: {err.strerror} (errno {err.errno}). {fix}"
     return text.strip()
 
 
 OS_FIXES = {
-    errno.ENOSPC: "Free disk space (or choose another --output-dir) and run again (it resumes from the last saved epoch).",
+    errno.ENOSPC: "Free disk space (or choose another --output-dir) and run again (it resumes from "
+                  "the last saved epoch).",
     errno.EDQUOT: "Free space within your quota (or choose another --output-dir) and run again.",
     errno.EROFS: "The file system is read-only: choose a writable --output-dir.",
     errno.EACCES: "Permission denied: choose a folder you can write (--output-dir) or read (--root).",

@@ -165,7 +165,8 @@ def test_disk_full_or_read_only_while_saving(code, data_root, tmp_path, capsys, 
     out = tmp_path / "out"
     line = fails(capsys, data_root, out, opts=SHOTS)
     target = out / REGISTERED_NAMES["CoOp"] / "model.pth.tar-1"
-    fix = {errno.ENOSPC: "Free disk space (or choose another --output-dir) and run again (it resumes from the last saved epoch).",
+    fix = {errno.ENOSPC: "Free disk space (or choose another --output-dir) and run again (it resumes "
+                         "from the last saved epoch).",
            errno.EROFS: "The file system is read-only: choose a writable --output-dir."}[code]
     assert line == f"Error: Cannot write or read {target}: {os.strerror(code)} (errno {code}). {fix}"
     assert line[len("Error: "):] in log_text(out)

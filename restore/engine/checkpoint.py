@@ -168,7 +168,8 @@ def newest_readable_checkpoint(save_dir: str):
             state = load_checkpoint(path)
         except (OSError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
             damaged.append(path)
-            print(f"Warning: cannot read {path} ({str(err).splitlines()[0] if str(err) else type(err).__name__})")
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            print(f"Warning: cannot read {path} ({reason})")
             continue
         if damaged:
             print(f"Note: resuming from {path}, the newest readable checkpoint; skipped the damaged "

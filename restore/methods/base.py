@@ -78,17 +78,18 @@ class PromptedCLIP(nn.Module):
         limit = self.text_encoder.context_length
         count = self.text_encoder.token_count
         keys = context_keys(self.cfg)
-        fixed = count(f"{prefix} {template.format('')}" if prefix else template.format(""))
+        bare = f"{prefix} {template}" if prefix else template
+        fixed = count(bare.format(""))
         if fixed >= limit:  # not even a one-token class name fits
             raise UserError(
-                f"The prompt {shorten((prefix + ' ' if prefix else '') + template)!r} alone takes {fixed} of the "
-                f"text encoder's {limit} context tokens, leaving none for the class name: lower {keys}.")
+                f"The prompt {shorten(bare)!r} alone takes {fixed} of the text encoder's {limit} "
+                f"context tokens, leaving none for the class name: lower {keys}.")
         for name, text in zip(self.classnames, texts):
             if count(text) > limit:
                 raise UserError(
-                    f"Class name {name!r} is too long: its prompt {shorten(text)!r} takes {count(text)} tokens, "
-                    f"more than the text encoder's {limit}. Use a shorter class name (the split file's "
-                    f"third column) or fewer context tokens ({keys}).")
+                    f"Class name {name!r} is too long: its prompt {shorten(text)!r} takes "
+                    f"{count(text)} tokens, more than the text encoder's {limit}. Use a shorter class "
+                    f"name (the split file's third column) or fewer context tokens ({keys}).")
 
     def text_prompts(self) -> list:
         """Per-layer text prompts (index 0 = token-embedding level); [] for none."""
@@ -205,9 +206,10 @@ def context_vectors(text_encoder: PromptedTextEncoder, ctx_init: str, n_ctx: int
     """Initial context vectors: the token embeddings of the first n_ctx tokens of `ctx_init`
     (as CoOp and MaPLe), or N(0, 0.02) when there is no init string."""
     if ctx_init:
-        if text_encoder.token_count(ctx_init) > text_encoder.context_length:
-            raise UserError(f"CTX_INIT {shorten(ctx_init)!r} takes {text_encoder.token_count(ctx_init)} tokens, more "
-                            f"than the text encoder's {text_encoder.context_length}: shorten CTX_INIT.")
+        n_tokens, limit = text_encoder.token_count(ctx_init), text_encoder.context_length
+        if n_tokens > limit:
+            raise UserError(f"CTX_INIT {shorten(ctx_init)!r} takes {n_tokens} tokens, more than the "
+                            f"text encoder's {limit}: shorten CTX_INIT.")
         tokens = text_encoder.tokenize([ctx_init])
         vectors = text_encoder.embed(tokens)[0, 1:1 + n_ctx].float().clone()
         if vectors.shape[0] < n_ctx:

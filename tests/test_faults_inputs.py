@@ -93,6 +93,27 @@ def test_label_outside_classes_in_fewshot_cache(data_root, tmp_path, capsys):
     assert line[len("Error: "):] in log_text(tmp_path / "out")
 
 
+def test_label_outside_classes_in_imagenet_preprocessed_cache(tmp_path):
+    from restore import get_cfg_default
+    from restore.data import DatasetError, build_dataset, load_pickle
+    from test_data_fakes import FAKES
+    name, make, _ = FAKES["imagenet"]
+    make(tmp_path)
+    cfg = get_cfg_default()
+    cfg.merge_from_list(["DATASET.NAME", name, "DATASET.ROOT", str(tmp_path)])
+    first = build_dataset(cfg)
+    pkl = str(tmp_path / "imagenet" / "preprocessed.pkl")
+    data = load_pickle(pkl)
+    item = data["test"][3]
+    data["test"][3] = Datum(impath=item.impath, label=first.num_classes, classname=item.classname)
+    save_pickle(data, pkl)
+    with pytest.raises(DatasetError) as info:
+        build_dataset(cfg)
+    n = first.num_classes
+    assert str(info.value) == (f"{pkl}: item 3 of 'test' ({item.impath}, {item.classname!r}) has label {n}, "
+                               f"outside 0..{n - 1} ({n} classes). Delete it; it is rebuilt on the next run.")
+
+
 @pytest.mark.parametrize("key,value,needs", [
     ("OPTIM.MAX_EPOCH", 0, "at least 1 (the number of training epochs)"),
     ("OPTIM.MAX_EPOCH", -3, "at least 1 (the number of training epochs)"),

@@ -253,7 +253,7 @@ def load_or_create_fewshot(dataset, cfg, train, val=None):
                 f"The few-shot cache {path} does not hold {' and '.join(repr(k) for k in keys)}: it was not "
                 f"written for this dataset. Delete it; it is regenerated on the next run."
             )
-        num_classes = max(item.label for item in train) + 1  # of the split the cache was sampled from
+        num_classes = max((item.label for item in train), default=-1) + 1  # of the split it was sampled from
         check_labels({k: data[k] for k in keys}, f"The few-shot cache {path}", num_classes,
                      fix="Delete the cache; it is regenerated on the next run.")
         train = data["train"]

@@ -122,7 +122,8 @@ def merge_file(cfg, path, flag):
     if not os.path.isfile(path):
         folder = os.path.dirname(path) or "."
         avail = sorted(f for f in os.listdir(folder) if f.endswith(".yaml")) if os.path.isdir(folder) else []
-        raise ConfigError(f"{flag} {path}: file not found." +
+        hint = did_you_mean(os.path.basename(path), avail, fmt=os.path.join(folder, "{}"))
+        raise ConfigError(f"{flag} {path}: file not found.{hint}" +
                           (f" Files in {folder}: {', '.join(avail)}." if avail else ""))
     try:
         merge_from_file(cfg, path)

@@ -342,10 +342,14 @@ def test_killed_testbed_generation_removed_at_next_start(tmp_path):
     proc.wait()
     left = list(root.glob(".testbed_patterns.tmp-*"))
     assert len(left) == 1 and f"-{proc.pid}-" in left[0].name
-    live = root / f".testbed_patterns.tmp-{socket.gethostname()}-{os.getpid()}-abc123"
+    host = socket.gethostname()
+    live = root / f".testbed_patterns.tmp-{host}-{os.getpid()}-abc123"
     live.mkdir()  # a generation still running in a live process is left alone
-    assert generate.remove_abandoned(root, generate.D.get("patterns")) == left
-    assert sorted(p.name for p in root.iterdir()) == [live.name]
+    old = root / "testbed_patterns" / f".images.old-{host}-{proc.pid}"  # a killed --force replacement
+    old.mkdir(parents=True)
+    assert generate.remove_abandoned(root, generate.D.get("patterns")) == left + [old]
+    assert sorted(p.name for p in root.iterdir()) == [live.name, "testbed_patterns"]
+    assert os.listdir(root / "testbed_patterns") == []
 
 
 def final_state(folder, epoch):
@@ -388,6 +392,9 @@ def test_truncated_newest_checkpoint_resumes_from_newest_readable(data_root, tmp
 @pytest.mark.parametrize("opts,expected", [
     (["--trainer", "RESTORE_M"], "Unknown trainer 'RESTORE_M'. Did you mean RESTORE_m?"),
     (["--trainer", "restore_p"], "Unknown trainer 'restore_p'. Did you mean RESTORE_p?"),
+    (["--trainer", "CoOp", "--config-file", "configs/trainers/CoOp/Testbed.yaml"],
+     "--config-file configs/trainers/CoOp/Testbed.yaml: file not found. Did you mean "
+     "configs/trainers/CoOp/testbed.yaml?"),
     (["--trainer", "CoOp", "OPTIM.max_epoch", "3"],
      "Unknown config key OPTIM.max_epoch (on the command line). Did you mean OPTIM.MAX_EPOCH?"),
     (["--trainer", "CoOp", "DATASET.NAME", "oxfordpets", "MODEL.BACKBONE.NAME", "tiny-random"],

@@ -75,6 +75,13 @@ def remove_abandoned(root, ds: D.TestbedDataset) -> list:
         if len(owner) == 3 and owner[0] == host and not pid_running(owner[1]):
             shutil.rmtree(entry, ignore_errors=True)
             removed.append(entry)
+    target = root / ds.dataset_dir  # a killed replacement (--force) leaves .<item>.old-<host>-<pid>
+    for entry in (target.iterdir() if target.is_dir() else []):
+        owner = entry.name.rsplit(".old-", 1)[-1].rsplit("-", 1)
+        if (entry.name.startswith(".") and ".old-" in entry.name and len(owner) == 2 and owner[0] == host
+                and not pid_running(owner[1])):
+            shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else os.remove(entry)
+            removed.append(entry)
     if removed:
         print(f"Removed {len(removed)} folder(s) of an interrupted testbed generation: "
               f"{', '.join(map(str, removed))}")
@@ -114,7 +121,7 @@ def generate(root, name: str, seed: int = 0, force: bool = False, verbose: bool 
             os.remove(target / ds.split_file)
         for item in ("images", INFO_FILE):
             if (target / item).exists():
-                old = target / f".{item}.old-{os.getpid()}"
+                old = target / f".{item}.old-{socket.gethostname()}-{os.getpid()}"
                 os.replace(target / item, old)
                 shutil.rmtree(old, ignore_errors=True) if old.is_dir() else os.remove(old)
             os.replace(tmp / item, target / item)

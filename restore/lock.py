@@ -3,12 +3,12 @@
     with output_lock(cfg.OUTPUT_DIR):       # UserError at once when another live run holds the folder
         ...train...
 
-The lock is `<folder>/.restore.lock`, a JSON record {pid, host, started, job}. It is created atomically
+The lock is `<folder>/.restore.lock`, a JSON record {pid, host, started, job, process_start}. It is created atomically
 (`os.link` of a complete temporary file, which fails when the lock exists; `O_CREAT|O_EXCL` where hard
 links are not supported), so it works on NFS and Lustre where `flock` may not. A lock whose owner is gone
 is taken over:
 
-- same host and its pid is no longer running (a killed run);
+- same host and its pid is no longer running, or now names another process (a killed run);
 - same cluster job (SLURM_ARRAY_JOB_ID + SLURM_ARRAY_TASK_ID, else SLURM_JOB_ID) as this process: the job
   was requeued, possibly onto another node.
 
@@ -35,9 +35,19 @@ def cluster_job() -> str:
     return f"slurm:{env['SLURM_JOB_ID']}" if env.get("SLURM_JOB_ID") else ""
 
 
+def process_start(pid):
+    """The kernel's start time of process `pid` (Linux: /proc/<pid>/stat field 22), None if unknown.
+    Tells a reused pid from the process that wrote a lock."""
+    try:
+        with open(f"/proc/{int(pid)}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, ValueError, IndexError, TypeError):
+        return None
+
+
 def owner_record() -> dict:
-    return {"pid": os.getpid(), "host": socket.gethostname(),
-            "started": time.strftime("%Y-%m-%d %H:%M:%S"), "job": cluster_job()}
+    return {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "job": cluster_job(), "process_start": process_start(os.getpid())}
 
 
 def pid_running(pid) -> bool:
@@ -58,7 +68,11 @@ def owner_gone(record: dict) -> bool:
     if record.get("job") and record.get("job") == cluster_job():
         return True
     if record.get("host") == socket.gethostname():
-        return not pid_running(record.get("pid"))
+        pid = record.get("pid")
+        if not pid_running(pid):
+            return True
+        started = record.get("process_start")  # the pid may have been reused since
+        return started is not None and process_start(pid) not in (None, started)
     return False
 
 

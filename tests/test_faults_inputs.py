@@ -257,10 +257,15 @@ def test_second_run_stops_and_a_killed_runs_lock_is_taken_over(data_root, tmp_pa
     assert f"Note: taking over the lock of {out} from a run that is gone (pid {holder.pid} on " in log_text(out)
     assert "Finish training" in log_text(out)
     assert not (out / LOCK_NAME).exists()  # released on normal exit
-    # A live owner (this test's parent process) is never taken over.
-    write_lock(out, pid=os.getppid())
+    # A live owner (this test's parent process) is never taken over; the same pid with another process
+    # start time is a reused pid: the lock's run is gone.
+    from restore.lock import process_start
+    write_lock(out, pid=os.getppid(), process_start=process_start(os.getppid()))
     line = fails(capsys, data_root, out, opts=SHOTS)
     assert line.startswith(f"Error: Another run is writing into {out} (pid {os.getppid()} on ")
+    write_lock(out, pid=os.getppid(), process_start="1")
+    run(data_root, out, opts=SHOTS)
+    assert not (out / LOCK_NAME).exists()
 
 
 def test_requeued_cluster_job_takes_over_its_lock(tmp_path, monkeypatch):

@@ -223,8 +223,11 @@ def test_unreadable_image_in_a_dataloader_worker(data_root, tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------ 5. nothing lost or left
-HOLD = ("import sys, time; from restore.lock import OutputLock; OutputLock(sys.argv[1]).acquire(); "
-        "print('locked', flush=True); time.sleep(600)")
+# Child processes import only the modules they use (restore/__init__ would import torch and CLIP: slow).
+BARE = ("import sys, types; pkg = types.ModuleType('restore'); pkg.__path__ = ['restore']; "
+        "sys.modules['restore'] = pkg; ")
+HOLD = BARE + ("import time; from restore.lock import OutputLock; OutputLock(sys.argv[1]).acquire(); "
+               "print('locked', flush=True); time.sleep(600)")
 
 
 def write_lock(folder, **record):
@@ -338,8 +341,9 @@ def test_partial_checkpoint_writes_removed_at_next_start(data_root, tmp_path):
 def test_killed_testbed_generation_removed_at_next_start(tmp_path):
     from restore.testbed import generate
     root = tmp_path / "root"
-    proc = subprocess.Popen([sys.executable, "-m", "restore.testbed.generate", "--root", str(root),
-                             "--datasets", "patterns"], cwd=ROOT, stdout=subprocess.DEVNULL)
+    code = BARE + "from restore.testbed.generate import main; main(sys.argv[1:])"
+    proc = subprocess.Popen([sys.executable, "-c", code, "--root", str(root), "--datasets", "patterns"],
+                            cwd=ROOT, stdout=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline and not list(root.glob(".testbed_patterns.tmp-*/images/train/*")):
         time.sleep(0.2)

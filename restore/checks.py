@@ -17,7 +17,6 @@ COMMON_MINIMA = {
     "DATALOADER.NUM_WORKERS": (0, "the number of DataLoader worker processes (0: load in the main process)"),
     "DATALOADER.K_TRANSFORMS": (1, "the number of augmented views per image"),
     "TRAIN.PRINT_FREQ": (1, "print every this many batches"),
-    "TRAIN.CHECKPOINT_FREQ": (0, "save every this many epochs (0: the last epoch only)"),
     "TRAINER.RESTORE.FS.TEXT_CLASSES": (0, "classes per step in the text feature shift (0: all)"),
 }
 

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..feature_shift import FeatureShift
+from ..adapters import adapter_for
 from ..prompting import PromptedImageEncoder, PromptedTextEncoder
 
 # Class-dependent buffers of the original CoOp-lineage checkpoints; dropped when loading them.
@@ -45,8 +46,9 @@ class PromptedCLIP(nn.Module):
         self.clip = clip_model
         for p in self.clip.parameters():
             p.requires_grad_(False)
-        self.image_encoder = PromptedImageEncoder(clip_model.visual)
-        self.text_encoder = PromptedTextEncoder(clip_model)
+        self.backbone = adapter_for(clip_model)
+        self.image_encoder = PromptedImageEncoder(self.backbone)
+        self.text_encoder = PromptedTextEncoder(self.backbone)
         self.fs_norm = cfg.TRAINER.RESTORE.FS.NORM
         self.n_slots = 0
         self._text_cache = None
@@ -67,7 +69,7 @@ class PromptedCLIP(nn.Module):
             texts = [f"{prefix} {t}" for t in texts]
         tokens = self.text_encoder.tokenize(texts)
         self.register_buffer("token_embeds", self.text_encoder.embed(tokens), persistent=False)
-        self.register_buffer("eot", tokens.argmax(dim=-1), persistent=False)
+        self.register_buffer("eot", self.text_encoder.eot_index(tokens), persistent=False)
         self.n_slots = n_slots
 
     def text_prompts(self) -> list:

@@ -11,6 +11,8 @@ import clip
 import torch
 from clip.model import CLIP, build_model
 
+from .adapters.openclip import is_open_clip_name, load_open_clip
+
 CACHE_DIR = os.path.expanduser("~/.cache/clip")
 
 # Keys of `clip.model.CLIP.__init__`, stored beside the weights of small models, whose head counts
@@ -72,8 +74,11 @@ def available_backbones() -> list:
 
 
 def load_clip(name_or_path: str) -> CLIP:
-    """Load a CLIP by OpenAI name ("ViT-B/16"), small-backbone name ("tiny-random", "testbed")
-    or path to a local file (OpenAI JIT archive, plain state dict, or {"dims", "state_dict"})."""
+    """Load a CLIP by OpenAI name ("ViT-B/16"), small-backbone name ("tiny-random", "testbed"),
+    open_clip name ("open_clip:ViT-B-16/laion2b_s34b_b88k") or path to a local file (OpenAI JIT
+    archive, plain state dict, or {"dims", "state_dict"})."""
+    if is_open_clip_name(name_or_path):
+        return load_open_clip(name_or_path)
     small = _small_backbones()
     if name_or_path in small:
         return small[name_or_path]()
@@ -103,8 +108,11 @@ def load_clip(name_or_path: str) -> CLIP:
 
 
 def build_backbone(cfg) -> CLIP:
-    """The CLIP named by a config: MODEL.BACKBONE.PATH if set, else MODEL.BACKBONE.NAME."""
+    """The CLIP named by a config: MODEL.BACKBONE.PATH if set, else MODEL.BACKBONE.NAME. An
+    open_clip name ("open_clip:ViT-B-16/TAG") with a PATH loads that file into its architecture."""
     path = cfg.MODEL.BACKBONE.get("PATH", "")
+    if is_open_clip_name(cfg.MODEL.BACKBONE.NAME):
+        return load_open_clip(cfg.MODEL.BACKBONE.NAME, path)
     return load_clip(path if path else cfg.MODEL.BACKBONE.NAME)
 
 

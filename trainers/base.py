@@ -110,7 +110,7 @@ class PromptTrainer(_TrainerX or object):
         backbone = cfg.MODEL.BACKBONE.get("PATH", "") or cfg.MODEL.BACKBONE.NAME
         print(f"Loading CLIP (backbone: {backbone})")
         clip_model = restore.build_backbone(cfg)
-        resolution = clip_model.visual.input_resolution
+        resolution = restore.adapters.input_resolution(clip_model)
         if tuple(cfg.INPUT.SIZE) != (resolution, resolution):
             raise ValueError(f"INPUT.SIZE is {tuple(cfg.INPUT.SIZE)} but the CLIP backbone "
                              f"{backbone!r} takes {resolution}x{resolution} images: set INPUT.SIZE "

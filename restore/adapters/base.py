@@ -120,3 +120,8 @@ def adapter_for(model) -> BackboneAdapter:
     raise UnsupportedBackbone(
         f"No backbone adapter takes a {type(model).__module__}.{type(model).__name__}: supported "
         "are OpenAI `clip.model.CLIP` and open_clip `CLIP` / `CustomTextCLIP` models.")
+
+
+def input_resolution(model) -> int:
+    """The image size (pixels, square) a CLIP model takes."""
+    return adapter_for(model).image_resolution

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..feature_shift import FeatureShift
-from ..adapters import adapter_for
+from ..adapters import UnsupportedBackbone, adapter_for
 from ..prompting import PromptedImageEncoder, PromptedTextEncoder
 
 # Class-dependent buffers of the original CoOp-lineage checkpoints; dropped when loading them.
@@ -52,6 +52,15 @@ class PromptedCLIP(nn.Module):
         self.fs_norm = cfg.TRAINER.RESTORE.FS.NORM
         self.n_slots = 0
         self._text_cache = None
+
+    def require_vision_prompts(self) -> None:
+        """Refuse, at build time, a method with vision prompts on an image tower that cannot take
+        them (a ResNet has no token blocks); the message names the methods that can use it."""
+        if not self.backbone.supports_vision_prompts:
+            name = self.cfg.MODEL.BACKBONE.get("PATH", "") or self.cfg.MODEL.BACKBONE.NAME
+            raise UnsupportedBackbone(
+                f"{type(self).__name__} puts prompts into the image encoder, which backbone "
+                f"{name!r} ({self.backbone.family}) cannot take: {self.backbone.vision_prompt_error}")
 
     def train(self, mode: bool = True):
         """Train the prompts; the frozen CLIP stays in eval mode (matters for BatchNorm in

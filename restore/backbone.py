@@ -22,6 +22,22 @@ CLIP_DIMS = ("embed_dim", "image_resolution", "vision_layers", "vision_width", "
              "transformer_layers")
 
 
+# The shapes of OpenAI's released CLIPs, as read from a state dict by `weight_shapes`:
+# (embed_dim, image_resolution, vision_layers, vision_width, vision_patch_size, transformer_width,
+# transformer_layers). Only for these does OpenAI's build_model infer the right head counts.
+OPENAI_SHAPES = {
+    "RN50": (1024, 224, (3, 4, 6, 3), 64, None, 512, 12),
+    "RN101": (512, 224, (3, 4, 23, 3), 64, None, 512, 12),
+    "RN50x4": (640, 288, (4, 6, 10, 6), 80, None, 640, 12),
+    "RN50x16": (768, 384, (6, 8, 18, 8), 96, None, 768, 12),
+    "RN50x64": (1024, 448, (3, 15, 36, 10), 128, None, 1024, 12),
+    "ViT-B/32": (512, 224, 12, 768, 32, 512, 12),
+    "ViT-B/16": (512, 224, 12, 768, 16, 512, 12),
+    "ViT-L/14": (768, 224, 24, 1024, 14, 768, 12),
+    "ViT-L/14@336px": (768, 336, 24, 1024, 14, 768, 12),
+}
+
+
 class BackboneError(RuntimeError):
     """A backbone cannot be found or read; the message names the file and the fix."""
 
@@ -121,6 +137,24 @@ def save_clip(model: CLIP, path: str, dims: dict) -> None:
     torch.save({"dims": dict(dims), "state_dict": model.state_dict()}, path)
 
 
+def weight_shapes(state: dict) -> tuple:
+    """The architecture of a CLIP state dict as OpenAI's build_model reads it (without the head
+    counts, which weights do not show); the tuple layout of OPENAI_SHAPES."""
+    def count(prefix):
+        return len({k[len(prefix):].split(".")[0] for k in state if k.startswith(prefix)})
+
+    if "visual.proj" in state:  # ViT
+        width, _, patch, _ = state["visual.conv1.weight"].shape
+        grid = round((state["visual.positional_embedding"].shape[0] - 1) ** 0.5)
+        vision = (patch * grid, count("visual.transformer.resblocks."), width, patch)
+    else:  # ResNet
+        layers = tuple(count(f"visual.layer{b}.") for b in (1, 2, 3, 4))
+        grid = round((state["visual.attnpool.positional_embedding"].shape[0] - 1) ** 0.5)
+        vision = (grid * 32, layers, state["visual.layer1.0.conv1.weight"].shape[0], None)
+    return (state["text_projection"].shape[1], *vision, state["ln_final.weight"].shape[0],
+            count("transformer.resblocks."))
+
+
 def _load_file(path: str) -> CLIP:
     try:
         with warnings.catch_warnings():  # OpenAI ships TorchScript archives; torch deprecates jit
@@ -142,6 +176,14 @@ def _load_file(path: str) -> CLIP:
         raise BackboneError(f"{path} does not hold CLIP weights (no 'text_projection' key).")
     state = {k: v for k, v in state.items()
              if k not in ("input_resolution", "context_length", "vocab_size")}
+    shapes = weight_shapes(state)
+    if shapes not in OPENAI_SHAPES.values():
+        raise BackboneError(
+            f"{path} holds the weights of a CLIP that is not one of OpenAI's (embed_dim, "
+            f"image_resolution, vision_layers, vision_width, vision_patch_size, transformer_width, "
+            f"transformer_layers = {shapes}); its head counts cannot be read from weights. Save "
+            f"it with its dimensions: restore.backbone.save_clip(model, {path!r}, dims), dims "
+            f"being the keyword arguments of clip.model.CLIP(...) it was built with.")
     with torch.random.fork_rng(devices=[]):
         model = build_model(dict(state)).float()  # builds the architecture (and rounds to fp16)
     model.load_state_dict(state)  # reload so that fp32 files keep their precision

@@ -64,6 +64,12 @@ def tiny_clip(seed: int = 0, **dims) -> CLIP:
     return freeze(model)
 
 
+def tiny_resnet_clip(seed: int = 0, **dims) -> CLIP:
+    """`tiny_clip` with a small ResNet image tower (ModifiedResNet, one block per stage, 64 px)."""
+    return tiny_clip(seed, **{**dict(vision_layers=(1, 1, 1, 1), vision_width=8,
+                                     image_resolution=64), **dims})
+
+
 def freeze(model: CLIP) -> CLIP:
     model.float().eval()
     for p in model.parameters():
@@ -82,7 +88,7 @@ def _small_backbones():
         from .testbed import load_testbed_clip
         return load_testbed_clip()
 
-    return {"tiny-random": tiny_clip, "testbed": testbed}
+    return {"tiny-random": tiny_clip, "tiny-random-resnet": tiny_resnet_clip, "testbed": testbed}
 
 
 def available_backbones() -> list:

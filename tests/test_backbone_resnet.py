@@ -149,26 +149,3 @@ def test_coop_main_script_on_a_resnet(tmp_path):
     log = (run / "log.txt").read_text()
     assert "Loading CLIP (backbone: tiny-random-resnet)" in log and "* accuracy:" in log
     assert "=> result" in log
-
-
-@needs_bash
-def test_zeroshot_script_on_a_resnet(tmp_path):
-    make_oxford_pets(str(tmp_path / "data"))
-    env = dict(DATA=str(tmp_path / "data"), OUTPUT=str(tmp_path / "out"), ENGINE="native",
-               BACKBONE="tiny-random-resnet")
-    proc = bash("zsclip/zeroshot.sh", "oxford_pets", "rn50", *FAST, **env)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    log = (tmp_path / "out" / "backbone_tiny-random-resnet" / "ZeroshotCLIP" / "rn50" /
-           "oxford_pets" / "log.txt").read_text()
-    assert "* accuracy:" in log
-
-
-@needs_bash
-def test_vision_prompt_method_on_a_resnet_stops_with_one_line(tmp_path):
-    make_oxford_pets(str(tmp_path / "data"))
-    env = dict(DATA=str(tmp_path / "data"), OUTPUT=str(tmp_path / "out"), ENGINE="native",
-               BACKBONE="tiny-random-resnet")
-    proc = bash("maple/base2new_train.sh", "oxford_pets", "1", *FAST, **env)
-    assert proc.returncode == 1
-    assert ("Error: MaPLe puts prompts into the image encoder, which backbone "
-            "'tiny-random-resnet' (OpenAI ResNet) cannot take") in proc.stdout + proc.stderr

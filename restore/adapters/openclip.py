@@ -17,6 +17,7 @@ Differences from OpenAI's `clip` handled here (open_clip 2.26 - 3.x):
 
 Loading (`load_open_clip`) goes through `open_clip.create_model` and its cache.
 """
+import functools
 import os
 
 import torch
@@ -24,6 +25,12 @@ import torch
 from .base import TEXT_ONLY_METHODS, BackboneAdapter, UnsupportedBackbone, register_adapter
 
 SCHEMES = ("open_clip:", "openclip:")
+
+
+@functools.lru_cache(maxsize=None)
+def _simple_tokenizer(context_length: int):
+    from open_clip.tokenizer import SimpleTokenizer
+    return SimpleTokenizer(context_length=context_length)
 
 
 def _is_open_clip(model) -> bool:
@@ -67,9 +74,8 @@ class OpenClipAdapter(BackboneAdapter):
                 f"{self.family}: text pooling {self.pool_type!r} is not supported (text prompts "
                 "in slots 1..n must reach the pooled token: argmax, eos or last)")
         self.tokenizer = getattr(model, "restore_tokenizer", None)
-        if self.tokenizer is None:
-            from open_clip.tokenizer import SimpleTokenizer
-            self.tokenizer = SimpleTokenizer(context_length=self.context_length)
+        if self.tokenizer is None:  # a model built by hand: open_clip's default (CLIP) BPE
+            self.tokenizer = _simple_tokenizer(self.context_length)
         sot = getattr(self.tokenizer, "sot_token_id", None)
         probe = self.tokenize(["X X X"])[0]
         if sot is None or probe[0] != sot or not (probe[1] == probe[2] == probe[3]):

@@ -225,6 +225,10 @@ def load_open_clip(name: str, path: str = ""):
         raise BackboneError(_offline_message(open_clip, model_name, tag, err)) from None
     model.restore_name = f"{model_name}/{tag}" if tag else model_name
     model.restore_tokenizer = open_clip.get_tokenizer(model_name)
+    pre = getattr(model.visual, "preprocess_cfg", {}) or {}
+    print(f"open_clip {model.restore_name}: images of {pre.get('size')} px, mean "
+          f"{pre.get('mean')}, std {pre.get('std')} (INPUT.SIZE, INPUT.PIXEL_MEAN and "
+          "INPUT.PIXEL_STD must match)")
     return freeze(model)
 
 

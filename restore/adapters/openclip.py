@@ -85,7 +85,11 @@ class OpenClipAdapter(BackboneAdapter):
                 "replace the slots after a start token")
 
     def _init_vision(self, visual):
-        self.output_dim = visual.output_dim
+        # the joint embedding width (timm towers do not record it: the text side's is the same)
+        proj = self.tower.text_projection
+        text_dim = (self.text_width if proj is None else
+                    proj.out_features if isinstance(proj, torch.nn.Linear) else proj.shape[1])
+        self.output_dim = getattr(visual, "output_dim", None) or text_dim
         size = getattr(visual, "image_size", None)
         size = (size, size) if isinstance(size, int) else tuple(size)
         if size[0] != size[1]:

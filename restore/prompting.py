@@ -125,6 +125,10 @@ class PromptedTextEncoder:
         """Token ids [N, T] -> [N], the pooled (EOT) position of each text."""
         return self.backbone.eot_index(tokens)
 
+    def token_count(self, text: str) -> int:
+        """Tokens `tokenize` gives `text`, SOS and EOT included (it must be <= context_length)."""
+        return self.backbone.token_count(text)
+
     @torch.no_grad()
     def embed(self, tokens: Tensor) -> Tensor:
         """Token ids [N, T] -> frozen token embeddings [N, T, W] (no positional embedding)."""

@@ -15,11 +15,12 @@ from typing import List, Optional, Tuple
 import torch
 from torch import Tensor
 
+from ..errors import UserError
 # Methods whose prompts live in the text encoder only: they run on any backbone an adapter takes.
 TEXT_ONLY_METHODS = ("ZeroshotCLIP", "CoOp", "CoCoOp", "LPT")
 
 
-class UnsupportedBackbone(ValueError):
+class UnsupportedBackbone(UserError):
     """An architecture cannot take a method (or any method); the message says which and why."""
 
 
@@ -75,6 +76,10 @@ class BackboneAdapter:
     # -------------------------------------------------------------------------------- text
     def tokenize(self, texts) -> Tensor:
         """Texts -> token ids [N, context_length]; position 0 is the start token."""
+        raise NotImplementedError
+
+    def token_count(self, text: str) -> int:
+        """Tokens of `text` with start and end tokens, untruncated (<= context_length to fit)."""
         raise NotImplementedError
 
     def eot_index(self, tokens: Tensor) -> Tensor:

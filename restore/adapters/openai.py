@@ -68,6 +68,10 @@ class OpenAIAdapter(BackboneAdapter):
         import clip
         return clip.tokenize(texts, context_length=self.context_length)
 
+    def token_count(self, text):
+        from clip.clip import _tokenizer
+        return len(_tokenizer.encode(text)) + 2
+
     def eot_index(self, tokens):
         return tokens.argmax(dim=-1)  # the EOT id is the largest in the vocabulary
 

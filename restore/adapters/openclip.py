@@ -148,6 +148,9 @@ class OpenClipAdapter(BackboneAdapter):
     def tokenize(self, texts):
         return self.tokenizer(texts, context_length=self.context_length)
 
+    def token_count(self, text):
+        return len(self.tokenizer.encode(text)) + 2
+
     def eot_index(self, tokens):
         if self.pool_type == "argmax":
             return tokens.argmax(dim=-1)

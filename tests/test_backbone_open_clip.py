@@ -276,3 +276,15 @@ def test_coop_end_to_end_through_train_py_on_a_local_open_clip_checkpoint(tmp_pa
     assert (out / "prompt_learner" / "model.pth.tar-1").is_file()
     log = (out / "log.txt").read_text()
     assert "Loading CLIP (backbone: " in log and "* accuracy:" in log
+
+
+def test_prompt_longer_than_the_model_context_is_refused():
+    """open_clip's tokenizer truncates silently; the 32-token context of the CustomTextCLIP
+    must stop a longer prompt with the message of the OpenAI path."""
+    from restore.errors import UserError
+    model = tiny("restore-test-custom")
+    cfg = method_cfg("CoOp", model)
+    cfg.TRAINER.COOP.N_CTX = 28
+    with pytest.raises(UserError, match=r"Class name 'golden retriever' is too long: .* takes "
+                                        r"33 tokens, more than the text encoder's 32"):
+        restore.build_model(cfg, CLASSNAMES, model)

@@ -34,6 +34,10 @@ CONFIGS = {
                              text_cfg=TEXT),
     "restore-test-rn": dict(embed_dim=32, vision_cfg=dict(image_size=64, layers=[1, 1, 1, 1],
                                                            width=8), text_cfg=TEXT),
+    # a timm image tower (open_clip's TimmModel; needs timm, which open_clip installs)
+    "restore-test-timm": dict(embed_dim=32, vision_cfg=dict(
+        timm_model_name="resnet18", timm_model_pretrained=False, timm_pool="avg",
+        timm_proj="linear", image_size=32), text_cfg=TEXT),
     "restore-test-coca-text": dict(embed_dim=32, custom_text=True, vision_cfg=VISION,
                                    text_cfg=dict(TEXT, embed_cls=True)),
 }
@@ -71,8 +75,10 @@ def tokens_for(model, texts):  # open_clip's own tokenizer call, not the adapter
 
 # ------------------------------------------------------------------ prompt-free = open_clip
 @pytest.mark.parametrize("name", ["restore-test-vit", "restore-test-custom", "restore-test-avg",
-                                  "restore-test-rn"])
+                                  "restore-test-rn", "restore-test-timm"])
 def test_prompt_free_features_equal_open_clip(name):
+    if name == "restore-test-timm":
+        pytest.importorskip("timm")
     model = tiny(name)
     images = images_for(model)
     tokens = tokens_for(model, ["a cat", "a big golden retriever on the grass."])
@@ -199,9 +205,12 @@ def test_every_supported_method_takes_a_training_step(method, name):
 
 
 @pytest.mark.parametrize("name,reason", [("restore-test-avg", "pools with pool_type 'avg'"),
-                                         ("restore-test-rn", "(ModifiedResNet) has no token")])
+                                         ("restore-test-rn", "(ModifiedResNet) has no token"),
+                                         ("restore-test-timm", "(TimmModel) has no token")])
 @pytest.mark.parametrize("method", ["VPT", "MaPLe", "RESTORE_p"])
 def test_vision_prompts_refused(name, reason, method):
+    if name == "restore-test-timm":
+        pytest.importorskip("timm")
     with pytest.raises(UnsupportedBackbone) as err:
         restore.build_model(method_cfg(method, tiny(name)), CLASSNAMES, tiny(name))
     msg = str(err.value)

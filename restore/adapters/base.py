@@ -1,14 +1,15 @@
 """The interface the two prompted encoders walk, whatever CLIP implementation is underneath.
 
 An adapter wraps a frozen CLIP (OpenAI `clip`, open_clip) and exposes its towers as small steps
-on sequence-first (LND: [tokens, batch, width]) activations. The encoders in `restore.prompting` insert the prompts
-between these steps; the adapter hides where each library keeps its modules, its mask, its
-token layout and its pooling. An adapter owns no parameters and never changes the model.
+on sequence-first (LND: [tokens, batch, width]) activations. The encoders in `restore.prompting`
+insert the prompts between these steps; the adapter hides where each library keeps its modules,
+its mask, its token layout and its pooling. An adapter owns no parameters and never changes the
+model (a text block lends the mask of the current length only for its call).
 
-Vision:  embed_image(images, prompts) -> x, n_prefix;  image_block(i, x);  pool_image(x)
+Vision:  embed_image(images, prompt) -> x, n_prefix;  image_block(i, x);  pool_image(x)
          (or, for towers without token blocks, `encode_image_plain(images)`)
 Text:    token_embedding(tokens);  embed_text(x);  text_block(i, x, causal_mask(T));
-         pool_text(x, eot);  tokenize(texts);  eot_index(tokens)
+         pool_text(x, eot);  tokenize(texts);  token_count(text);  eot_index(tokens)
 """
 from typing import List, Optional, Tuple
 

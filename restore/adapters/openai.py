@@ -1,9 +1,9 @@
 """OpenAI CLIP (`clip.model.CLIP`): ViT towers and ResNet (ModifiedResNet) image towers.
 
-OpenAI's blocks run sequence-first (LND), as the encoders do. The text blocks keep their causal mask on themselves (`block.attn_mask`, built
-for the full context): `text_block` lends the block the mask of the current length for the call,
-so that the block's own forward runs on shortened sequences too (prompt-free trace, truncation
-after the last EOT).
+OpenAI's blocks run sequence-first (LND), as the encoders do. The text blocks keep their causal
+mask on themselves (`block.attn_mask`, built for the full context): `text_block` lends the block
+the mask of the current length for the call, so that the block's own forward runs on shortened
+sequences too (prompt-free trace, truncation after the last EOT).
 """
 from typing import Optional
 

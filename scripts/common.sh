@@ -12,6 +12,9 @@
 #   SOURCE    cross-dataset source dataset (imagenet; objects for the testbed)
 #   PYTHON    python interpreter (python)       OUTPUT   output root (output)
 #   VARIANT   release (scripts/restore: the official release's configs and ratios)
+#   BACKBONE  run on another CLIP (MODEL.BACKBONE.NAME), into OUTPUT/backbone_<name>/... of its own;
+#             BACKBONE=tiny-random smoke-tests any config without weights (random CLIP, input size
+#             and prompt depths fitted to it: its accuracies mean nothing)
 # `bash scripts/<method>/<script>.sh --help` (or no arguments) prints this with the dataset names (usage()).
 # On a testbed dataset (its configs/datasets/<name>.yaml names a Testbed* dataset) the scripts use
 # configs/trainers/$TRAINER/testbed.yaml (CFG becomes "testbed", also in the output paths).
@@ -25,6 +28,9 @@ SHOTS="${SHOTS:-16}"
 ENGINE="${ENGINE:-auto}"
 OUTPUT="${OUTPUT:-output}"
 XD_CFG="${XD_CFG:-${CFG}}"
+if [ -n "${BACKBONE:-}" ]; then
+    OUTPUT="${OUTPUT}/backbone_${BACKBONE//[^A-Za-z0-9._-]/_}"
+fi
 
 die() {
     echo "Error: $*" >&2
@@ -36,7 +42,7 @@ usage() {  # usage ARGUMENTS: the help of every method script, kept in this one 
     datasets="$(cd configs/datasets && ls *.yaml 2>/dev/null | sed 's/\.yaml$//' | tr '\n' ' ' | fold -s -w 90)"
     cat <<EOF
 usage: [VARIABLE=value ...] bash ${0} ${1}
-Trainer ${TRAINER}: configs/trainers/${TRAINER}/${CFG}.yaml (cross-dataset / DG: ${XD_CFG}.yaml; on a
+Trainer ${TRAINER}, default config configs/trainers/${TRAINER}/${CFG}.yaml (cross-dataset / DG: ${XD_CFG}.yaml; on a
 testbed dataset: testbed.yaml). Trailing KEY VALUE pairs override the config (see python train.py --help).
 
 Datasets:
@@ -50,22 +56,21 @@ Environment variables:
   SOURCE    cross-dataset source dataset (imagenet; objects on the testbed)
   VARIANT   release: the official release's RESTORE_m (scripts/restore only; per-dataset ratios, override
             with VIS_CALIB_R, TEXT_CALIB_R, FS_LOSS_R)
+  BACKBONE  another CLIP (MODEL.BACKBONE.NAME; its own output folder); tiny-random: a smoke test
   PYTHON    python interpreter (python)
   RESTORE_NUM_THREADS  torch threads (default: the CPUs available to the process)
-Examples:
-  DATA=/path/to/datasets bash ${0} oxford_pets 1
-  bash ${0} shapes 1        (the synthetic testbed: nothing to download)
+Example (the synthetic testbed, nothing to download): bash ${0} shapes ...
 EOF
 }
 
-usage_check() {  # usage_check SCRIPT_USAGE "$@"
-    local usage="$1"
-    shift
+usage_check() {  # usage_check NARGS SCRIPT_USAGE "$@": NARGS positional arguments, then KEY VALUE pairs
+    local nargs="$1" usage="$2"
+    shift 2
     if [ "$#" -ge 1 ] && { [ "$1" = "-h" ] || [ "$1" = "--help" ]; }; then
         usage "$usage"
         exit 0
     fi
-    if [ "$#" -lt 2 ] || [ $(( ($# - 2) % 2 )) -ne 0 ]; then
+    if [ "$#" -lt "$nargs" ] || [ $(( ($# - nargs) % 2 )) -ne 0 ]; then
         usage "$usage" >&2
         echo >&2
         die "usage: bash ${0} ${usage}"
@@ -139,8 +144,10 @@ finished() {
 }
 
 run_train_py() {
-    echo "+ $PYTHON train.py $*"
-    "$PYTHON" train.py --engine "$ENGINE" "$@"
+    local backbone=()
+    if [ -n "${BACKBONE:-}" ]; then backbone=(MODEL.BACKBONE.NAME "$BACKBONE"); fi
+    echo "+ $PYTHON train.py $* ${backbone[*]}"
+    "$PYTHON" train.py --engine "$ENGINE" "$@" "${backbone[@]}"
 }
 
 # Release-variant ratios of the official RESTORE (docs/REPRODUCING.md section 9) as config overrides, for
@@ -166,7 +173,7 @@ variant_overrides() {  # extra overrides for the chosen config (release ratios f
 
 # ------------------------------------------------------------------------------------- base-to-novel
 base2new_train() {
-    usage_check "DATASET SEED [KEY VALUE ...]" "$@"
+    usage_check 2 "DATASET SEED [KEY VALUE ...]" "$@"
     local dataset="$1" seed="$2"
     shift 2
     local dcfg root cfg file dir
@@ -188,7 +195,7 @@ base2new_train() {
 }
 
 base2new_test() {
-    usage_check "DATASET SEED [KEY VALUE ...]" "$@"
+    usage_check 2 "DATASET SEED [KEY VALUE ...]" "$@"
     local dataset="$1" seed="$2"
     shift 2
     local dcfg root cfg file common dir model_dir loadep
@@ -219,7 +226,7 @@ source_dataset() {  # the dataset the cross-dataset model is trained on
 }
 
 xd_train() {
-    usage_check "DATASET SEED [KEY VALUE ...]   (DATASET: the source, imagenet; objects on the testbed)" "$@"
+    usage_check 2 "DATASET SEED [KEY VALUE ...]   (DATASET: the source, imagenet; objects on the testbed)" "$@"
     local dataset="$1" seed="$2"
     shift 2
     local dcfg root cfg file dir
@@ -240,7 +247,7 @@ xd_train() {
 }
 
 xd_test() {
-    usage_check "DATASET SEED [KEY VALUE ...]" "$@"
+    usage_check 2 "DATASET SEED [KEY VALUE ...]" "$@"
     local dataset="$1" seed="$2"
     shift 2
     local dcfg root cfg file src dir model_dir loadep
@@ -262,4 +269,46 @@ xd_test() {
         --dataset-config-file "$dcfg" --config-file "$file" --output-dir "$dir" \
         --model-dir "$model_dir" --load-epoch "$loadep" --eval-only \
         $(variant_overrides "$src" "$cfg") "$@"
+}
+
+# ----------------------------------------------------------------- CoOp's few-shot protocol
+# fewshot_train DATASET CFG CTP NCTX SHOTS CSC [KEY VALUE ...]: CoOp's scripts/coop/main.sh. All
+# classes, SHOTS shots, seeds $SEEDS (1 2 3); trains, then tests. Output layout as CoOp's:
+# OUTPUT/DATASET/TRAINER/CFG_SHOTSshots/nctxNCTX_cscCSC_ctpCTP/seedSEED.
+fewshot_train() {
+    usage_check 6 "DATASET CFG CTP NCTX SHOTS CSC [KEY VALUE ...]   (CTP: end, middle or front; CSC: False or True)" "$@"
+    local dataset="$1" cfg_in="$2" ctp="$3" nctx="$4" shots="$5" csc="$6"
+    shift 6
+    local dcfg root cfg file dir seed
+    dcfg="$(dataset_config "$dataset")"
+    root="$(data_root "$dataset")"
+    cfg="$(config_name "$dataset" "$cfg_in")"
+    file="$(trainer_config "$cfg")"
+    for seed in ${SEEDS:-1 2 3}; do
+        dir="${OUTPUT}/${dataset}/${TRAINER}/${cfg}_${shots}shots/nctx${nctx}_csc${csc}_ctp${ctp}/seed${seed}"
+        if finished "$dir"; then
+            echo "Results are available in ${dir}. Skip this job (delete the folder to run it again)"
+            continue
+        fi
+        if [ -d "$dir" ]; then echo "Found ${dir}. Resuming..."; else echo "Run this job and save the output to ${dir}"; fi
+        run_train_py --root "$root" --seed "$seed" --trainer "$TRAINER" \
+            --dataset-config-file "$dcfg" --config-file "$file" --output-dir "$dir" \
+            TRAINER.COOP.N_CTX "$nctx" TRAINER.COOP.CSC "$csc" TRAINER.COOP.CLASS_TOKEN_POSITION "$ctp" \
+            DATASET.NUM_SHOTS "$shots" "$@"
+    done
+}
+
+# zeroshot_eval DATASET CFG [KEY VALUE ...]: CoOp's own zero-shot script (all classes, test
+# set), into OUTPUT/TRAINER/CFG/DATASET.
+zeroshot_eval() {
+    usage_check 2 "DATASET CFG [KEY VALUE ...]   (CFG: rn50, rn101, vit_b32 or vit_b16)" "$@"
+    local dataset="$1" cfg_in="$2"
+    shift 2
+    local dcfg root cfg file
+    dcfg="$(dataset_config "$dataset")"
+    root="$(data_root "$dataset")"
+    cfg="$(config_name "$dataset" "$cfg_in")"
+    file="$(trainer_config "$cfg")"
+    run_train_py --root "$root" --trainer "$TRAINER" --dataset-config-file "$dcfg" \
+        --config-file "$file" --output-dir "${OUTPUT}/${TRAINER}/${cfg}/${dataset}" --eval-only "$@"
 }

@@ -62,7 +62,7 @@ def repository_files():
         skip = {".git", "output", "data", "__pycache__", ".pytest_cache"}
         files = [Path(d) / f for d, dirs, names in os.walk(REPO)
                  for f in names if not dirs.__setitem__(slice(None), [x for x in dirs if x not in skip])]
-    return sorted(p for p in files if p.is_file())
+    return sorted({p for p in files if p.is_file()})  # a path in a merge conflict is listed per stage
 
 
 FILES = repository_files()

@@ -92,6 +92,8 @@ def help_epilog():
         *textwrap_names(datasets),
         "backbones (MODEL.BACKBONE.NAME, set by the method config or --backbone):",
         *textwrap_names(available_backbones()),
+        "  and open_clip:MODEL/TAG, e.g. open_clip:ViT-B-16/laion2b_s34b_b88k (pip install open-clip-torch;",
+        "  README lists which methods run on which backbone)",
         "  OpenAI weights are read from ~/.cache/clip/<file> (downloaded there when online); a local",
         "  file instead: MODEL.BACKBONE.PATH /path/to/ViT-B-16.pt",
         "",

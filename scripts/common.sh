@@ -11,6 +11,7 @@
 #   LOADEP    epoch to evaluate (default: the config's OPTIM.MAX_EPOCH, or an OPTIM.MAX_EPOCH override)
 #   SOURCE    cross-dataset source dataset (imagenet; objects for the testbed)
 #   PYTHON    python interpreter (python)       OUTPUT   output root (output)
+#   NPROC     processes for one run (1): N > 1 starts train.py under torchrun (native engine, one GPU each)
 # On a testbed dataset (its configs/datasets/<name>.yaml names a Testbed* dataset) the scripts use
 # configs/trainers/$TRAINER/testbed.yaml (CFG becomes "testbed", also in the output paths).
 
@@ -21,6 +22,7 @@ cd "$REPO_ROOT"
 PYTHON="${PYTHON:-python}"
 SHOTS="${SHOTS:-16}"
 ENGINE="${ENGINE:-auto}"
+NPROC="${NPROC:-1}"
 OUTPUT="${OUTPUT:-output}"
 XD_CFG="${XD_CFG:-${CFG}}"
 
@@ -104,8 +106,13 @@ finished() {
 }
 
 run_train_py() {
-    echo "+ $PYTHON train.py $*"
-    "$PYTHON" train.py --engine "$ENGINE" "$@"
+    if [ "$NPROC" -gt 1 ]; then  # DATALOADER.TRAIN_X.BATCH_SIZE stays the global batch
+        echo "+ $PYTHON -m torch.distributed.run --standalone --nproc_per_node $NPROC train.py $*"
+        "$PYTHON" -m torch.distributed.run --standalone --nproc_per_node "$NPROC" train.py --engine "$ENGINE" "$@"
+    else
+        echo "+ $PYTHON train.py $*"
+        "$PYTHON" train.py --engine "$ENGINE" "$@"
+    fi
 }
 
 # Release-variant ratios of the official RESTORE (ANCHORS.md 6.6) as config overrides, for

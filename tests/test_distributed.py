@@ -181,3 +181,20 @@ def test_random_order_equals_one_process():
     torch.manual_seed(5)
     got = [i for b in GlobalBatchSlices(torch.utils.data.RandomSampler(data), 4, True, 1, 0) for i in b]
     assert got == expected
+
+
+def test_global_batch_size_and_scope():
+    from restore.checks import check_config
+    from restore.config import get_cfg_default
+    from restore.engine.parallel import global_batch_size
+    from restore.errors import UserError
+    cfg = get_cfg_default()
+    cfg.DATALOADER.TRAIN_X.BATCH_SIZE = 12
+    assert global_batch_size(cfg, 4) == 12
+    with pytest.raises(UserError, match="BATCH_SIZE 12 is the global batch and does not divide over 5"):
+        global_batch_size(cfg, 5)
+    cfg.DATALOADER.TRAIN_X.BATCH_SIZE_SCOPE = "per_process"
+    assert global_batch_size(cfg, 5) == 60
+    cfg.DATALOADER.TRAIN_X.BATCH_SIZE_SCOPE = "globl"
+    with pytest.raises(UserError, match="BATCH_SIZE_SCOPE is 'globl'; valid: global, per_process"):
+        check_config(cfg)

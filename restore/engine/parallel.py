@@ -23,14 +23,11 @@ from ..errors import UserError
 from .sharding import shard_eval_loader, shard_train_loader
 from .step import TrainStep, wrap_distributed
 
-BATCH_SCOPES = ("global", "per_process")
-
 
 def global_batch_size(cfg, world: int) -> int:
-    """Items per optimizer step over all `world` processes; UserError when they cannot share it."""
+    """Items per optimizer step over all `world` processes; UserError when they cannot share it (the
+    scope's value itself is checked with the config, restore/checks.py)."""
     batch, scope = cfg.DATALOADER.TRAIN_X.BATCH_SIZE, cfg.DATALOADER.TRAIN_X.BATCH_SIZE_SCOPE
-    if scope not in BATCH_SCOPES:
-        raise UserError(f"DATALOADER.TRAIN_X.BATCH_SIZE_SCOPE must be one of {BATCH_SCOPES}, got {scope!r}.")
     if scope == "per_process":
         return batch * world
     if batch % world:

@@ -17,6 +17,7 @@ import time
 import torch
 from tqdm import tqdm
 
+from ..adapters import input_resolution
 from ..backbone import build_backbone
 from ..checks import check_config
 from ..distributed import barrier, device_for, gather_objects, is_primary, rank
@@ -72,7 +73,7 @@ class Trainer:
         name = cfg.TRAINER.NAME
         print(f"Loading CLIP (backbone: {cfg.MODEL.BACKBONE.PATH or cfg.MODEL.BACKBONE.NAME})")
         clip_model = build_backbone(cfg)
-        resolution = clip_model.visual.input_resolution
+        resolution = input_resolution(clip_model)
         if tuple(cfg.INPUT.SIZE) != (resolution, resolution):
             raise ValueError(f"INPUT.SIZE is {tuple(cfg.INPUT.SIZE)} but the CLIP backbone takes "
                              f"{resolution}x{resolution} images: set INPUT.SIZE ({resolution}, {resolution}).")

@@ -54,12 +54,15 @@ RESULT = re.compile(r"\* accuracy: ([\.\deE+-]+)%")
 
 # ------------------------------------------------------------------------------------ runs
 def finished(folder):
-    """The accuracy a finished run printed, or None (same rule as scripts/common.sh)."""
+    """The accuracy a finished run printed (a log.txt* of `folder` holds "=> result" and its accuracy), or
+    None. The one "finished" rule: scripts/common.sh and cluster.py call it too."""
     for path in sorted(glob.glob(os.path.join(folder, "log.txt*"))):
         with open(path, encoding="utf-8") as f:
             text = f.read()
         if "=> result" in text:
-            return float(RESULT.findall(text.split("=> result")[-1])[0])
+            found = RESULT.findall(text.split("=> result")[-1])
+            if found:
+                return float(found[0])
     return None
 
 

@@ -106,9 +106,10 @@ load_epoch() {
     echo "$ep"
 }
 
-# finished DIR: the run in DIR printed its evaluation result
+# finished DIR: the run in DIR printed its evaluation result (the one rule: testbed_benchmark.finished,
+# which cluster.py and testbed_benchmark.py use too; a module without heavy imports)
 finished() {
-    [ -f "$1/log.txt" ] && ls "$1"/log.txt* >/dev/null 2>&1 && grep -q "^=> result" "$1"/log.txt*
+    "$PYTHON" -c 'import sys, testbed_benchmark as tb; sys.exit(tb.finished(sys.argv[1]) is None)' "$1"
 }
 
 run_train_py() {

@@ -30,6 +30,7 @@ EXTS = ("md", "py", "yaml", "sh", "json")
 EXTERNAL = [
     r"split_\w+\.json",             # a dataset's split file (DATASETS.md), in the user's data folder
     r"testbed\.json",               # written by the testbed generator into each dataset folder
+    r"submitted\.json",             # written by cluster.py into the output folder
     r"cat_to_name\.json",           # Oxford Flowers' class names, in the user's data folder
     r"(\w+/)*setup\.py",            # Dassl's installer (README's install steps)
     r"(\w+/)*requirements\.txt",

@@ -22,6 +22,7 @@ import warnings
 
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
 
+from restore import maple_fsa  # noqa: E402
 from restore.config import merge_from_file, merge_from_list  # noqa: E402
 
 ENGINES = ("auto", "dassl", "native")
@@ -58,6 +59,7 @@ def build_parser():
     p.add_argument("--engine", choices=ENGINES, default="auto",
                    help="dassl: Dassl.pytorch's trainers (trainers/); native: restore.engine; "
                         "auto: dassl when importable, else native")
+    maple_fsa.add_flags(p)  # the official release's --vis_calib_r, --text_calib_r, --fs_loss_r
     p.add_argument("opts", default=None, nargs=argparse.REMAINDER,
                    help="modify config options using the command-line")
     return p
@@ -179,7 +181,12 @@ def setup_cfg(args, engine="native"):
     if args.config_file:
         merge_file(cfg, args.config_file, "--config-file")
     reset_cfg(cfg, args)
+    try:
+        maple_fsa.apply_flags(cfg, args)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     merge_opts(cfg, args.opts or [])
+    maple_fsa.map_node(cfg)  # --trainer MaPLe_FSA: the release's node onto RESTORE_m's keys
     cfg.freeze()
     return cfg
 

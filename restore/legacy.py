@@ -148,8 +148,8 @@ def describe_mismatch(trainer_name: str, state_dict: dict) -> str:
     layout = original_layout(state_dict)
     expected = {"CoOp": "CoOp", "CoCoOp": "CoOp", "MaPLe": "MaPLe", "RESTORE_m": "MaPLe",
                 "IVLP": "IVLP", "VPT": "IVLP", "LPT": "IVLP", "PromptSRC": "IVLP",
-                "RESTORE_p": "IVLP"}.get(trainer_name)
-    if layout is None or layout == expected or (layout, trainer_name) == ("MaPLe_FSA", "RESTORE_m"):
+                "RESTORE_p": "IVLP", "MaPLe_FSA": "MaPLe"}.get(trainer_name)
+    if layout is None or layout == expected or (layout == "MaPLe_FSA" and trainer_name in ("RESTORE_m", "MaPLe_FSA")):
         return ""
     family = {"CoOp": "CoOp or CoCoOp", "IVLP": "IVLP, VPT or PromptSRC", "MaPLe": "MaPLe",
               "MaPLe_FSA": "MaPLe_FSA (official RESTORE)"}[layout]

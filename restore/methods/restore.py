@@ -50,8 +50,9 @@ class RestoreMixin:
             self.visual_adapter = Surgery(dim, r.SURGERY.RATIO)
             self.text_adapter = Surgery(dim, r.SURGERY.RATIO)
         elif self.mode == "release":
-            self.visual_adapter = ReleaseCalibrator(dim)
+            # Text first, then vision: the release's order of random draws (same seed, same run).
             self.text_adapter = ReleaseCalibrator(dim)
+            self.visual_adapter = ReleaseCalibrator(dim)
             self.register_buffer("calib_ratio", torch.tensor(
                 [s.RELEASE_VIS_R, s.RELEASE_TEXT_R], dtype=torch.float32))
             self.register_buffer("calib_updated", torch.tensor(False))
@@ -171,3 +172,15 @@ class RESTORE_m(RestoreMixin, MaPLe):
 class RESTORE_p(RestoreMixin, PromptSRC):
     """RESTORE on PromptSRC (keys in TRAINER.PROMPTSRC and TRAINER.RESTORE); PromptSRC's
     losses (on the post-surgery features) and its Gaussian prompt aggregation are kept."""
+
+
+class MaPLe_FSA(RESTORE_m):
+    """The official release's trainer name: RESTORE_m's release variant (FS.DEFINITION and
+    SURGERY.MODE "release"), configured from TRAINER.MAPLE_FSA by `restore.maple_fsa.map_node`."""
+
+    def __init__(self, cfg, classnames, clip_model):
+        r = cfg.TRAINER.RESTORE
+        if (r.FS.DEFINITION, r.SURGERY.MODE) != ("release", "release"):
+            raise ValueError("MaPLe_FSA is RESTORE_m's release variant: its config must pass through "
+                             "restore.maple_fsa.map_node (train.py does), or use --trainer RESTORE_m.")
+        super().__init__(cfg, classnames, clip_model)

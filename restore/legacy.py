@@ -1,4 +1,5 @@
-"""Checkpoints written by the original CoOp-lineage code, read into our methods.
+"""Checkpoints written by the original CoOp-lineage code, read into our methods, and ours written
+in the originals' layout (`to_original_state_dict`, `export_checkpoint`, `python -m restore.legacy`).
 
 `convert_state_dict(trainer_name, state_dict)` maps the `state_dict` of a checkpoint saved by the
 public CoOp / CoCoOp (KaiyangZhou/CoOp), IVLP / VPT / MaPLe
@@ -179,7 +180,8 @@ def describe_mismatch(trainer_name: str, state_dict: dict) -> str:
     expected = {"CoOp": "CoOp", "CoCoOp": "CoOp", "MaPLe": "MaPLe", "RESTORE_m": "MaPLe",
                 "IVLP": "IVLP", "VPT": "IVLP", "LPT": "IVLP", "PromptSRC": "IVLP",
                 "RESTORE_p": "IVLP", "MaPLe_FSA": "MaPLe"}.get(trainer_name)
-    if layout is None or layout == expected or (layout == "MaPLe_FSA" and trainer_name in ("RESTORE_m", "MaPLe_FSA")):
+    release = layout == "MaPLe_FSA" and trainer_name in ("RESTORE_m", "MaPLe_FSA")
+    if layout is None or layout == expected or release:
         return ""
     family = {"CoOp": "CoOp or CoCoOp", "IVLP": "IVLP, VPT or PromptSRC", "MaPLe": "MaPLe",
               "MaPLe_FSA": "MaPLe_FSA (official RESTORE)"}[layout]
@@ -237,9 +239,8 @@ def export_checkpoint(trainer_name: str, model_dir: str, output_dir: str, epoch=
     source = model_file(model_dir, name, epoch)
     checkpoint = load_checkpoint(source)
     state = to_original_state_dict(trainer_name, checkpoint)
-    saved_epoch = checkpoint.get("epoch", epoch or 0) if isinstance(checkpoint, dict) else epoch
-    return save_checkpoint({"state_dict": state, "epoch": saved_epoch, "optimizer": None,
-                            "scheduler": None, "val_result": None},
+    return save_checkpoint({"state_dict": state, "epoch": checkpoint.get("epoch", epoch),
+                            "optimizer": None, "scheduler": None, "val_result": None},
                            os.path.join(output_dir, name))
 
 

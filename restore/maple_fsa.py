@@ -66,3 +66,16 @@ def map_node(cfg: CN) -> None:
     restore.FS.WEIGHT = float(node.FS_LOSS_R)
     restore.FS.DEFINITION = "release"
     restore.SURGERY.MODE = "release"
+
+
+def release_variant(cfg: CN) -> CN:
+    """`cfg` with TRAINER.RESTORE.FS.DEFINITION and SURGERY.MODE "release" (a copy when they differ)."""
+    restore = cfg.TRAINER.RESTORE
+    if (restore.FS.DEFINITION, restore.SURGERY.MODE) == ("release", "release"):
+        return cfg
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.TRAINER.RESTORE.FS.DEFINITION = "release"
+    cfg.TRAINER.RESTORE.SURGERY.MODE = "release"
+    cfg.freeze()
+    return cfg

@@ -68,7 +68,11 @@ def test_registered_as_restore_m_release_variant():
     assert registered_name("MaPLe_FSA") == "MultiModalPromptLearner"  # the release's folder
     import trainers
     assert issubclass(trainers.TRAINERS["MaPLe_FSA"], trainers.TRAINERS["RESTORE_m"])
-    cfg = restore.get_cfg_default()  # not passed through the mapping: refused with the reason
+    cfg = restore.get_cfg_default()  # built directly (no mapping): still the release variant
     cfg.TRAINER.NAME = "MaPLe_FSA"
-    with pytest.raises(ValueError, match="release variant"):
-        MaPLe_FSA(cfg, ["a", "b"], restore.tiny_clip())
+    cfg.TRAINER.MAPLE.PROMPT_DEPTH = 3
+    cfg.freeze()
+    model = MaPLe_FSA(cfg, ["a", "b"], restore.tiny_clip())
+    assert (model.definition, model.mode) == ("release", "release")
+    assert model.calib_ratio.tolist() == pytest.approx([0.1, 0.1])
+    assert cfg.TRAINER.RESTORE.SURGERY.MODE == "fs_guided"  # the caller's config is not changed

@@ -13,6 +13,7 @@ Keys live in TRAINER.RESTORE (METHOD.md sections 2-5); the base method's stay in
 import torch
 
 from ..feature_shift import consistency_loss, gram_norm, release_loss, release_ratios
+from ..maple_fsa import release_variant
 from ..surgery import ReleaseCalibrator, Surgery
 from .base import Encoded
 from .maple import MaPLe
@@ -175,12 +176,9 @@ class RESTORE_p(RestoreMixin, PromptSRC):
 
 
 class MaPLe_FSA(RESTORE_m):
-    """The official release's trainer name: RESTORE_m's release variant (FS.DEFINITION and
-    SURGERY.MODE "release"), configured from TRAINER.MAPLE_FSA by `restore.maple_fsa.map_node`."""
+    """The official release's trainer name: RESTORE_m's release variant. FS.DEFINITION and
+    SURGERY.MODE are always "release"; the values of the release's TRAINER.MAPLE_FSA node reach
+    TRAINER.MAPLE and TRAINER.RESTORE through `restore.maple_fsa.map_node` (train.py applies it)."""
 
     def __init__(self, cfg, classnames, clip_model):
-        r = cfg.TRAINER.RESTORE
-        if (r.FS.DEFINITION, r.SURGERY.MODE) != ("release", "release"):
-            raise ValueError("MaPLe_FSA is RESTORE_m's release variant: its config must pass through "
-                             "restore.maple_fsa.map_node (train.py does), or use --trainer RESTORE_m.")
-        super().__init__(cfg, classnames, clip_model)
+        super().__init__(release_variant(cfg), classnames, clip_model)

@@ -23,6 +23,7 @@ import warnings
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
 
 from restore.config import merge_from_file, merge_from_list  # noqa: E402
+from restore.errors import UserError  # noqa: E402
 
 ENGINES = ("auto", "dassl", "native")
 
@@ -58,6 +59,12 @@ def build_parser():
     p.add_argument("--engine", choices=ENGINES, default="auto",
                    help="dassl: Dassl.pytorch's trainers (trainers/); native: restore.engine; "
                         "auto: dassl when importable, else native")
+    p.add_argument("--trust-files", action="store_true",
+                   help="trust every file this run reads (= TRUST_FILES True): checkpoints, few-shot "
+                        "caches and preprocessed.pkl are unpickled without restriction (which can run "
+                        "code stored in them) and a TorchScript MODEL.BACKBONE.PATH loads whatever its "
+                        "checksum. Without it only tensors, the objects original Dassl checkpoints "
+                        "hold, Datums, and OpenAI's published TorchScript files are read")
     p.add_argument("opts", default=None, nargs=argparse.REMAINDER,
                    help="modify config options using the command-line")
     return p
@@ -125,6 +132,8 @@ def merge_file(cfg, path, flag):
                           (f" Files in {folder}: {', '.join(avail)}." if avail else ""))
     try:
         merge_from_file(cfg, path)
+    except UserError:  # already one line naming the file
+        raise
     except KeyError as err:
         text = str(err.args[0]) if err.args else str(err)
         key = text.split("Non-existent config key:")[-1].strip()
@@ -170,6 +179,8 @@ def reset_cfg(cfg, args):
         cfg.MODEL.BACKBONE.NAME = args.backbone
     if args.head:
         cfg.MODEL.HEAD.NAME = args.head
+    if args.trust_files:
+        cfg.TRUST_FILES = True
 
 
 def setup_cfg(args, engine="native"):

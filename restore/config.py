@@ -6,6 +6,8 @@ Defaults are the anchors' (shared/reference/ANCHORS.md sections 1.2 and 2.2).
 """
 from yacs.config import CfgNode as CN
 
+from .errors import UserError
+
 
 def _dassl_defaults() -> CN:
     """The Dassl v0.6.3 defaults that the CLIP trainers and our engine read."""
@@ -131,6 +133,9 @@ def extend_cfg(cfg: CN) -> CN:
     cfg.DATASET.SUBSAMPLE_CLASSES = "all"
     # A local CLIP file; overrides the name -> ~/.cache/clip resolution of MODEL.BACKBONE.NAME.
     cfg.MODEL.BACKBONE.PATH = ""
+    # "I trust every file this run reads" (train.py --trust-files): checkpoints and caches are unpickled
+    # without restriction and TorchScript backbones load whatever their checksum (restore.safe_pickle).
+    cfg.TRUST_FILES = False
 
     t = cfg.TRAINER
     t.COOP = CN()
@@ -230,11 +235,18 @@ def _ints_to_floats(defaults: CN, other: CN) -> None:
             other[key] = float(value)
 
 
+YAML_SUFFIXES = (".yaml", ".yml")
+
+
 def merge_from_file(cfg: CN, path: str) -> None:
-    """`cfg.merge_from_file`, but integers are accepted for float keys: the anchors' yaml files
-    write e.g. `GPA_MEAN: 6` where the default is a float, which plain yacs rejects."""
+    """`cfg.merge_from_file` for yaml files only (yacs would execute a `.py` config: UserError), and
+    integers are accepted for float keys: the anchors' yaml files write e.g. `GPA_MEAN: 6` where the
+    default is a float, which plain yacs rejects."""
+    if not path.lower().endswith(YAML_SUFFIXES):
+        raise UserError(f"Config file {path}: only yaml files (.yaml, .yml) are read, since a Python "
+                        "config would run as code; write its keys in yaml.")
     with open(path) as f:
-        other = cfg.load_cfg(f)
+        other = cfg.load_cfg(f.read())  # a string: parsed as yaml whatever the file name says
     _ints_to_floats(cfg, other)
     cfg.merge_from_other_cfg(other)
 

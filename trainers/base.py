@@ -118,7 +118,7 @@ class PromptTrainer(_TrainerX or object):
         print(f"Building {name}")
         model = restore.build_model(cfg, classnames, clip_model)
         if cfg.MODEL.INIT_WEIGHTS:
-            load_pretrained_weights(model, cfg.MODEL.INIT_WEIGHTS, name)
+            load_pretrained_weights(model, cfg.MODEL.INIT_WEIGHTS, name, trust=cfg.TRUST_FILES)
         self.precision = Precision.from_cfg(cfg, self.device)
         self.model = self.precision.prepare(model)
 
@@ -219,7 +219,7 @@ class PromptTrainer(_TrainerX or object):
         from restore.methods import CheckpointError
 
         trainer = self.cfg.TRAINER.NAME
-        checkpoint = load_checkpoint(path)  # on the CPU (the RNG state must stay there)
+        checkpoint = load_checkpoint(path, trust=self.cfg.TRUST_FILES)  # on the CPU (RNG state)
         state = unwrap(checkpoint)
         try:
             # Onto the model's device, nested extra state too (PromptSRC's running GPA sum).

@@ -247,7 +247,7 @@ def load_or_create_fewshot(dataset, cfg, train, val=None):
     path = fewshot_cache_path(dataset.dataset_dir, num_shots, cfg.SEED)
     if os.path.exists(path):
         print(f"Loading preprocessed few-shot data from {path}")
-        data = load_pickle(path)
+        data = load_pickle(path, trust=cfg.TRUST_FILES)
         keys = ("train",) if val is None else ("train", "val")
         if not isinstance(data, dict) or any(k not in data for k in keys):
             raise DatasetError(

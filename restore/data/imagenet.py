@@ -92,7 +92,7 @@ class ImageNet(DatasetBase):
         self.split_fewshot_dir = os.path.join(self.dataset_dir, "split_fewshot")
 
         if os.path.exists(self.preprocessed):
-            data = load_pickle(self.preprocessed)
+            data = load_pickle(self.preprocessed, trust=cfg.TRUST_FILES)
             if not isinstance(data, dict) or "train" not in data or "test" not in data:
                 raise DatasetError(f"{self.preprocessed} does not hold \"train\" and \"test\": delete it; it is rebuilt.")
             train, test = data["train"], data["test"]

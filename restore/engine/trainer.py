@@ -75,7 +75,8 @@ class Trainer:
         print(f"Building {name}")
         self.model = build_model(cfg, self.classnames, clip_model)
         if cfg.MODEL.INIT_WEIGHTS:
-            ckpt.load_pretrained_weights(self.model, cfg.MODEL.INIT_WEIGHTS, name)
+            ckpt.load_pretrained_weights(self.model, cfg.MODEL.INIT_WEIGHTS, name,
+                                       trust=cfg.TRUST_FILES)
         self.precision.prepare(self.model)
         self.model_name = registered_name(name)
         enabled = [n for n, p in self.model.named_parameters() if p.requires_grad]
@@ -248,7 +249,7 @@ class Trainer:
             print("No checkpoint found, train from scratch")
             return 0
         print(f"Found checkpoint at {directory} (will resume training)")
-        state = ckpt.load_checkpoint(path)
+        state = ckpt.load_checkpoint(path, trust=self.cfg.TRUST_FILES)
         ckpt.load_model_state(self.model, state["state_dict"], self.cfg.TRAINER.NAME, path)
         if "trainer" in state:  # written by this project (either engine)
             if state.get("optimizer"):
@@ -276,7 +277,7 @@ class Trainer:
             print(f"{self.cfg.TRAINER.NAME} has no trainable parameters: nothing to load from {directory}")
             return
         path = ckpt.model_file(directory, self.model_name, epoch)
-        state = ckpt.load_checkpoint(path)
+        state = ckpt.load_checkpoint(path, trust=self.cfg.TRUST_FILES)
         saved_epoch = state.get("epoch")
         print(f'Loading weights to {self.model_name} from "{path}" (epoch = {saved_epoch})')
         ckpt.load_model_state(self.model, state["state_dict"], self.cfg.TRAINER.NAME, path)

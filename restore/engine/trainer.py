@@ -286,11 +286,8 @@ class Trainer:
 
     # ------------------------------------------------------------------------------- tensorboard
     def init_writer(self, log_dir):
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            print("Note: tensorboard is not installed; no TensorBoard logs are written")
-            return
+        # TensorBoard logs are part of the output, as Dassl's (tensorboard is in requirements.txt).
+        from torch.utils.tensorboard import SummaryWriter
         os.makedirs(log_dir, exist_ok=True)
         print(f"Initialize tensorboard (log_dir={log_dir})")
         self.writer = SummaryWriter(log_dir=log_dir)

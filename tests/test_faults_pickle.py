@@ -186,6 +186,7 @@ def test_random_bytes_checkpoint_is_one_line(data_root, tmp_path):
     assert "original Dassl" not in done.stdout and "weights_only" not in done.stdout  # the old note
 
 
+@pytest.mark.filterwarnings("ignore")  # torch deprecates TorchScript
 def test_torchscript_as_checkpoint_is_refused(tmp_path):
     """torch.load hands a TorchScript archive to torch.jit.load (a program): refused unless trusted."""
     path = str(tmp_path / "model.pth.tar-1")
@@ -334,6 +335,7 @@ def scripted_clip(path):
     return model
 
 
+@pytest.mark.filterwarnings("ignore")  # tracing warnings of torch.jit
 def test_torchscript_backbone_needs_openai_checksum(data_root, tmp_path, monkeypatch, capsys):
     from restore.torchscript import file_sha256
 
@@ -356,6 +358,7 @@ def test_torchscript_backbone_needs_openai_checksum(data_root, tmp_path, monkeyp
         assert torch.equal(loaded.state_dict()[key], value), key
 
 
+@pytest.mark.filterwarnings("ignore")  # tracing warnings of torch.jit
 def test_torchscript_backbone_trusted(tmp_path):
     path = tmp_path / "clip.pt"
     model = scripted_clip(path)
@@ -401,13 +404,13 @@ def test_python_config_is_refused(flag, tmp_path, capsys):
     assert marker.is_dir()
 
 
-def test_yml_config_is_read(tmp_path):
+def test_yml_config_is_read_and_trust_is_off_by_default(tmp_path):
     config = tmp_path / "m.yml"
     config.write_text("OPTIM:\n  MAX_EPOCH: 7\n")
     cfg = train.setup_cfg(train.build_parser().parse_args(["--config-file", str(config)]))
     assert cfg.OPTIM.MAX_EPOCH == 7 and cfg.TRUST_FILES is False
-    cfg = train.setup_cfg(train.build_parser().parse_args(["--trust-files"]))
-    assert cfg.TRUST_FILES is True
+    for argv in (["--trust-files"], ["TRUST_FILES", "True"]):  # the flag, or the key
+        assert train.setup_cfg(train.build_parser().parse_args(argv)).TRUST_FILES is True
 
 
 # ------------------------------------------------------------------------------ one loader for all

@@ -17,6 +17,7 @@ Allow-lists ("module.name" as pickle records it -> "module.name" of the object t
   path and built as ours, so that Dassl need not be installed.
 """
 import importlib
+import io
 import pickle
 import types
 import zipfile
@@ -103,6 +104,7 @@ def pickle_module(allowed: dict, trust: bool = False) -> types.ModuleType:
     mod.__dict__.update({k: v for k, v in vars(pickle).items() if not k.startswith("__")})
     mod.Unpickler = cls
     mod.load = lambda file, **kwargs: cls(file, **kwargs).load()
+    mod.loads = lambda data, **kwargs: cls(io.BytesIO(data), **kwargs).load()
     return mod
 
 

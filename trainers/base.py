@@ -18,7 +18,8 @@ engines train, save and load the same way:
   (no frozen CLIP) with plain-data optimiser and scheduler state, written atomically
   (`restore.engine.checkpoint`), so they load with torch's `weights_only=True`. Loading accepts
   ours and the original CoOp / CoCoOp / IVLP / VPT / MaPLe / PromptSRC / MaPLe_FSA checkpoints
-  (`restore.legacy`), never through Dassl's `torch.load`, and never prints a None val_result.
+  (`restore.legacy`), never through Dassl's `torch.load` (restore.safe_pickle: no code runs from
+  a checkpoint unless TRUST_FILES), and never prints a None val_result.
 - evaluation: Dassl's `test()` with the class texts encoded once per evaluation.
 
 Without Dassl (or with a broken install) the classes still exist, on `object`, and register nothing;

@@ -307,6 +307,17 @@ def test_preprocessed_pkl_refuses_crafted_pickle(tmp_path):
     control_pickle(path, marker)
 
 
+def test_original_fewshot_cache_loads():
+    """A cache written by the original CoOp code with Dassl (Caltech101, 4 shots, seed 1) loads without
+    Dassl, as our Datums."""
+    path = os.path.join(os.path.dirname(FIXTURE), "original_fewshot_shot_4-seed_1.pkl")
+    data = load_pickle(path)
+    assert {k: len(v) for k, v in data.items()} == {"train": 40, "val": 20}
+    first = data["train"][0]
+    assert type(first) is Datum and (first.label, first.domain, first.classname) == (0, 0, "airplane")
+    assert first.impath.endswith("/101_ObjectCategories/airplane/image_0002.png")
+
+
 def test_cache_builds_datums_only(tmp_path):
     """A CoOp cache (Dassl Datums, written here by save_pickle under Dassl's class path) loads as our
     Datums; the trust opt-in reads any pickle."""

@@ -129,14 +129,19 @@ def test_trust_files_loads_crafted_checkpoint(data_root, tmp_path, capsys):
 
 
 def test_resume_refuses_crafted_checkpoint(data_root, tmp_path, capsys):
+    """The crafted newest checkpoint stops the resume: it is not taken for a damaged file and skipped
+    for the intact older epoch."""
     marker, out = tmp_path / "marker", tmp_path / "out"
     folder = out / REGISTERED_NAMES[TRAINER]
-    path = crafted_checkpoint(folder / "model.pth.tar-1", marker, model_state(tmp_path))
-    (folder / "checkpoint").write_text("model.pth.tar-1\n")
-    code, _ = cli(data_root, out, opts=("OPTIM.MAX_EPOCH", 2))
+    state = model_state(tmp_path)
+    folder.mkdir(parents=True)
+    torch.save({"state_dict": state, "epoch": 1}, folder / "model.pth.tar-1")
+    path = crafted_checkpoint(folder / "model.pth.tar-2", marker, state, epoch=2)
+    (folder / "checkpoint").write_text("model.pth.tar-2\n")
+    code, _ = cli(data_root, out, opts=("OPTIM.MAX_EPOCH", 3))
     stopped(capsys, code, path, MKDIR, OPT_IN)
     assert not marker.exists()
-    assert sorted(os.listdir(folder)) == ["checkpoint", "model.pth.tar-1"]  # nothing trained or written
+    assert sorted(os.listdir(folder)) == ["checkpoint", "model.pth.tar-1", "model.pth.tar-2"]  # none written
     control_torch(path, marker)
 
 

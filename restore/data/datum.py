@@ -96,8 +96,8 @@ def load_pickle(path, trust=False):
         raise
     except Exception as e:  # truncated or foreign file
         raise DatasetError(
-            f"Cannot read the cache file {path} ({type(e).__name__}: {e}).\n"
-            f"Delete it; it is regenerated on the next run (same seed -> same sample)."
+            f"Cannot read the cache file {path} ({type(e).__name__}: {e}). Delete it; it is regenerated "
+            f"on the next run (same seed -> same sample)."
         ) from e
 
 

@@ -16,7 +16,7 @@ from collections import OrderedDict
 from .base import DatasetBase, cfg_subsample, load_or_create_fewshot, register_dataset, resolve_dataset_dir, subsample_classes
 from .datum import Datum, load_pickle, save_pickle
 from .errors import DatasetError
-from .splits import listdir_nohidden
+from .splits import check_labels, listdir_nohidden, num_labels
 
 CLASSNAMES_FIX = (
     "It lists one class per line, \"<wnid> <class name>\" (e.g. \"n01440764 tench\"), in sorted-wnid order; "
@@ -95,6 +95,8 @@ class ImageNet(DatasetBase):
             data = load_pickle(self.preprocessed, trust=cfg.TRUST_FILES)
             if not isinstance(data, dict) or "train" not in data or "test" not in data:
                 raise DatasetError(f"{self.preprocessed} does not hold \"train\" and \"test\": delete it; it is rebuilt.")
+            check_labels({k: data[k] for k in ("train", "test")}, self.preprocessed, num_labels(data["train"]),
+                         fix="Delete it; it is rebuilt on the next run.")
             train, test = data["train"], data["test"]
             _check_cached_paths(self.preprocessed, train, test)
         else:

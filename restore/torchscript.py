@@ -37,14 +37,12 @@ def file_sha256(path: str) -> str:
     return _hashes[key]
 
 
-def torchscript_state_dict(path: str, trust: bool = False):
-    """The state dict of the TorchScript archive at `path`, or None when `path` is not one.
-
-    Raises UntrustedFileError (naming the file, its SHA256 and the opt-in) for an archive that is not
-    one of OpenAI's files, unless `trust`.
-    """
+def check_torchscript(path: str, trust: bool = False) -> bool:
+    """Whether `path` is a TorchScript archive that may be loaded (False: not TorchScript). Raises
+    UntrustedFileError (naming the file, its SHA256 and the opt-in) for an archive that is not one of
+    OpenAI's files, unless `trust`."""
     if not is_torchscript(path):
-        return None
+        return False
     if not trust:
         sha = file_sha256(path)
         if sha not in openai_checksums():
@@ -53,6 +51,14 @@ def torchscript_state_dict(path: str, trust: bool = False):
                 f"{sha} is none of those OpenAI publishes for CLIP (clip.clip._MODELS): not loaded. Use "
                 f"OpenAI's file (delete a damaged download to fetch it again) or a state dict saved "
                 f"with torch.save. {TRUST_OPT_IN}")
+    return True
+
+
+def torchscript_state_dict(path: str, trust: bool = False):
+    """The state dict of the TorchScript archive at `path`, or None when `path` is not one; an archive
+    that is not one of OpenAI's files raises UntrustedFileError unless `trust` (check_torchscript)."""
+    if not check_torchscript(path, trust):
+        return None
     with warnings.catch_warnings():  # torch deprecates TorchScript
         warnings.simplefilter("ignore", FutureWarning)
         return torch.jit.load(path, map_location="cpu").state_dict()

@@ -27,6 +27,7 @@ from restore.data import Datum, load_pickle
 from restore.engine import REGISTERED_NAMES, load_checkpoint
 from restore.engine.checkpoint import CheckpointFileError
 from restore.safe_pickle import UntrustedFileError
+from test_backbone import plain_known  # noqa: F401  (fixture: the small CLIP passes as OpenAI-shaped)
 from test_engine_fakes import ROOT, cli_opts, make_cfg, make_oxford_pets
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "original_checkpoint_globals.json")
@@ -352,7 +353,7 @@ def scripted_clip(path):
 
 
 @pytest.mark.filterwarnings("ignore")  # tracing warnings of torch.jit
-def test_torchscript_backbone_needs_openai_checksum(data_root, tmp_path, monkeypatch, capsys):
+def test_torchscript_backbone_needs_openai_checksum(data_root, tmp_path, monkeypatch, capsys, plain_known):
     from restore.torchscript import file_sha256
 
     path = tmp_path / "clip.pt"
@@ -375,13 +376,25 @@ def test_torchscript_backbone_needs_openai_checksum(data_root, tmp_path, monkeyp
 
 
 @pytest.mark.filterwarnings("ignore")  # tracing warnings of torch.jit
-def test_torchscript_backbone_trusted(tmp_path):
+def test_torchscript_backbone_trusted(tmp_path, plain_known):
     path = tmp_path / "clip.pt"
     model = scripted_clip(path)
     with pytest.raises(UntrustedFileError):
         restore.load_clip(str(path))
     loaded = restore.load_clip(str(path), trust=True)
     assert torch.equal(loaded.visual.proj, model.visual.proj)
+
+
+@pytest.mark.filterwarnings("ignore")  # tracing warnings of torch.jit
+def test_torchscript_path_for_open_clip_is_checked(tmp_path):
+    """open_clip's loader would run a TorchScript MODEL.BACKBONE.PATH too: the same check first."""
+    pytest.importorskip("open_clip")
+    path = tmp_path / "clip.pt"
+    scripted_clip(path)
+    cfg = restore.get_cfg_default()
+    cfg.MODEL.BACKBONE.NAME, cfg.MODEL.BACKBONE.PATH = "open_clip:ViT-B-32", str(path)
+    with pytest.raises(UntrustedFileError, match=re.escape(f"{path} is a TorchScript archive")):
+        restore.build_backbone(cfg)
 
 
 def test_openai_checksums_come_from_the_model_table():

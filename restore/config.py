@@ -136,6 +136,9 @@ def extend_cfg(cfg: CN) -> CN:
     # "I trust every file this run reads" (train.py --trust-files): checkpoints and caches are unpickled
     # without restriction and TorchScript backbones load whatever their checksum (restore.safe_pickle).
     cfg.TRUST_FILES = False
+    # Under torchrun with N processes: "global" = TRAIN_X.BATCH_SIZE is the batch of one step over all
+    # processes (BATCH_SIZE / N each); "per_process" = each process takes BATCH_SIZE (N times larger steps).
+    cfg.DATALOADER.TRAIN_X.BATCH_SIZE_SCOPE = "global"
 
     t = cfg.TRAINER
     t.COOP = CN()

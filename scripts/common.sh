@@ -11,6 +11,7 @@
 #   LOADEP    epoch to evaluate (default: the config's OPTIM.MAX_EPOCH, or an OPTIM.MAX_EPOCH override)
 #   SOURCE    cross-dataset source dataset (imagenet; objects for the testbed)
 #   PYTHON    python interpreter (python)       OUTPUT   output root (output)
+#   NPROC     processes for one run (1): N > 1 starts train.py under torchrun (native engine, one GPU each)
 #   BACKBONE  run on another CLIP (MODEL.BACKBONE.NAME), into OUTPUT/backbone_<name>/... of its own;
 #             BACKBONE=tiny-random smoke-tests any config without weights (random CLIP, input size
 #             and prompt depths fitted to it: its accuracies mean nothing)
@@ -24,6 +25,7 @@ cd "$REPO_ROOT"
 PYTHON="${PYTHON:-python}"
 SHOTS="${SHOTS:-16}"
 ENGINE="${ENGINE:-auto}"
+NPROC="${NPROC:-1}"
 OUTPUT="${OUTPUT:-output}"
 XD_CFG="${XD_CFG:-${CFG}}"
 if [ -n "${BACKBONE:-}" ]; then
@@ -104,16 +106,23 @@ load_epoch() {
     echo "$ep"
 }
 
-# finished DIR: the run in DIR printed its evaluation result
+# finished DIR: the run in DIR printed its evaluation result (the one rule: testbed_benchmark.finished,
+# which cluster.py and testbed_benchmark.py use too; a module without heavy imports)
 finished() {
-    [ -f "$1/log.txt" ] && ls "$1"/log.txt* >/dev/null 2>&1 && grep -q "^=> result" "$1"/log.txt*
+    "$PYTHON" -c 'import sys, testbed_benchmark as tb; sys.exit(tb.finished(sys.argv[1]) is None)' "$1"
 }
 
 run_train_py() {
     local backbone=()
     if [ -n "${BACKBONE:-}" ]; then backbone=(MODEL.BACKBONE.NAME "$BACKBONE"); fi
-    echo "+ $PYTHON train.py $* ${backbone[*]}"
-    "$PYTHON" train.py --engine "$ENGINE" "$@" "${backbone[@]}"
+    if [ "$NPROC" -gt 1 ]; then  # DATALOADER.TRAIN_X.BATCH_SIZE stays the global batch
+        echo "+ $PYTHON -m torch.distributed.run --standalone --nproc_per_node $NPROC train.py $* ${backbone[*]}"
+        "$PYTHON" -m torch.distributed.run --standalone --nproc_per_node "$NPROC" train.py --engine "$ENGINE" \
+            "$@" "${backbone[@]}"
+    else
+        echo "+ $PYTHON train.py $* ${backbone[*]}"
+        "$PYTHON" train.py --engine "$ENGINE" "$@" "${backbone[@]}"
+    fi
 }
 
 # Release-variant ratios of the official RESTORE (ANCHORS.md 6.6) as config overrides, for

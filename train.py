@@ -58,6 +58,9 @@ def build_parser():
     p.add_argument("--engine", choices=ENGINES, default="auto",
                    help="dassl: Dassl.pytorch's trainers (trainers/); native: restore.engine; "
                         "auto: dassl when importable, else native")
+    p.add_argument("--check-finished", action="store_true",
+                   help="only say whether --output-dir holds a finished run of this command: exit 0 "
+                        "(finished, same settings), 3 (not finished) or 1 (made with other settings)")
     p.add_argument("opts", default=None, nargs=argparse.REMAINDER,
                    help="modify config options using the command-line")
     return p
@@ -226,6 +229,7 @@ def run_native(args, cfg):
     print(f"** System info **\nPyTorch {torch.__version__}, Python {sys.version.split()[0]}, "
           f"device: {'cuda (' + torch.cuda.get_device_name(0) + ')' if torch.cuda.is_available() and cfg.USE_CUDA else 'cpu'}")
     trainer = Trainer(cfg)
+    record_run(trainer.dm.dataset, args, cfg, "native")
     return run_trainer(trainer, args, cfg)
 
 
@@ -247,7 +251,50 @@ def run_dassl(args, cfg):
     print("Collecting env info ...")
     print(f"** System info **\n{collect_env_info()}\n")
     trainer = build_trainer(cfg)
+    record_run(trainer.dm.dataset, args, cfg, "dassl")
     return run_trainer(trainer, args, cfg)
+
+
+# ------------------------------------------------------------------------------------ run record
+def eval_args(args):
+    """What an --eval-only run evaluates (recorded and compared), or None for training."""
+    return {"model_dir": args.model_dir, "load_epoch": args.load_epoch} if args.eval_only else None
+
+
+def check_output_dir(args, cfg):
+    """Stop before any work when OUTPUT_DIR holds a run this one must not resume or overwrite."""
+    from restore.engine.provenance import output_dir_conflict
+    from restore.engine.run_record import RunMismatchError
+    if cfg.OUTPUT_DIR:
+        _, conflict = output_dir_conflict(cfg, eval_args(args))
+        if conflict:
+            raise RunMismatchError(conflict)
+
+
+def check_finished(args, cfg):
+    """--check-finished (scripts/common.sh): exit 0 when OUTPUT_DIR holds a finished run of these
+    settings, 3 when it holds no finished run, 1 (error line) when its run differs."""
+    from restore.engine.provenance import output_dir_conflict, read_run_info
+    from restore.engine.run_record import RunMismatchError
+    done, conflict = output_dir_conflict(cfg, eval_args(args))
+    if conflict:
+        raise RunMismatchError(conflict)
+    if not done:
+        sys.exit(3)
+    unknown = "" if read_run_info(cfg.OUTPUT_DIR) else (
+        " It has no run_info.json (made by an older version), so its settings were not compared.")
+    print(f"Results are available in {cfg.OUTPUT_DIR}. Skip this job (delete the folder to run it "
+          f"again).{unknown}")
+    sys.exit(0)
+
+
+def record_run(dataset, args, cfg, engine):
+    """Print what the run runs on and write it to OUTPUT_DIR/run_info.json."""
+    from restore.engine.provenance import collect, summary, write_run_info
+    info = collect(cfg, dataset, engine, eval_args(args))
+    print(summary(info))
+    if cfg.OUTPUT_DIR:
+        write_run_info(info, cfg.OUTPUT_DIR)
 
 
 def run_trainer(trainer, args, cfg):
@@ -289,6 +336,9 @@ def main(argv=None):
         try:
             engine = choose_engine(args.engine)
             cfg = setup_cfg(args, engine)
+            if args.check_finished:
+                return check_finished(args, cfg)
+            check_output_dir(args, cfg)
             return run_dassl(args, cfg) if engine == "dassl" else run_native(args, cfg)
         except errors as err:
             if os.environ.get("RESTORE_TRACEBACK"):

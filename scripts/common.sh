@@ -98,14 +98,25 @@ load_epoch() {
     echo "$ep"
 }
 
-# finished DIR: the run in DIR printed its evaluation result
-finished() {
-    [ -f "$1/log.txt" ] && ls "$1"/log.txt* >/dev/null 2>&1 && grep -q "^=> result" "$1"/log.txt*
-}
-
 run_train_py() {
     echo "+ $PYTHON train.py $*"
     "$PYTHON" train.py --engine "$ENGINE" "$@"
+}
+
+# run_job MESSAGE TRAIN_PY_ARGS...: train.py --check-finished decides on the output folder: a finished
+# run of exactly these settings (LOADEP and overrides included) is skipped; one made with other settings
+# stops the script with the reason (exit 1); otherwise MESSAGE is printed and the job runs (resuming).
+run_job() {
+    local message="$1" rc=0
+    shift
+    "$PYTHON" train.py --engine "$ENGINE" --check-finished "$@" || rc=$?
+    case "$rc" in
+        0) return 0 ;;
+        3) ;;
+        *) exit "$rc" ;;
+    esac
+    echo "$message"
+    run_train_py "$@"
 }
 
 # Release-variant ratios of the official RESTORE (ANCHORS.md 6.6) as config overrides, for
@@ -129,6 +140,10 @@ variant_overrides() {  # extra overrides for the chosen config (release ratios f
     esac
 }
 
+start_message() {
+    if [ -d "$1" ]; then echo "Found $1. Resuming..."; else echo "Run this job and save the output to $1"; fi
+}
+
 # ------------------------------------------------------------------------------------- base-to-novel
 base2new_train() {
     usage_check "DATASET SEED [KEY VALUE ...]" "$@"
@@ -140,13 +155,8 @@ base2new_train() {
     cfg="$(config_name "$dataset" "$CFG")"
     file="$(trainer_config "$cfg")"
     dir="${OUTPUT}/base2new/train_base/${dataset}/shots_${SHOTS}/${TRAINER}/${cfg}/seed${seed}"
-    if finished "$dir"; then
-        echo "Results are available in ${dir}. Skip this job (delete the folder to run it again)"
-        return 0
-    fi
-    if [ -d "$dir" ]; then echo "Found ${dir}. Resuming..."; else echo "Run this job and save the output to ${dir}"; fi
     # shellcheck disable=SC2046
-    run_train_py --root "$root" --seed "$seed" --trainer "$TRAINER" \
+    run_job "$(start_message "$dir")" --root "$root" --seed "$seed" --trainer "$TRAINER" \
         --dataset-config-file "$dcfg" --config-file "$file" --output-dir "$dir" \
         DATASET.NUM_SHOTS "$SHOTS" DATASET.SUBSAMPLE_CLASSES base \
         $(variant_overrides "$dataset" "$cfg") "$@"
@@ -165,13 +175,9 @@ base2new_test() {
     model_dir="${OUTPUT}/base2new/train_base/${common}"
     dir="${OUTPUT}/base2new/test_new/${common}"
     loadep="$(load_epoch "$file" "$@")"
-    if finished "$dir"; then
-        echo "Results are available in ${dir}. Skip this job (delete the folder to run it again)"
-        return 0
-    fi
-    echo "Evaluate ${model_dir} (epoch ${loadep}) on the new classes; output to ${dir}"
     # shellcheck disable=SC2046
-    run_train_py --root "$root" --seed "$seed" --trainer "$TRAINER" \
+    run_job "Evaluate ${model_dir} (epoch ${loadep}) on the new classes; output to ${dir}" \
+        --root "$root" --seed "$seed" --trainer "$TRAINER" \
         --dataset-config-file "$dcfg" --config-file "$file" --output-dir "$dir" \
         --model-dir "$model_dir" --load-epoch "$loadep" --eval-only \
         DATASET.NUM_SHOTS "$SHOTS" DATASET.SUBSAMPLE_CLASSES new \
@@ -193,13 +199,8 @@ xd_train() {
     cfg="$(config_name "$dataset" "$XD_CFG")"
     file="$(trainer_config "$cfg")"
     dir="${OUTPUT}/${dataset}/${TRAINER}/${cfg}_${SHOTS}shots/seed${seed}"
-    if finished "$dir"; then
-        echo "Results are available in ${dir}. Skip this job (delete the folder to run it again)"
-        return 0
-    fi
-    if [ -d "$dir" ]; then echo "Found ${dir}. Resuming..."; else echo "Run this job and save the output to ${dir}"; fi
     # shellcheck disable=SC2046
-    run_train_py --root "$root" --seed "$seed" --trainer "$TRAINER" \
+    run_job "$(start_message "$dir")" --root "$root" --seed "$seed" --trainer "$TRAINER" \
         --dataset-config-file "$dcfg" --config-file "$file" --output-dir "$dir" \
         DATASET.NUM_SHOTS "$SHOTS" $(variant_overrides "$dataset" "$cfg") "$@"
 }
@@ -217,13 +218,9 @@ xd_test() {
     model_dir="${OUTPUT}/${src}/${TRAINER}/${cfg}_${SHOTS}shots/seed${seed}"
     dir="${OUTPUT}/evaluation/${TRAINER}/${cfg}_${SHOTS}shots/${dataset}/seed${seed}"
     loadep="$(load_epoch "$file" "$@")"
-    if finished "$dir"; then
-        echo "Results are available in ${dir}. Skip this job (delete the folder to run it again)"
-        return 0
-    fi
-    echo "Evaluate ${model_dir} (epoch ${loadep}) on ${dataset}; output to ${dir}"
     # shellcheck disable=SC2046
-    run_train_py --root "$root" --seed "$seed" --trainer "$TRAINER" \
+    run_job "Evaluate ${model_dir} (epoch ${loadep}) on ${dataset}; output to ${dir}" \
+        --root "$root" --seed "$seed" --trainer "$TRAINER" \
         --dataset-config-file "$dcfg" --config-file "$file" --output-dir "$dir" \
         --model-dir "$model_dir" --load-epoch "$loadep" --eval-only \
         $(variant_overrides "$src" "$cfg") "$@"

@@ -38,6 +38,10 @@ class Encoded(NamedTuple):
 class PromptedCLIP(nn.Module):
     """Base class: a frozen CLIP plus the prompts a subclass defines."""
 
+    # True when the learned state holds one entry per training class (CoOp's CSC contexts), so
+    # that it cannot be evaluated on other class names (base -> new).
+    class_specific = False
+
     def __init__(self, cfg, classnames: List[str], clip_model):
         super().__init__()
         self.cfg = cfg

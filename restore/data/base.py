@@ -12,6 +12,7 @@ import os
 import random
 from collections import defaultdict
 
+from .cache_check import check_fewshot_sample, relocate, say_relocated
 from .datum import Datum, load_pickle, save_pickle
 from .errors import DatasetError
 from .splits import check_images_exist, read_split, save_split
@@ -245,6 +246,7 @@ def load_or_create_fewshot(dataset, cfg, train, val=None):
     if num_shots < 1:
         return train, val
     path = fewshot_cache_path(dataset.dataset_dir, num_shots, cfg.SEED)
+    dataset.fewshot_cache = path  # recorded in the run's provenance
     if os.path.exists(path):
         print(f"Loading preprocessed few-shot data from {path}")
         data = load_pickle(path)
@@ -254,9 +256,17 @@ def load_or_create_fewshot(dataset, cfg, train, val=None):
                 f"The few-shot cache {path} does not hold {' and '.join(repr(k) for k in keys)}: it was not "
                 f"written for this dataset. Delete it; it is regenerated on the next run."
             )
-        train = data["train"]
+        # Valid only for the dataset it was sampled from: re-rooted when the dataset moved, refused
+        # when the split changed.
+        source = f"The few-shot cache {path}"
+        cached_train, old = relocate(data["train"], dataset.dataset_dir, source)
+        check_fewshot_sample(path, cached_train, train, dataset.dataset_dir)
         if val is not None:
-            val = data["val"]
+            cached_val, old_val = relocate(data["val"], dataset.dataset_dir, source)
+            check_fewshot_sample(path, cached_val, val, dataset.dataset_dir)
+            val, old = cached_val, old or old_val
+        train = cached_train
+        say_relocated(source, old, dataset.dataset_dir)
         check_images_exist(
             train + (val or []), f"the few-shot cache {path}", dataset.dataset_dir,
             fix="The cache stores absolute paths: it was made for a copy of the dataset at another place, or "

@@ -229,8 +229,7 @@ def run_native(args, cfg):
     print(f"** System info **\nPyTorch {torch.__version__}, Python {sys.version.split()[0]}, "
           f"device: {'cuda (' + torch.cuda.get_device_name(0) + ')' if torch.cuda.is_available() and cfg.USE_CUDA else 'cpu'}")
     trainer = Trainer(cfg)
-    record_run(trainer.dm.dataset, args, cfg, "native")
-    return run_trainer(trainer, args, cfg)
+    return run_trainer(trainer, args, cfg, "native")
 
 
 def run_dassl(args, cfg):
@@ -251,8 +250,7 @@ def run_dassl(args, cfg):
     print("Collecting env info ...")
     print(f"** System info **\n{collect_env_info()}\n")
     trainer = build_trainer(cfg)
-    record_run(trainer.dm.dataset, args, cfg, "dassl")
-    return run_trainer(trainer, args, cfg)
+    return run_trainer(trainer, args, cfg, "dassl")
 
 
 # ------------------------------------------------------------------------------------ run record
@@ -297,10 +295,12 @@ def record_run(dataset, args, cfg, engine):
         write_run_info(info, cfg.OUTPUT_DIR)
 
 
-def run_trainer(trainer, args, cfg):
+def run_trainer(trainer, args, cfg, engine):
     if args.eval_only:
-        trainer.load_model(args.model_dir, epoch=args.load_epoch)
+        trainer.load_model(args.model_dir, epoch=args.load_epoch)  # checks the checkpoint's record
+        record_run(trainer.dm.dataset, args, cfg, engine)
         return trainer.test()
+    record_run(trainer.dm.dataset, args, cfg, engine)
     if args.no_train:
         return None
     if cfg.TRAINER.NAME == "ZeroshotCLIP":  # nothing to train: evaluate directly

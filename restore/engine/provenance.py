@@ -159,10 +159,10 @@ def finished(folder: str) -> bool:
     return False
 
 
-def run_differences(info: dict, cfg, eval_args) -> list:
-    """[(what, saved, now)] between a recorded run and the one about to start: every config key
-    but the operational ones, whether it evaluates only, and the evaluated epoch."""
-    diffs = differences(info["config"], cfg, OPERATIONAL_KEYS)
+def run_differences(info: dict, cfg, eval_args, ignore=OPERATIONAL_KEYS) -> list:
+    """[(what, saved, now)] between a recorded run and the one about to start (or another recorded
+    run): every config key but `ignore`, whether it evaluates only, and the evaluated epoch."""
+    diffs = differences(info["config"], cfg, ignore)
     saved_eval = info.get("eval")
     if bool(saved_eval) != bool(eval_args):
         diffs.append(("--eval-only", bool(saved_eval), bool(eval_args)))

@@ -104,7 +104,7 @@ def test_eval_with_other_method_settings_is_refused(run_dirs, tmp_path, capsys):
     line = refused(capsys, data, backbone, "IVLP", tmp_path / "e", "--eval-only", "--model-dir",
                    str(out), "--load-epoch", "3", opts=NEW + ["TRAINER.IVLP.CTX_INIT", "a photo"])
     assert "was trained with other IVLP settings: TRAINER.IVLP.CTX_INIT 'a photo of a' (saved) vs " \
-           "'a photo' (now)" in line
+           "'a photo' (now). Use the settings it was trained with" in line
     # Evaluation-time keys (precision) are not method settings of the saved state.
     assert run(data, backbone, "IVLP", tmp_path / "fp32", "--eval-only", "--model-dir", str(out),
                "--load-epoch", "3", opts=NEW + ["TRAINER.IVLP.PREC", "fp32"]) is not None
@@ -174,10 +174,15 @@ def test_rerun_with_other_schedule_is_refused(run_dirs, tmp_path, capsys):
     with pytest.raises(RunMismatchError, match=r"OPTIM.MAX_EPOCH 3 \(saved\) vs 5 \(now\)"):
         Trainer(cfg).train()
 
-    # Operational keys (print frequency, output path) are not compared: a requeued job resumes.
+    # Operational keys (print frequency, output path, where the backbone file lies) are not
+    # compared: a requeued job on another node resumes.
     moved = tmp_path / "requeued"
     shutil.copytree(out, moved)
-    assert run(data, backbone, "IVLP", moved, opts=TRAINED + ["TRAIN.PRINT_FREQ", 1]) is not None
+    os.makedirs(tmp_path / "node2")
+    backbone2 = shutil.copy(backbone, tmp_path / "node2")
+    assert run(data, backbone2, "IVLP", moved, opts=TRAINED + ["TRAIN.PRINT_FREQ", 1]) is not None
+    log = (moved / max(f for f in os.listdir(moved) if f.startswith("log.txt-"))).read_text()
+    assert "resuming at epoch 4" in log and "epoch [" not in log and "=> result" in log
 
 
 def test_check_finished_notices_epoch_and_overrides(run_dirs, tmp_path, capsys):

@@ -17,15 +17,20 @@ Config keys compared on resume: every key except
                       job on another node or with another layout resumes;
     EVALUATION_KEYS   what only the final test reads (test split, evaluator, test batch size).
 
-Keys that one side lacks (a config from an older version, Dassl-only keys) are not compared.
-Original CoOp-lineage checkpoints record nothing of this; they load unchecked (said once).
+Files named by path (`PATH_KEYS`: the backbone file, MODEL.INIT_WEIGHTS) are compared by file name,
+so that a moved file still matches. Keys that one side lacks (a config from an older version,
+Dassl-only keys) are not compared. Original CoOp-lineage checkpoints record nothing of this; they
+load unchecked (said once).
 """
+import os
+
 from ..errors import UserError
 
 OPERATIONAL_KEYS = ("OUTPUT_DIR", "RESUME", "DATASET.ROOT", "TRAIN.PRINT_FREQ",
                     "TRAIN.CHECKPOINT_FREQ", "VERBOSE", "USE_CUDA", "TRUST_FILES")
 EVALUATION_KEYS = ("TEST.SPLIT", "TEST.EVALUATOR", "TEST.PER_CLASS_RESULT", "TEST.COMPUTE_CMAT",
                    "DATALOADER.TEST")
+PATH_KEYS = ("MODEL.BACKBONE.PATH", "MODEL.INIT_WEIGHTS")
 # Method keys that only change how a saved state is evaluated (relative to the method's node).
 EVAL_TIME_METHOD_KEYS = ("PREC", "SURGERY.ALPHA_AT_TEST")
 
@@ -56,6 +61,14 @@ def flatten(tree, prefix="") -> dict:
     return out
 
 
+def _comparable(cfg) -> dict:
+    flat = flatten(plain(cfg))
+    for key in PATH_KEYS:
+        if isinstance(flat.get(key), str):
+            flat[key] = os.path.basename(flat[key])
+    return flat
+
+
 def _matches(key, patterns):
     return any(key == p or key.startswith(p + ".") for p in patterns)
 
@@ -63,7 +76,7 @@ def _matches(key, patterns):
 def differences(saved, current, ignore=()) -> list:
     """[(key, saved value, current value)] for the keys both configs hold, outside `ignore`
     (dotted keys or node prefixes), whose values differ. Configs: CfgNodes or plain dicts."""
-    a, b = flatten(plain(saved)), flatten(plain(current))
+    a, b = _comparable(saved), _comparable(current)
     return [(k, a[k], b[k]) for k in sorted(set(a) & set(b))
             if not _matches(k, ignore) and a[k] != b[k]]
 
@@ -90,7 +103,6 @@ def method_nodes(trainer: str) -> list:
 def method_settings(cfg) -> dict:
     """{dotted key: value} of the trainer's config node(s) plus the backbone (PATH's file name
     when set, so that a moved backbone file still matches)."""
-    import os
     settings = {}
     for node in method_nodes(cfg.TRAINER.NAME):
         if node in cfg.TRAINER:
@@ -127,22 +139,21 @@ def check_checkpoint(state, cfg, classnames, class_specific: bool, path: str,
             f"{path} was trained with {saved}, not {trainer}: pass --trainer {saved} with the config "
             f"it was trained with, or point {'--resume/OUTPUT_DIR' if resume else '--model-dir'} at "
             f"a {trainer} run.")
-    if resume:
-        saved_cfg = state.get("config")
-        diffs = differences(saved_cfg, cfg, RESUME_IGNORED) if saved_cfg else []
-        if diffs:
-            raise RunMismatchError(
-                f"{path} was trained with other settings than this run: {describe(diffs)}. "
-                f"Resuming would mix them: rerun with the saved values, choose a new OUTPUT_DIR "
-                f"(--output-dir), or delete the run's folder to start over.")
-    else:
-        ignore = [f"TRAINER.{n}.{k}" for n in method_nodes(trainer) for k in EVAL_TIME_METHOD_KEYS]
-        diffs = differences(state.get("method") or {}, method_settings(cfg), ignore)
-        if diffs:
-            raise RunMismatchError(
-                f"{path} was trained with other {trainer} settings: {describe(diffs)}. Evaluate it "
-                f"with the settings it was trained with (the same config file and KEY VALUE "
-                f"overrides).")
+    ignore = [] if resume else [f"TRAINER.{n}.{k}" for n in method_nodes(trainer)
+                                for k in EVAL_TIME_METHOD_KEYS]
+    diffs = differences(state.get("method") or {}, method_settings(cfg), ignore)
+    if diffs:
+        raise RunMismatchError(
+            f"{path} was trained with other {trainer} settings: {describe(diffs)}. Use the settings "
+            f"it was trained with (the same config file and KEY VALUE overrides)"
+            f"{', or choose a new OUTPUT_DIR' if resume else ''}.")
+    saved_cfg = state.get("config")
+    diffs = differences(saved_cfg, cfg, RESUME_IGNORED) if resume and saved_cfg else []
+    if diffs:
+        raise RunMismatchError(
+            f"{path} was trained with other settings than this run: {describe(diffs)}. "
+            f"Resuming would mix them: rerun with the saved values, choose a new OUTPUT_DIR "
+            f"(--output-dir), or delete the run's folder to start over.")
     names = state.get("classnames")
     if names is None or list(names) == [str(c) for c in classnames]:
         return

@@ -259,48 +259,27 @@ def eval_args(args):
     return {"model_dir": args.model_dir, "load_epoch": args.load_epoch} if args.eval_only else None
 
 
-def check_output_dir(args, cfg):
-    """Stop before any work when OUTPUT_DIR holds a run this one must not resume or overwrite."""
-    from restore.engine.provenance import output_dir_conflict
-    from restore.engine.run_record import RunMismatchError
-    if cfg.OUTPUT_DIR:
-        _, conflict = output_dir_conflict(cfg, eval_args(args))
-        if conflict:
-            raise RunMismatchError(conflict)
-
-
 def check_finished(args, cfg):
     """--check-finished (scripts/common.sh): exit 0 when OUTPUT_DIR holds a finished run of these
-    settings, 3 when it holds no finished run, 1 (error line) when its run differs."""
-    from restore.engine.provenance import output_dir_conflict, read_run_info
-    from restore.engine.run_record import RunMismatchError
-    done, conflict = output_dir_conflict(cfg, eval_args(args))
-    if conflict:
-        raise RunMismatchError(conflict)
-    if not done:
+    settings, 3 when it holds no finished run; one that differs is an error (exit 1)."""
+    from restore.engine.provenance import check_output_dir, skip_message
+    if not check_output_dir(cfg, eval_args(args)):
         sys.exit(3)
-    unknown = "" if read_run_info(cfg.OUTPUT_DIR) else (
-        " It has no run_info.json (made by an older version), so its settings were not compared.")
-    print(f"Results are available in {cfg.OUTPUT_DIR}. Skip this job (delete the folder to run it "
-          f"again).{unknown}")
+    print(skip_message(cfg.OUTPUT_DIR))
     sys.exit(0)
 
 
-def record_run(dataset, args, cfg, engine):
-    """Print what the run runs on and write it to OUTPUT_DIR/run_info.json."""
-    from restore.engine.provenance import collect, summary, write_run_info
-    info = collect(cfg, dataset, engine, eval_args(args))
-    print(summary(info))
-    if cfg.OUTPUT_DIR:
-        write_run_info(info, cfg.OUTPUT_DIR)
+def record_run(trainer, args, cfg, engine):
+    from restore.engine.provenance import record_run as record
+    record(cfg, trainer.dm.dataset, engine, eval_args(args))
 
 
 def run_trainer(trainer, args, cfg, engine):
     if args.eval_only:
         trainer.load_model(args.model_dir, epoch=args.load_epoch)  # checks the checkpoint's record
-        record_run(trainer.dm.dataset, args, cfg, engine)
+        record_run(trainer, args, cfg, engine)
         return trainer.test()
-    record_run(trainer.dm.dataset, args, cfg, engine)
+    record_run(trainer, args, cfg, engine)
     if args.no_train:
         return None
     if cfg.TRAINER.NAME == "ZeroshotCLIP":  # nothing to train: evaluate directly
@@ -338,7 +317,8 @@ def main(argv=None):
             cfg = setup_cfg(args, engine)
             if args.check_finished:
                 return check_finished(args, cfg)
-            check_output_dir(args, cfg)
+            from restore.engine.provenance import check_output_dir
+            check_output_dir(cfg, eval_args(args))  # before any work: nothing to mix or overwrite
             return run_dassl(args, cfg) if engine == "dassl" else run_native(args, cfg)
         except errors as err:
             if os.environ.get("RESTORE_TRACEBACK"):

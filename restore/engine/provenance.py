@@ -22,7 +22,8 @@ import subprocess
 import sys
 import tempfile
 
-from .run_record import OPERATIONAL_KEYS, RESUME_IGNORED, describe, differences, plain
+from .run_record import (OPERATIONAL_KEYS, RESUME_IGNORED, RunMismatchError, describe, differences,
+                         plain)
 
 RUN_INFO = "run_info.json"
 RESULT_SIGNAL = "=> result"
@@ -124,6 +125,15 @@ def summary(info: dict) -> str:
     return "\n".join(lines)
 
 
+def record_run(cfg, dataset=None, engine="native", eval_args=None) -> dict:
+    """Print the run record (log.txt) and write it to OUTPUT_DIR/run_info.json; returns it."""
+    info = collect(cfg, dataset, engine, eval_args)
+    print(summary(info))
+    if cfg.OUTPUT_DIR:
+        write_run_info(info, cfg.OUTPUT_DIR)
+    return info
+
+
 def write_run_info(info: dict, output_dir: str) -> str:
     """Write `info` to `<output_dir>/run_info.json` atomically; returns the path."""
     os.makedirs(output_dir, exist_ok=True)
@@ -196,6 +206,23 @@ def output_dir_conflict(cfg, eval_args=None):
                           f"choose a new output folder (--output-dir), or delete {folder} to start "
                           f"over.")
     return done, None
+
+
+def check_output_dir(cfg, eval_args=None) -> bool:
+    """Raise RunMismatchError (see `output_dir_conflict`) or return whether OUTPUT_DIR holds a
+    finished run of these settings."""
+    if not cfg.OUTPUT_DIR:
+        return False
+    done, conflict = output_dir_conflict(cfg, eval_args)
+    if conflict:
+        raise RunMismatchError(conflict)
+    return done
+
+
+def skip_message(folder: str) -> str:
+    unknown = "" if read_run_info(folder) else (
+        " It has no run_info.json (made by an older version), so its settings were not compared.")
+    return f"Results are available in {folder}. Skip this job (delete the folder to run it again).{unknown}"
 
 
 def _has_checkpoint(folder, trainer):

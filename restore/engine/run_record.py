@@ -130,8 +130,11 @@ def check_checkpoint(state, cfg, classnames, class_specific: bool, path: str,
     training config. Original checkpoints (no record) pass with a note."""
     trainer = cfg.TRAINER.NAME
     if not isinstance(state, dict) or "trainer" not in state:
-        print(f"Note: {path} has no record of the trainer, settings and classes it was trained "
-              "with (an original CoOp-lineage checkpoint); they are not checked.")
+        from ..legacy import original_layout, unwrap
+        layout = original_layout(unwrap(state)) if isinstance(state, dict) else None
+        origin = f" (written by the original {layout} code)" if layout else ""
+        print(f"Note: {path}{origin} has no record of the trainer, settings and classes it was "
+              "trained with; they are not checked.")
         return
     saved = state["trainer"]
     if saved != trainer:

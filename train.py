@@ -11,7 +11,7 @@ read the same configs and write the same logs and checkpoints. Config precedence
 the project's keys -> dataset yaml -> method yaml -> command-line flags -> trailing KEY VALUE pairs.
 """
 import argparse
-import difflib
+import errno
 import importlib
 import importlib.util
 import os
@@ -23,11 +23,13 @@ import warnings
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
 
 from restore.config import merge_from_file, merge_from_list  # noqa: E402
+from restore.errors import UserError  # noqa: E402
+from restore.suggest import did_you_mean  # noqa: E402
 
 ENGINES = ("auto", "dassl", "native")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A config file, key or value the user gave cannot be used; the message says which and why."""
 
 
@@ -99,8 +101,7 @@ def _node_keys(cfg, key_path):
 def unknown_key_message(cfg, full_key, source):
     node, where, missing = _node_keys(cfg, full_key.split("."))
     valid = sorted(node.keys()) if isinstance(node, dict) else []
-    hint = difflib.get_close_matches(missing or "", valid, n=1)
-    hint = f" Did you mean {((where + '.') if where else '') + hint[0]}?" if hint else ""
+    hint = did_you_mean(missing or "", valid, fmt=(where + ".{}") if where else "{}")
     under = f"under {where}" if where else "at the top level"
     msg = f"Unknown config key {full_key} ({source}).{hint}"
     if not isinstance(node, dict):
@@ -124,7 +125,8 @@ def merge_file(cfg, path, flag):
     if not os.path.isfile(path):
         folder = os.path.dirname(path) or "."
         avail = sorted(f for f in os.listdir(folder) if f.endswith(".yaml")) if os.path.isdir(folder) else []
-        raise ConfigError(f"{flag} {path}: file not found." +
+        hint = did_you_mean(os.path.basename(path), avail, fmt=os.path.join(folder, "{}"))
+        raise ConfigError(f"{flag} {path}: file not found.{hint}" +
                           (f" Files in {folder}: {', '.join(avail)}." if avail else ""))
     try:
         merge_from_file(cfg, path)
@@ -183,6 +185,8 @@ def setup_cfg(args, engine="native"):
         merge_file(cfg, args.config_file, "--config-file")
     reset_cfg(cfg, args)
     merge_opts(cfg, args.opts or [])
+    from restore.checks import check_config
+    check_config(cfg)
     cfg.freeze()
     return cfg
 
@@ -190,8 +194,7 @@ def setup_cfg(args, engine="native"):
 def check_trainer(name, valid):
     if name in valid:
         return
-    hint = difflib.get_close_matches(name, list(valid), n=1)
-    hint = f" Did you mean {hint[0]}?" if hint else ""
+    hint = did_you_mean(name, list(valid))
     what = "No trainer given (--trainer)" if not name else f"Unknown trainer {name!r}"
     raise ConfigError(f"{what}.{hint} Valid trainers: {', '.join(valid)}.")
 
@@ -212,7 +215,16 @@ def import_registering(package):
         importlib.import_module(f"{package}.{info.name}")
 
 
-def run_native(args, cfg):
+def prepare_output(cfg, lock):
+    """Once the log is open: say what the output lock took over, and remove the temporary files a
+    killed run left in the output folder (ours now)."""
+    from restore.engine.checkpoint import remove_partial_writes
+    for note in (lock.notes if lock is not None else []):
+        print(note)
+    remove_partial_writes(cfg.OUTPUT_DIR)
+
+
+def run_native(args, cfg, lock=None):
     import torch
 
     from restore.engine import Trainer, set_random_seed, setup_logger
@@ -222,6 +234,7 @@ def run_native(args, cfg):
         print(f"Setting fixed seed: {cfg.SEED}")
         set_random_seed(cfg.SEED)
     setup_logger(cfg.OUTPUT_DIR)
+    prepare_output(cfg, lock)
     print("Engine: native (restore.engine)")
     if torch.cuda.is_available() and cfg.USE_CUDA:
         torch.backends.cudnn.benchmark = True
@@ -232,7 +245,7 @@ def run_native(args, cfg):
     return run_trainer(trainer, args, cfg, "native")
 
 
-def run_dassl(args, cfg):
+def run_dassl(args, cfg, lock=None):
     import torch
     from dassl.engine import TRAINER_REGISTRY, build_trainer
     from dassl.utils import collect_env_info, set_random_seed, setup_logger
@@ -243,6 +256,7 @@ def run_dassl(args, cfg):
         print(f"Setting fixed seed: {cfg.SEED}")
         set_random_seed(cfg.SEED)
     setup_logger(cfg.OUTPUT_DIR)
+    prepare_output(cfg, lock)
     print("Engine: dassl (Dassl.pytorch trainers from trainers/)")
     if torch.cuda.is_available() and cfg.USE_CUDA:
         torch.backends.cudnn.benchmark = True
@@ -293,9 +307,10 @@ def user_errors():
     from restore.engine import (CheckpointFileError, NonFiniteLossError, OptimizerError,
                                 PrecisionError, ScheduleError)
     from restore.methods import CheckpointError
-    # ValueError last: the methods and the dataset layer report bad config values with it.
-    errors = [ConfigError, BackboneError, CheckpointError, CheckpointFileError, NonFiniteLossError,
-              OptimizerError, PrecisionError, ScheduleError, ValueError]
+    # ValueError last: the methods and the dataset layer report bad config values with it. OSError: a
+    # read-only or full output disk, a folder that cannot be created.
+    errors = [UserError, ConfigError, BackboneError, CheckpointError, CheckpointFileError,
+              NonFiniteLossError, OptimizerError, PrecisionError, ScheduleError, ValueError, OSError]
     try:
         from restore.data import DatasetError
         errors.append(DatasetError)
@@ -304,12 +319,43 @@ def user_errors():
     return tuple(errors)
 
 
+WORKER_MARK = " in DataLoader worker process"
+
+
+def error_message(err) -> str:
+    """The line to show for a user error. An error raised in a DataLoader worker reaches the main
+    process as "Caught X in DataLoader worker process N. Original Traceback ..." with the worker's
+    message at the end: keep that message. An OSError names its file and what to do."""
+    text = str(err)
+    if text.startswith("Caught ") and WORKER_MARK in text.split("\n", 1)[0]:
+        head = f"{type(err).__module__}.{type(err).__qualname__}: "
+        at = text.rfind(head)
+        text = text[at + len(head):].strip() if at >= 0 else text.strip().splitlines()[-1]
+    elif isinstance(err, OSError) and not isinstance(err, UserError) and err.strerror:
+        target = f" {err.filename}" if err.filename else ""
+        fix = OS_FIXES.get(err.errno, "")
+        text = f"Cannot write or read{target}: {err.strerror} (errno {err.errno}). {fix}"
+    return text.strip()
+
+
+OS_FIXES = {
+    errno.ENOSPC: "Free disk space (or choose another --output-dir) and run again (it resumes from "
+                  "the last saved epoch).",
+    errno.EDQUOT: "Free space within your quota (or choose another --output-dir) and run again.",
+    errno.EROFS: "The file system is read-only: choose a writable --output-dir.",
+    errno.EACCES: "Permission denied: choose a folder you can write (--output-dir) or read (--root).",
+    errno.EPERM: "Permission denied: choose a folder you can write (--output-dir) or read (--root).",
+    errno.ENOENT: "Check the path.",
+}
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.seed == 0:
         print("Note: --seed 0 is ignored, as in CoOp (`if args.seed:`); pass `SEED 0` as an option "
               "to fix the seed to 0.")
     from restore.engine.logger import close_logger, log_error
+    from restore.lock import output_lock
     try:
         errors = user_errors()
         try:
@@ -319,11 +365,14 @@ def main(argv=None):
                 return check_finished(args, cfg)
             from restore.engine.provenance import check_output_dir
             check_output_dir(cfg, eval_args(args))  # before any work: nothing to mix or overwrite
-            return run_dassl(args, cfg) if engine == "dassl" else run_native(args, cfg)
+            # One run per output folder; what a killed run left half-written is removed first.
+            with output_lock(cfg.OUTPUT_DIR) as lock:
+                run = run_dassl if engine == "dassl" else run_native
+                return run(args, cfg, lock)
         except errors as err:
             if os.environ.get("RESTORE_TRACEBACK"):
                 raise
-            log_error(f"Error: {err}\n(set RESTORE_TRACEBACK=1 to see the traceback)")
+            log_error(f"Error: {error_message(err)}\n(set RESTORE_TRACEBACK=1 to see the traceback)")
             sys.exit(1)
     finally:
         close_logger()

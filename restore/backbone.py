@@ -11,6 +11,8 @@ import clip
 import torch
 from clip.model import CLIP, build_model
 
+from .suggest import did_you_mean
+
 CACHE_DIR = os.path.expanduser("~/.cache/clip")
 
 # Keys of `clip.model.CLIP.__init__`, stored beside the weights of small models, whose head counts
@@ -85,7 +87,8 @@ def load_clip(name_or_path: str) -> CLIP:
                 or name_or_path.startswith(("." + os.sep, ".." + os.sep, "~"))):
             raise BackboneError(f"CLIP weights file not found: {name_or_path}. "
                                 "Check MODEL.BACKBONE.PATH.")
-        raise BackboneError(f"Unknown CLIP backbone {name_or_path!r}. Valid names: "
+        hint = did_you_mean(name_or_path, available_backbones())
+        raise BackboneError(f"Unknown CLIP backbone {name_or_path!r}.{hint} Valid names: "
                             f"{', '.join(available_backbones())}; or set MODEL.BACKBONE.PATH "
                             "to a local weights file.")
     path = openai_cache_path(name_or_path)

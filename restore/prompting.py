@@ -127,6 +127,12 @@ class PromptedTextEncoder:
         import clip
         return clip.tokenize(texts, context_length=self.context_length)
 
+    @staticmethod
+    def token_count(text: str) -> int:
+        """Tokens `tokenize` gives `text`, SOS and EOT included (it must be <= context_length)."""
+        from clip.clip import _tokenizer
+        return len(_tokenizer.encode(text)) + 2
+
     @torch.no_grad()
     def embed(self, tokens: Tensor) -> Tensor:
         """Token ids [N, T] -> frozen token embeddings [N, T, W] (no positional embedding)."""

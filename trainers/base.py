@@ -91,7 +91,9 @@ class PromptTrainer(_TrainerX or object):
         super().__init__(cfg)
 
     def check_cfg(self, cfg):
+        from restore.checks import check_config
         from restore.methods import METHODS
+        check_config(cfg)
         if cfg.TRAINER.NAME not in METHODS:
             raise ValueError(f"TRAINER.NAME is {cfg.TRAINER.NAME!r}; the {type(self).__name__} "
                              f"trainer builds one of: {', '.join(METHODS)}")
@@ -253,11 +255,12 @@ class PromptTrainer(_TrainerX or object):
             print(f'Loading weights to {name} from "{path}" (epoch = {checkpoint.get("epoch")})')
 
     def resume_model_if_exist(self, directory):
-        from restore.engine.checkpoint import latest_checkpoint, set_rng_state
+        from restore.engine.checkpoint import newest_readable_checkpoint, set_rng_state
         from restore.legacy import original_layout, unwrap
 
         names = self.get_model_names()
-        paths = {n: latest_checkpoint(osp.join(directory, n)) for n in names}
+        # The newest checkpoint that loads: a damaged newer one is skipped (and said so).
+        paths = {n: newest_readable_checkpoint(osp.join(directory, n))[0] for n in names}
         if not names or any(p is None for p in paths.values()):
             print("No checkpoint found, train from scratch")
             return 0

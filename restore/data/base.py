@@ -4,7 +4,6 @@ and `SplitJSONDataset`: the generic "dataset described by a split_zhou JSON" tha
 Semantics are Dassl's `DatasetBase` and CoOp's dataset code (shared/reference/ANCHORS.md 1.5, 4.3, 4.4), so
 that the same seed gives the same few-shot images in the same order in both engines.
 """
-import difflib
 import importlib
 import importlib.util
 import math
@@ -12,10 +11,11 @@ import os
 import random
 from collections import defaultdict
 
+from ..suggest import did_you_mean
 from .cache_check import check_fewshot_sample, relocate, say_relocated
 from .datum import Datum, load_pickle, save_pickle
 from .errors import DatasetError
-from .splits import check_images_exist, read_split, save_split
+from .splits import check_images_exist, check_labels, read_split, save_split
 
 SUBSAMPLE_CHOICES = ("all", "base", "new")
 
@@ -187,8 +187,7 @@ def build_dataset(cfg):
         import_readers(include_testbed=True)
     if name not in DATASETS:
         valid = sorted(DATASETS)
-        hint = difflib.get_close_matches(str(name), valid, n=1)
-        hint = f" Did you mean {hint[0]!r}?" if hint else ""
+        hint = did_you_mean(name, valid, fmt="'{}'")
         what = "is empty" if not name else f"is {name!r}, which is not a known dataset"
         raise DatasetError(
             f"DATASET.NAME {what}.{hint} Valid names: {', '.join(valid)}.\n"
@@ -256,6 +255,9 @@ def load_or_create_fewshot(dataset, cfg, train, val=None):
                 f"The few-shot cache {path} does not hold {' and '.join(repr(k) for k in keys)}: it was not "
                 f"written for this dataset. Delete it; it is regenerated on the next run."
             )
+        num_classes = max((item.label for item in train), default=-1) + 1  # of the split it was sampled from
+        check_labels({k: data[k] for k in keys}, f"The few-shot cache {path}", num_classes,
+                     fix="Delete the cache; it is regenerated on the next run.")
         # Valid only for the dataset it was sampled from: re-rooted when the dataset moved, refused
         # when the split changed.
         source = f"The few-shot cache {path}"
@@ -269,8 +271,8 @@ def load_or_create_fewshot(dataset, cfg, train, val=None):
         say_relocated(source, old, dataset.dataset_dir)
         check_images_exist(
             train + (val or []), f"the few-shot cache {path}", dataset.dataset_dir,
-            fix="The cache stores absolute paths: it was made for a copy of the dataset at another place, or "
-                "images were removed since. Delete it; it is regenerated on the next run (same seed -> same sample).")
+            fix="Images were removed since the cache was made: restore them, or delete the cache to draw a new "
+                "sample.")
         return train, val
     train = generate_fewshot_dataset(train, num_shots=num_shots)
     data = {"train": train}

@@ -1,12 +1,14 @@
 """The one exception the dataset layer raises for problems a user can cause and fix."""
 import os
 
+from ..errors import UserError
 
-class DatasetError(ValueError):
+
+class DatasetError(UserError):
     """A dataset problem the user can fix (missing folder, split file, image, unknown name ...).
 
     The message always names the path or config key at fault and says what to do about it.
-    Subclasses ValueError so that callers catching ValueError (as Dassl's users do) still catch it.
+    A UserError, hence a ValueError: callers catching ValueError (as Dassl's users do) still catch it.
     """
 
 

@@ -17,7 +17,7 @@ from .base import DatasetBase, cfg_subsample, load_or_create_fewshot, register_d
 from .cache_check import check_class_folders, relocate, say_relocated
 from .datum import Datum, load_pickle, save_pickle
 from .errors import DatasetError
-from .splits import listdir_nohidden
+from .splits import check_labels, listdir_nohidden, num_labels
 
 CLASSNAMES_FIX = (
     "It lists one class per line, \"<wnid> <class name>\" (e.g. \"n01440764 tench\"), in sorted-wnid order; "
@@ -96,6 +96,8 @@ class ImageNet(DatasetBase):
             data = load_pickle(self.preprocessed)
             if not isinstance(data, dict) or "train" not in data or "test" not in data:
                 raise DatasetError(f"{self.preprocessed} does not hold \"train\" and \"test\": delete it; it is rebuilt.")
+            check_labels({k: data[k] for k in ("train", "test")}, self.preprocessed, num_labels(data["train"]),
+                         fix="Delete it; it is rebuilt on the next run.")
             train, test = self.check_preprocessed(data["train"], data["test"])
         else:
             classnames = read_classnames(os.path.join(self.dataset_dir, "classnames.txt"))

@@ -15,17 +15,18 @@ SAMPLERS = {"RandomSampler": RandomSampler, "SequentialSampler": SequentialSampl
 
 
 def read_image(path):
-    """The image at `path` as an RGB PIL image; unreadable -> DatasetError naming the file."""
+    """The image at `path` as an RGB PIL image; unreadable -> DatasetError naming the file, in one line
+    (a DataLoader worker re-raises it in the main process inside its traceback; train.py shows the line)."""
     try:
         with Image.open(path) as img:
             return img.convert("RGB")
     except FileNotFoundError:
         raise DatasetError(
-            f"Image not found: {path}\nRestore the file (the dataset's split file or a cache lists it)."
+            f"Image not found: {path}. Restore the file (the dataset's split file or a cache lists it)."
         ) from None
     except (OSError, ValueError, Image.DecompressionBombError) as e:
         raise DatasetError(
-            f"Cannot read image {path} ({type(e).__name__}: {e}).\nReplace the file with a good copy "
+            f"Cannot read image {path} ({type(e).__name__}: {e}). Replace the file with a good copy "
             f"(re-extract the dataset archive)."
         ) from None
 

@@ -77,9 +77,43 @@ def read_split(filepath, path_prefix, check_files=True):
         return out
 
     train, val, test = convert("train"), convert("val"), convert("test")
+    # The class count is the number of class names: a stray label (99 among 64 classes) is out of range
+    # whichever part it is in, while a class missing from "train" gets DatasetBase's clearer message.
+    num_classes = len({item.classname for item in train + val + test})
+    check_labels({"train": train, "val": val, "test": test}, filepath, num_classes,
+                 fix="Correct the label (labels are 0..number of classes - 1), or replace the file with the "
+                     "one from CoOp's DATASETS.md.")
     if check_files:
         check_images_exist(train + val + test, f"the split file {filepath}", path_prefix)
     return train, val, test
+
+
+def check_labels(parts, source, num_classes, fix):
+    """Every item of `parts` ({name: list of Datum}) must be a Datum whose label is an int in
+    [0, num_classes); otherwise one DatasetError naming `source`, the part, the item and its label.
+
+    A label outside the range would silently add a class (in "train") or be dropped or scored against
+    a class that does not exist (in "test").
+    """
+    for name, items in parts.items():
+        if not isinstance(items, list):
+            raise DatasetError(f"{source}: {name!r} is a {type(items).__name__}, not a list of images. {fix}")
+        for i, item in enumerate(items):
+            if not isinstance(item, Datum):
+                raise DatasetError(f"{source}: item {i} of {name!r} is a {type(item).__name__}, not an image "
+                                   f"record (Datum). {fix}")
+            label = item.label
+            if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < num_classes:
+                raise DatasetError(
+                    f"{source}: item {i} of {name!r} ({item.impath}, {item.classname!r}) has label {label!r}, "
+                    f"outside 0..{num_classes - 1} ({num_classes} classes). {fix}")
+
+
+def num_labels(items):
+    """The number of distinct labels of a list of Datum (0 for anything else)."""
+    if not isinstance(items, list):
+        return 0
+    return len({item.label for item in items if isinstance(item, Datum)})
 
 
 def check_images_exist(items, source, image_dir, fix=None):

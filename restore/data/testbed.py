@@ -48,6 +48,8 @@ class TestbedDataset(SplitJSONDataset):
         except OSError as e:
             raise DatasetError(f"{type(self).__name__}: cannot generate the testbed dataset under {root} ({e}). "
                                f"Pass a writable --root.") from None
+        except RuntimeError as e:  # generated there before with another seed
+            raise DatasetError(f"{type(self).__name__}: {e}") from None
         super().__init__(cfg)
 
 

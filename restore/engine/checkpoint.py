@@ -52,9 +52,11 @@ def _atomic_write(path, write):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(err, OSError) and err.filename is None and err.errno:  # a failed write names no file
+            raise OSError(err.errno, err.strerror or os.strerror(err.errno), path) from None
         raise
 
 
@@ -148,6 +150,56 @@ def load_checkpoint(path: str, map_location="cpu") -> dict:
           "with weights_only=False. Only do this for files you trust.")
     return torch.load(path, map_location=map_location, weights_only=False,
                       pickle_module=_lenient_pickle_module())
+
+
+def newest_readable_checkpoint(save_dir: str):
+    """(path, state) of the newest checkpoint under `save_dir` that loads, or (None, None) when there
+    is none. Newest = the highest model.pth.tar-<epoch> (the `checkpoint` record's file first when it
+    names another). A damaged newer file (a disk that filled up, a copy cut short) is reported and
+    skipped, so that a resume continues from the intact epochs instead of training them again; when
+    every file is damaged, CheckpointFileError lists them."""
+    record = latest_checkpoint(save_dir)
+    paths = [os.path.join(save_dir, epoch_file(e)) for e in reversed(available_epochs(save_dir))]
+    if record is not None and record not in paths:
+        paths.insert(0, record)
+    damaged = []
+    for path in paths:
+        try:
+            state = load_checkpoint(path)
+        except (OSError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
+            damaged.append(path)
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            print(f"Warning: cannot read {path} ({reason})")
+            continue
+        if damaged:
+            print(f"Note: resuming from {path}, the newest readable checkpoint; skipped the damaged "
+                  f"{', '.join(damaged)} (it is written again when its epoch is trained).")
+        return path, state
+    if damaged:
+        raise CheckpointFileError(
+            f"Every checkpoint in {save_dir} is damaged ({', '.join(damaged)}): delete them to train from "
+            f"scratch, or restore them from a copy.")
+    return None, None
+
+
+def remove_partial_writes(folder: str) -> list:
+    """Delete the temporary files that a killed save left in `folder` and its sub-folders (one level:
+    `<OUTPUT_DIR>/<registered name>/`): hidden `.<name>.<random>.tmp` files of `_atomic_write` and the
+    like. Call it only while holding the folder (restore.lock), at the start of a run. Returns them."""
+    removed = []
+    if not os.path.isdir(folder):
+        return removed
+    dirs = [folder] + [os.path.join(folder, d) for d in sorted(os.listdir(folder))
+                       if os.path.isdir(os.path.join(folder, d)) and not d.startswith(".")]
+    for d in dirs:
+        for name in sorted(os.listdir(d)):
+            path = os.path.join(d, name)
+            if name.startswith(".") and name.endswith(".tmp") and os.path.isfile(path):
+                os.remove(path)
+                removed.append(path)
+    if removed:
+        print(f"Removed {len(removed)} temporary file(s) left by an interrupted run: {', '.join(removed)}")
+    return removed
 
 
 def strip_module_prefix(state_dict: dict) -> dict:

@@ -64,21 +64,32 @@ def setup_logger(output):
 
 
 def close_logger():
-    """Stop teeing: close the log file and restore the real stdout."""
+    """Stop teeing: close the log file and restore the real stdout (a full or read-only disk that
+    fails the last flush does not stop it)."""
     while isinstance(sys.stdout, Tee):
         tee = sys.stdout
-        tee.flush()
-        tee.close()
         sys.stdout = tee.console
+        try:
+            tee.flush()
+        except OSError:
+            pass
+        try:
+            tee.close()
+        except OSError:
+            pass
 
 
 def log_error(message: str) -> None:
-    """Print an error to stderr and, when a log is open, into the log file too."""
+    """Print an error to stderr and, when a log is open, into the log file too (as far as the disk
+    lets it: the console always gets the message)."""
     if isinstance(sys.stdout, Tee):
-        sys.stdout.flush()
-        if not sys.stdout.file.closed:
-            sys.stdout.file.write(message + "\n")
-            sys.stdout.file.flush()
+        try:
+            sys.stdout.flush()
+            if not sys.stdout.file.closed:
+                sys.stdout.file.write(message + "\n")
+                sys.stdout.file.flush()
+        except OSError:
+            pass
     print(message, file=sys.stderr, flush=True)
 
 

@@ -226,7 +226,8 @@ def skip_message(folder: str) -> str:
 
 
 def _has_checkpoint(folder, trainer):
-    from .checkpoint import latest_checkpoint
+    """Whether a training run into `folder` would resume (any model.pth.tar-<epoch> there)."""
+    from .checkpoint import available_epochs
     from .names import REGISTERED_NAMES
     name = REGISTERED_NAMES.get(trainer)
-    return bool(name) and latest_checkpoint(os.path.join(folder, name)) is not None
+    return bool(name) and bool(available_epochs(os.path.join(folder, name)))

@@ -18,6 +18,7 @@ import torch
 from tqdm import tqdm
 
 from ..backbone import build_backbone
+from ..checks import check_config
 from ..methods import METHODS, build_model
 from . import checkpoint as ckpt
 from . import run_record
@@ -38,6 +39,7 @@ class Trainer:
     def __init__(self, cfg, data_manager=None):
         if cfg.TRAINER.NAME not in METHODS:
             raise ValueError(f"Unknown trainer {cfg.TRAINER.NAME!r}. Valid: {', '.join(METHODS)}")
+        check_config(cfg)
         self.cfg = cfg
         self.device = torch.device("cuda" if torch.cuda.is_available() and cfg.USE_CUDA else "cpu")
         self.start_epoch = self.epoch = 0
@@ -245,12 +247,12 @@ class Trainer:
     def resume_model_if_exist(self, directory) -> int:
         """Load the latest checkpoint under `directory/<name>/`: model, optimizer, schedule and RNG
         state. Returns the epoch to start from (0 when there is none)."""
-        path = ckpt.latest_checkpoint(os.path.join(directory, self.model_name)) if directory else None
+        path, state = (ckpt.newest_readable_checkpoint(os.path.join(directory, self.model_name))
+                       if directory else (None, None))
         if path is None:
             print("No checkpoint found, train from scratch")
             return 0
         print(f"Found checkpoint at {directory} (will resume training)")
-        state = ckpt.load_checkpoint(path)
         self.check_checkpoint(state, path, resume=True)
         ckpt.load_model_state(self.model, state["state_dict"], self.cfg.TRAINER.NAME, path)
         if "trainer" in state:  # written by this project (either engine)

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..errors import UserError
 from ..feature_shift import FeatureShift
 from ..prompting import PromptedImageEncoder, PromptedTextEncoder
 
@@ -69,10 +70,30 @@ class PromptedCLIP(nn.Module):
         texts = [template.format(c) for c in self.classnames]
         if prefix:
             texts = [f"{prefix} {t}" for t in texts]
+        self.check_text_length(prefix, template, texts)
         tokens = self.text_encoder.tokenize(texts)
         self.register_buffer("token_embeds", self.text_encoder.embed(tokens), persistent=False)
         self.register_buffer("eot", tokens.argmax(dim=-1), persistent=False)
         self.n_slots = n_slots
+
+    def check_text_length(self, prefix: Optional[str], template: str, texts: List[str]) -> None:
+        """UserError naming the context keys, or the class, when a prompt exceeds the text context
+        (instead of clip.tokenize's RuntimeError, which names neither)."""
+        limit = self.text_encoder.context_length
+        count = self.text_encoder.token_count
+        keys = context_keys(self.cfg)
+        bare = f"{prefix} {template}" if prefix else template
+        fixed = count(bare.format(""))
+        if fixed >= limit:  # not even a one-token class name fits
+            raise UserError(
+                f"The prompt {shorten(bare)!r} alone takes {fixed} of the text encoder's {limit} "
+                f"context tokens, leaving none for the class name: lower {keys}.")
+        for name, text in zip(self.classnames, texts):
+            if count(text) > limit:
+                raise UserError(
+                    f"Class name {name!r} is too long: its prompt {shorten(text)!r} takes "
+                    f"{count(text)} tokens, more than the text encoder's {limit}. Use a shorter class "
+                    f"name (the split file's third column) or fewer context tokens ({keys}).")
 
     def text_prompts(self) -> list:
         """Per-layer text prompts (index 0 = token-embedding level); [] for none."""
@@ -189,12 +210,33 @@ def context_vectors(text_encoder: PromptedTextEncoder, ctx_init: str, n_ctx: int
     """Initial context vectors: the token embeddings of the first n_ctx tokens of `ctx_init`
     (as CoOp and MaPLe), or N(0, 0.02) when there is no init string."""
     if ctx_init:
+        n_tokens, limit = text_encoder.token_count(ctx_init), text_encoder.context_length
+        if n_tokens > limit:
+            raise UserError(f"CTX_INIT {shorten(ctx_init)!r} takes {n_tokens} tokens, more than the "
+                            f"text encoder's {limit}: shorten CTX_INIT.")
         tokens = text_encoder.tokenize([ctx_init])
         vectors = text_encoder.embed(tokens)[0, 1:1 + n_ctx].float().clone()
         if vectors.shape[0] < n_ctx:
-            raise ValueError(f"CTX_INIT {ctx_init!r} has fewer than N_CTX={n_ctx} tokens")
+            raise UserError(f"CTX_INIT {ctx_init!r} has fewer than N_CTX={n_ctx} tokens")
         return vectors.expand(*shape_prefix, -1, -1).clone() if shape_prefix else vectors
     return torch.empty(*shape_prefix, n_ctx, text_encoder.width).normal_(std=0.02)
+
+
+def shorten(text: str, width: int = 60) -> str:
+    """`text`, its middle elided when longer than `width` characters (for one-line messages)."""
+    return text if len(text) <= width else f"{text[:width // 2 - 2]} ... {text[-(width // 2 - 3):]}"
+
+
+def context_keys(cfg) -> str:
+    """The keys that set a method's text context, for messages: "TRAINER.MAPLE.N_CTX / CTX_INIT"."""
+    from . import CONFIG_NODES
+    node = CONFIG_NODES.get(cfg.TRAINER.NAME)
+    if node is None or node not in cfg.TRAINER:
+        return "the context length N_CTX / CTX_INIT"
+    if cfg.TRAINER.NAME == "ZeroshotCLIP":
+        return f"the hand prompt of {cfg.DATASET.NAME or 'the dataset'} (restore.templates)"
+    n_ctx = "N_CTX_TEXT" if "N_CTX_TEXT" in cfg.TRAINER[node] else "N_CTX"
+    return f"TRAINER.{node}.{n_ctx} / CTX_INIT"
 
 
 def deep_prompts(n_layers: int, n_tokens: int, width: int) -> nn.ParameterList:
@@ -205,5 +247,5 @@ def deep_prompts(n_layers: int, n_tokens: int, width: int) -> nn.ParameterList:
 
 def check_depth(key: str, depth: int, num_layers: int, minimum: int = 0) -> None:
     if not minimum <= depth <= num_layers:
-        raise ValueError(f"{key}={depth} must be between {minimum} and the encoder's "
+        raise UserError(f"{key}={depth} must be between {minimum} and the encoder's "
                          f"{num_layers} layers")

@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import shutil
+import socket
 import sys
 import tempfile
 import time
@@ -54,11 +55,46 @@ def _write(ds: D.TestbedDataset, out: Path, seed: int) -> dict:
     return split
 
 
+def _tmp_prefix(ds: D.TestbedDataset) -> str:
+    return f".{ds.dataset_dir}.tmp-"
+
+
+def remove_abandoned(root, ds: D.TestbedDataset) -> list:
+    """Delete the temporary folders of killed generations of ``ds`` under ``root``: named
+    ``.<dataset_dir>.tmp-<host>-<pid>-<random>``, abandoned when that pid no longer runs on this host
+    (a generation running elsewhere, or in another live process, is left alone). Returns them."""
+    from ..lock import pid_running
+    root, removed = Path(root), []
+    if not root.is_dir():
+        return removed
+    host = socket.gethostname()
+    for entry in root.iterdir():
+        if not entry.name.startswith(_tmp_prefix(ds)) or not entry.is_dir():
+            continue
+        owner = entry.name[len(_tmp_prefix(ds)):].rsplit("-", 2)
+        if len(owner) == 3 and owner[0] == host and not pid_running(owner[1]):
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    target = root / ds.dataset_dir  # a killed replacement (--force) leaves .<item>.old-<host>-<pid>
+    for entry in (target.iterdir() if target.is_dir() else []):
+        owner = entry.name.rsplit(".old-", 1)[-1].rsplit("-", 1)
+        if (entry.name.startswith(".") and ".old-" in entry.name and len(owner) == 2 and owner[0] == host
+                and not pid_running(owner[1])):
+            shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else os.remove(entry)
+            removed.append(entry)
+    if removed:
+        print(f"Removed {len(removed)} folder(s) of an interrupted testbed generation: "
+              f"{', '.join(map(str, removed))}")
+    return removed
+
+
 def generate(root, name: str, seed: int = 0, force: bool = False, verbose: bool = False) -> Path:
-    """Generate dataset ``name`` under ``root`` (if absent, or always with ``force``); return its folder."""
+    """Generate dataset ``name`` under ``root`` (if absent, or always with ``force``); return its folder.
+    Folders left by a killed generation are removed first."""
     ds = D.get(name)
     root = Path(root)
     target = root / ds.dataset_dir
+    remove_abandoned(root, ds)
     if is_complete(root, name) and not force:
         info = target / INFO_FILE
         if info.is_file():
@@ -68,7 +104,8 @@ def generate(root, name: str, seed: int = 0, force: bool = False, verbose: bool 
         return target
     root.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    tmp = Path(tempfile.mkdtemp(prefix=f".{ds.dataset_dir}.tmp-", dir=root))
+    owner = f"{socket.gethostname()}-{os.getpid()}-"  # lets the next start tell an abandoned folder
+    tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(ds) + owner, dir=root))
     try:
         split = _write(ds, tmp, seed)
         with open(tmp / ds.split_file, "w") as f:
@@ -84,7 +121,7 @@ def generate(root, name: str, seed: int = 0, force: bool = False, verbose: bool 
             os.remove(target / ds.split_file)
         for item in ("images", INFO_FILE):
             if (target / item).exists():
-                old = target / f".{item}.old-{os.getpid()}"
+                old = target / f".{item}.old-{socket.gethostname()}-{os.getpid()}"
                 os.replace(target / item, old)
                 shutil.rmtree(old, ignore_errors=True) if old.is_dir() else os.remove(old)
             os.replace(tmp / item, target / item)

@@ -185,10 +185,24 @@ def setup_cfg(args, engine="native"):
         merge_file(cfg, args.config_file, "--config-file")
     reset_cfg(cfg, args)
     merge_opts(cfg, args.opts or [])
+    fit_smoke_backbone(cfg)
     from restore.checks import check_config
     check_config(cfg)
     cfg.freeze()
     return cfg
+
+
+def fit_smoke_backbone(cfg):
+    """On a smoke-test backbone (tiny-random) any config runs: INPUT.SIZE and the prompt depths
+    are fitted to it, with a note that its accuracies mean nothing."""
+    from restore.smoke import SMOKE_BACKBONES, SMOKE_NOTE, fit_cfg_to_backbone
+    name = cfg.MODEL.BACKBONE.NAME
+    if name not in SMOKE_BACKBONES or cfg.MODEL.BACKBONE.get("PATH", ""):
+        return
+    from restore.backbone import load_clip
+    print(SMOKE_NOTE.format(name=name))
+    for change in fit_cfg_to_backbone(cfg, load_clip(name)):
+        print(f"  fitted to it: {change}")
 
 
 def check_trainer(name, valid):

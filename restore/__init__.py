@@ -1,4 +1,5 @@
-"""RESTORE and its baselines: multi-modal prompt learning over an unmodified OpenAI CLIP.
+"""RESTORE and its baselines: multi-modal prompt learning over an unmodified CLIP (OpenAI
+or open_clip).
 
     import restore
     cfg = restore.get_cfg_default()
@@ -18,7 +19,8 @@ from .backbone import BackboneError, build_backbone, load_clip, tiny_clip
 from .config import extend_cfg, get_cfg_default
 from .feature_shift import FeatureShift
 from .methods import METHODS, CheckpointError, PromptedCLIP, build_model
+from .smoke import fit_cfg_to_backbone
 
 __all__ = ["get_cfg_default", "extend_cfg", "load_clip", "tiny_clip", "build_backbone",
            "build_model", "METHODS", "PromptedCLIP", "FeatureShift", "BackboneError",
-           "CheckpointError"]
+           "CheckpointError", "fit_cfg_to_backbone"]

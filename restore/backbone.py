@@ -11,6 +11,7 @@ import clip
 import torch
 from clip.model import CLIP, build_model
 
+from .adapters.openclip import is_open_clip_name, load_open_clip
 from .suggest import did_you_mean
 
 CACHE_DIR = os.path.expanduser("~/.cache/clip")
@@ -20,6 +21,22 @@ CACHE_DIR = os.path.expanduser("~/.cache/clip")
 CLIP_DIMS = ("embed_dim", "image_resolution", "vision_layers", "vision_width", "vision_patch_size",
              "context_length", "vocab_size", "transformer_width", "transformer_heads",
              "transformer_layers")
+
+
+# The shapes of OpenAI's released CLIPs, as read from a state dict by `weight_shapes`:
+# (embed_dim, image_resolution, vision_layers, vision_width, vision_patch_size, transformer_width,
+# transformer_layers). Only for these does OpenAI's build_model infer the right head counts.
+OPENAI_SHAPES = {
+    "RN50": (1024, 224, (3, 4, 6, 3), 64, None, 512, 12),
+    "RN101": (512, 224, (3, 4, 23, 3), 64, None, 512, 12),
+    "RN50x4": (640, 288, (4, 6, 10, 6), 80, None, 640, 12),
+    "RN50x16": (768, 384, (6, 8, 18, 8), 96, None, 768, 12),
+    "RN50x64": (1024, 448, (3, 15, 36, 10), 128, None, 1024, 12),
+    "ViT-B/32": (512, 224, 12, 768, 32, 512, 12),
+    "ViT-B/16": (512, 224, 12, 768, 16, 512, 12),
+    "ViT-L/14": (768, 224, 24, 1024, 14, 768, 12),
+    "ViT-L/14@336px": (768, 336, 24, 1024, 14, 768, 12),
+}
 
 
 class BackboneError(RuntimeError):
@@ -48,6 +65,12 @@ def tiny_clip(seed: int = 0, **dims) -> CLIP:
     return freeze(model)
 
 
+def tiny_resnet_clip(seed: int = 0, **dims) -> CLIP:
+    """`tiny_clip` with a small ResNet image tower (ModifiedResNet, one block per stage, 64 px)."""
+    return tiny_clip(seed, **{**dict(vision_layers=(1, 1, 1, 1), vision_width=8,
+                                     image_resolution=64), **dims})
+
+
 def freeze(model: CLIP) -> CLIP:
     model.float().eval()
     for p in model.parameters():
@@ -66,7 +89,7 @@ def _small_backbones():
         from .testbed import load_testbed_clip
         return load_testbed_clip()
 
-    return {"tiny-random": tiny_clip, "testbed": testbed}
+    return {"tiny-random": tiny_clip, "tiny-random-resnet": tiny_resnet_clip, "testbed": testbed}
 
 
 def available_backbones() -> list:
@@ -74,8 +97,11 @@ def available_backbones() -> list:
 
 
 def load_clip(name_or_path: str) -> CLIP:
-    """Load a CLIP by OpenAI name ("ViT-B/16"), small-backbone name ("tiny-random", "testbed")
-    or path to a local file (OpenAI JIT archive, plain state dict, or {"dims", "state_dict"})."""
+    """Load a CLIP by OpenAI name ("ViT-B/16"), small-backbone name ("tiny-random", "testbed"),
+    open_clip name ("open_clip:ViT-B-16/laion2b_s34b_b88k") or path to a local file (OpenAI JIT
+    archive, plain state dict, or {"dims", "state_dict"})."""
+    if is_open_clip_name(name_or_path):
+        return load_open_clip(name_or_path)
     small = _small_backbones()
     if name_or_path in small:
         return small[name_or_path]()
@@ -106,14 +132,35 @@ def load_clip(name_or_path: str) -> CLIP:
 
 
 def build_backbone(cfg) -> CLIP:
-    """The CLIP named by a config: MODEL.BACKBONE.PATH if set, else MODEL.BACKBONE.NAME."""
+    """The CLIP named by a config: MODEL.BACKBONE.PATH if set, else MODEL.BACKBONE.NAME. An
+    open_clip name ("open_clip:ViT-B-16/TAG") with a PATH loads that file into its architecture."""
     path = cfg.MODEL.BACKBONE.get("PATH", "")
+    if is_open_clip_name(cfg.MODEL.BACKBONE.NAME):
+        return load_open_clip(cfg.MODEL.BACKBONE.NAME, path)
     return load_clip(path if path else cfg.MODEL.BACKBONE.NAME)
 
 
 def save_clip(model: CLIP, path: str, dims: dict) -> None:
     """Save a small CLIP with its dimensions so that `load_clip(path)` rebuilds it exactly."""
     torch.save({"dims": dict(dims), "state_dict": model.state_dict()}, path)
+
+
+def weight_shapes(state: dict) -> tuple:
+    """The architecture of a CLIP state dict as OpenAI's build_model reads it (without the head
+    counts, which weights do not show); the tuple layout of OPENAI_SHAPES."""
+    def count(prefix):
+        return len({k[len(prefix):].split(".")[0] for k in state if k.startswith(prefix)})
+
+    if "visual.proj" in state:  # ViT
+        width, _, patch, _ = state["visual.conv1.weight"].shape
+        grid = round((state["visual.positional_embedding"].shape[0] - 1) ** 0.5)
+        vision = (patch * grid, count("visual.transformer.resblocks."), width, patch)
+    else:  # ResNet
+        layers = tuple(count(f"visual.layer{b}.") for b in (1, 2, 3, 4))
+        grid = round((state["visual.attnpool.positional_embedding"].shape[0] - 1) ** 0.5)
+        vision = (grid * 32, layers, state["visual.layer1.0.conv1.weight"].shape[0], None)
+    return (state["text_projection"].shape[1], *vision, state["ln_final.weight"].shape[0],
+            count("transformer.resblocks."))
 
 
 def _load_file(path: str) -> CLIP:
@@ -137,6 +184,14 @@ def _load_file(path: str) -> CLIP:
         raise BackboneError(f"{path} does not hold CLIP weights (no 'text_projection' key).")
     state = {k: v for k, v in state.items()
              if k not in ("input_resolution", "context_length", "vocab_size")}
+    shapes = weight_shapes(state)
+    if shapes not in OPENAI_SHAPES.values():
+        raise BackboneError(
+            f"{path} holds the weights of a CLIP that is not one of OpenAI's (embed_dim, "
+            f"image_resolution, vision_layers, vision_width, vision_patch_size, transformer_width, "
+            f"transformer_layers = {shapes}); its head counts cannot be read from weights. Save "
+            f"it with its dimensions: restore.backbone.save_clip(model, {path!r}, dims), dims "
+            f"being the keyword arguments of clip.model.CLIP(...) it was built with.")
     with torch.random.fork_rng(devices=[]):
         model = build_model(dict(state)).float()  # builds the architecture (and rounds to fp16)
     model.load_state_dict(state)  # reload so that fp32 files keep their precision

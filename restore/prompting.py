@@ -1,9 +1,13 @@
 """The one prompted image encoder and the one prompted text encoder (METHOD.md sections 1-2).
 
-Both walk the unmodified `transformer.resblocks` of a `clip.model.CLIP` and insert deep prompts:
+Both walk the unmodified blocks of a frozen CLIP through its backbone adapter (`restore.adapters`)
+and insert deep prompts. Between the blocks the encoders work sequence-first (LND), the layout in
+which OpenAI's blocks run and in which the methods' numbers were first computed (a batch-first
+adapter transposes at its block calls). Prompts:
 - vision: prompts are APPENDED after [CLS, patches]; at each layer l >= 1 that has prompts, the
   previous layer's prompt outputs are dropped and the new ones appended; layers without new
   prompts propagate the previous ones. Layer-0 prompts go in before `ln_pre`, as in the anchors.
+  A tower without token blocks (ResNet) runs unmodified and takes no prompts.
 - text: prompts REPLACE the context slots 1..n after SOS (layer 0: in the token embeddings, before
   the positional embedding; layer l >= 1: in the hidden states). Length and EOT index unchanged;
   the blocks run positions 0..max(EOT) only (the rest cannot matter under the causal mask).
@@ -19,22 +23,11 @@ from typing import Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
+from .adapters import BackboneAdapter, UnsupportedBackbone, adapter_for
 from .feature_shift import shift_magnitude
 
 Prompts = Sequence[Optional[Tensor]]
 Trace = Union[bool, Tensor]  # False, True (all samples), or indices of the samples to trace
-
-
-def run_block(block, x: Tensor) -> Tensor:
-    """One `clip.model.ResidualAttentionBlock` on x [T, N, W] (LND). Same computation as
-    `block(x)`, with the block's causal mask (if any) cut to the sequence length T, so that the
-    block can also run on a shortened, prompt-free sequence."""
-    mask = block.attn_mask
-    if mask is not None:
-        mask = mask[: x.shape[0], : x.shape[0]].to(dtype=x.dtype, device=x.device)
-    h = block.ln_1(x)
-    x = x + block.attn(h, h, h, need_weights=False, attn_mask=mask)[0]
-    return x + block.mlp(block.ln_2(x))
 
 
 def _layer_prompt(prompts: Prompts, layer: int) -> Optional[Tensor]:
@@ -55,94 +48,97 @@ def _rows(trace: Trace, n: int, device) -> Optional[Tensor]:
     return trace.to(device)
 
 
-class PromptedImageEncoder:
-    """`clip.model.VisionTransformer` with deep prompts appended to the token sequence."""
+def _adapter(model) -> BackboneAdapter:
+    return model if isinstance(model, BackboneAdapter) else adapter_for(model)
 
-    def __init__(self, visual):
-        self.visual = visual
-        self.blocks = list(visual.transformer.resblocks)
-        self.width = visual.conv1.out_channels
-        self.num_layers = len(self.blocks)
-        self.output_dim = visual.output_dim
+
+class PromptedImageEncoder:
+    """The image tower with deep prompts appended to the token sequence."""
+
+    def __init__(self, backbone):
+        """backbone: a CLIP model or its `BackboneAdapter`."""
+        self.backbone = _adapter(backbone)
+        self.blocks = self.backbone.image_blocks
+        self.width = self.backbone.image_width
+        self.num_layers = len(self.blocks) if self.blocks is not None else 0
+        self.output_dim = self.backbone.output_dim
 
     @property
     def dtype(self):
-        return self.visual.conv1.weight.dtype
+        return self.backbone.dtype
 
     def __call__(self, images: Tensor, prompts: Prompts = (), trace: Trace = False,
                  norm: str = "relative") -> Tuple[Tensor, Optional[Tensor]]:
         """images [B, 3, H, W] -> (features [B, D], shift [L] or None)."""
-        v = self.visual
-        x = v.conv1(images.to(self.dtype))
-        x = x.flatten(2).permute(0, 2, 1)  # [B, grid**2, W]
-        cls = v.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
-        x = torch.cat([cls, x], dim=1) + v.positional_embedding.to(x.dtype)
-        n_tokens = x.shape[1]  # CLS + patches: the positions S that are never prompts
+        bb = self.backbone
+        if self.blocks is None:  # no token blocks: the unmodified tower, no vision shift
+            if any(p is not None for p in prompts):
+                raise UnsupportedBackbone(f"{bb.family}: {bb.vision_prompt_error}")
+            shift = images.new_zeros(0, dtype=torch.float32) if trace is not False else None
+            return bb.encode_image_plain(images), shift
         first = _layer_prompt(prompts, 0)
         if first is not None:
-            x = torch.cat([x, _batched(first, x.shape[0], x.dtype)], dim=1)
-        x = v.ln_pre(x).permute(1, 0, 2)  # LND
+            first = _batched(first, images.shape[0], self.dtype)
+        x, n_tokens = bb.embed_image(images, first)  # LND; positions :n_tokens are never prompts
 
         rows = _rows(trace, x.shape[1], x.device)
         shifts = [] if rows is not None else None
-        for layer, block in enumerate(self.blocks):
+        for layer in range(self.num_layers):
             new = _layer_prompt(prompts, layer) if layer > 0 else None
             if new is not None:
                 new = _batched(new, x.shape[1], x.dtype).permute(1, 0, 2)
                 x = torch.cat([x[:n_tokens], new], dim=0)
-            y = run_block(block, x)
+            y = bb.image_block(layer, x)
             if shifts is not None:
-                shifts.append(self._shift(block, x, y, n_tokens, rows, norm))
+                shifts.append(self._shift(layer, x, y, n_tokens, rows, norm))
             x = y
-        x = v.ln_post(x[0])
-        if v.proj is not None:
-            x = x @ v.proj
-        return x, (torch.stack(shifts) if shifts is not None else None)
+        return bb.pool_image(x), (torch.stack(shifts) if shifts is not None else None)
 
-    @staticmethod
-    def _shift(block, x, y, n_tokens, rows, norm):
+    def _shift(self, layer, x, y, n_tokens, rows, norm):
         if x.shape[0] == n_tokens:  # no prompt tokens in this block's input: no shift
             return y.new_zeros((), dtype=torch.float32)
-        plain = run_block(block, x[:n_tokens, rows])
+        plain = self.backbone.image_block(layer, x[:n_tokens, rows])
         return shift_magnitude(y[:n_tokens, rows], plain, norm)
 
 
 class PromptedTextEncoder:
-    """CLIP's text transformer with deep prompts replacing the context slots 1..n_slots."""
+    """The text tower with deep prompts replacing the context slots 1..n_slots."""
 
-    def __init__(self, clip_model):
-        self.model = clip_model
-        self.blocks = list(clip_model.transformer.resblocks)
-        self.width = clip_model.ln_final.weight.shape[0]
+    def __init__(self, backbone):
+        """backbone: a CLIP model or its `BackboneAdapter`."""
+        self.backbone = _adapter(backbone)
+        self.blocks = self.backbone.text_blocks
+        self.width = self.backbone.text_width
         self.num_layers = len(self.blocks)
-        self.context_length = clip_model.context_length
+        self.context_length = self.backbone.context_length
         # CLIP's text blocks are causal: no position attends to a later one.
-        self.causal = all(b.attn_mask is not None for b in self.blocks)
+        self.causal = self.backbone.causal
 
     @property
     def dtype(self):
-        return self.model.dtype
+        return self.backbone.dtype
 
     def tokenize(self, texts) -> Tensor:
-        import clip
-        return clip.tokenize(texts, context_length=self.context_length)
+        return self.backbone.tokenize(texts)
 
-    @staticmethod
-    def token_count(text: str) -> int:
+    def eot_index(self, tokens: Tensor) -> Tensor:
+        """Token ids [N, T] -> [N], the pooled (EOT) position of each text."""
+        return self.backbone.eot_index(tokens)
+
+    def token_count(self, text: str) -> int:
         """Tokens `tokenize` gives `text`, SOS and EOT included (it must be <= context_length)."""
-        from clip.clip import _tokenizer
-        return len(_tokenizer.encode(text)) + 2
+        return self.backbone.token_count(text)
 
     @torch.no_grad()
     def embed(self, tokens: Tensor) -> Tensor:
         """Token ids [N, T] -> frozen token embeddings [N, T, W] (no positional embedding)."""
-        return self.model.token_embedding(tokens.to(self.model.token_embedding.weight.device)).to(self.dtype)
+        return self.backbone.token_embedding(tokens)
 
     def __call__(self, x: Tensor, eot: Tensor, prompts: Prompts = (), n_slots: int = 0,
                  trace: Trace = False, norm: str = "relative") -> Tuple[Tensor, Optional[Tensor]]:
         """x: token embeddings [N, T, W] of the prompt template (slots 1..n_slots are
-        placeholders); eot: [N] EOT positions. -> (features [N, D], shift [L] or None)."""
-        m = self.model
+        placeholders); eot: [N] pooled (EOT) positions. -> (features [N, D], shift [L] or None)."""
+        bb = self.backbone
         x = x.to(self.dtype)
         if self.causal:
             # Under the causal mask the tokens after the last EOT never reach a feature or a
@@ -151,7 +147,8 @@ class PromptedTextEncoder:
         first = _layer_prompt(prompts, 0)
         if first is not None:
             x = self._insert(x, _batched(first, x.shape[0], x.dtype), n_slots, dim=1)
-        x = (x + m.positional_embedding[: x.shape[1]].to(x.dtype)).permute(1, 0, 2)  # LND
+        x = bb.embed_text(x)  # LND
+        mask = bb.causal_mask(x.shape[0])
 
         rows = _rows(trace, x.shape[1], x.device)
         shifts = [] if rows is not None else None
@@ -159,23 +156,22 @@ class PromptedTextEncoder:
             # Positions of S (all but the slots) that count: up to and including EOT.
             positions = torch.arange(x.shape[0] - n_slots, device=x.device)
             valid = positions[:, None] <= (eot.to(x.device)[rows] - n_slots)[None, :]
-        for layer, block in enumerate(self.blocks):
+            plain_mask = bb.causal_mask(x.shape[0] - n_slots)
+        for layer in range(self.num_layers):
             new = _layer_prompt(prompts, layer) if layer > 0 else None
             if new is not None:
                 new = _batched(new, x.shape[1], x.dtype).permute(1, 0, 2)
                 x = self._insert(x, new, n_slots, dim=0)
-            y = run_block(block, x)
+            y = bb.text_block(layer, x, mask)
             if shifts is not None:
                 if n_slots == 0:
                     shifts.append(y.new_zeros((), dtype=torch.float32))
                 else:
-                    plain = run_block(block, self._drop(x[:, rows], n_slots))
+                    plain = bb.text_block(layer, self._drop(x[:, rows], n_slots), plain_mask)
                     shifts.append(shift_magnitude(self._drop(y[:, rows], n_slots), plain, norm,
                                                   valid))
             x = y
-        x = m.ln_final(x.permute(1, 0, 2))
-        x = x[torch.arange(x.shape[0], device=x.device), eot.to(x.device)] @ m.text_projection
-        return x, (torch.stack(shifts) if shifts is not None else None)
+        return bb.pool_text(x, eot), (torch.stack(shifts) if shifts is not None else None)
 
     @staticmethod
     def _insert(x, prompt, n_slots, dim):

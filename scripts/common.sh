@@ -11,6 +11,9 @@
 #   LOADEP    epoch to evaluate (default: the config's OPTIM.MAX_EPOCH, or an OPTIM.MAX_EPOCH override)
 #   SOURCE    cross-dataset source dataset (imagenet; objects for the testbed)
 #   PYTHON    python interpreter (python)       OUTPUT   output root (output)
+#   BACKBONE  run on another CLIP (MODEL.BACKBONE.NAME), into OUTPUT/backbone_<name>/... of its own;
+#             BACKBONE=tiny-random smoke-tests any config without weights (random CLIP, input size
+#             and prompt depths fitted to it: its accuracies mean nothing)
 # On a testbed dataset (its configs/datasets/<name>.yaml names a Testbed* dataset) the scripts use
 # configs/trainers/$TRAINER/testbed.yaml (CFG becomes "testbed", also in the output paths).
 
@@ -23,6 +26,9 @@ SHOTS="${SHOTS:-16}"
 ENGINE="${ENGINE:-auto}"
 OUTPUT="${OUTPUT:-output}"
 XD_CFG="${XD_CFG:-${CFG}}"
+if [ -n "${BACKBONE:-}" ]; then
+    OUTPUT="${OUTPUT}/backbone_${BACKBONE//[^A-Za-z0-9._-]/_}"
+fi
 
 die() {
     echo "Error: $*" >&2
@@ -99,8 +105,10 @@ load_epoch() {
 }
 
 run_train_py() {
-    echo "+ $PYTHON train.py $*"
-    "$PYTHON" train.py --engine "$ENGINE" "$@"
+    local backbone=()
+    if [ -n "${BACKBONE:-}" ]; then backbone=(MODEL.BACKBONE.NAME "$BACKBONE"); fi
+    echo "+ $PYTHON train.py $* ${backbone[*]}"
+    "$PYTHON" train.py --engine "$ENGINE" "$@" "${backbone[@]}"
 }
 
 # run_job MESSAGE TRAIN_PY_ARGS...: train.py --check-finished decides on the output folder: a finished
@@ -224,4 +232,50 @@ xd_test() {
         --dataset-config-file "$dcfg" --config-file "$file" --output-dir "$dir" \
         --model-dir "$model_dir" --load-epoch "$loadep" --eval-only \
         $(variant_overrides "$src" "$cfg") "$@"
+}
+
+# ----------------------------------------------------------------- CoOp's few-shot protocol
+# fewshot_train DATASET CFG CTP NCTX SHOTS CSC [KEY VALUE ...]: CoOp's scripts/coop/main.sh. All
+# classes, SHOTS shots, seeds $SEEDS (1 2 3); trains, then tests. Output layout as CoOp's:
+# OUTPUT/DATASET/TRAINER/CFG_SHOTSshots/nctxNCTX_cscCSC_ctpCTP/seedSEED.
+fewshot_train() {
+    if [ "$#" -lt 6 ] || [ $(( ($# - 6) % 2 )) -ne 0 ]; then
+        die "usage: bash ${0} DATASET CFG CTP NCTX SHOTS CSC [KEY VALUE ...]   (CTP: end, middle or front; CSC: False or True)"
+    fi
+    local dataset="$1" cfg_in="$2" ctp="$3" nctx="$4" shots="$5" csc="$6"
+    shift 6
+    local dcfg root cfg file dir seed
+    dcfg="$(dataset_config "$dataset")"
+    root="$(data_root "$dataset")"
+    cfg="$(config_name "$dataset" "$cfg_in")"
+    file="$(trainer_config "$cfg")"
+    for seed in ${SEEDS:-1 2 3}; do
+        dir="${OUTPUT}/${dataset}/${TRAINER}/${cfg}_${shots}shots/nctx${nctx}_csc${csc}_ctp${ctp}/seed${seed}"
+        if finished "$dir"; then
+            echo "Results are available in ${dir}. Skip this job (delete the folder to run it again)"
+            continue
+        fi
+        if [ -d "$dir" ]; then echo "Found ${dir}. Resuming..."; else echo "Run this job and save the output to ${dir}"; fi
+        run_train_py --root "$root" --seed "$seed" --trainer "$TRAINER" \
+            --dataset-config-file "$dcfg" --config-file "$file" --output-dir "$dir" \
+            TRAINER.COOP.N_CTX "$nctx" TRAINER.COOP.CSC "$csc" TRAINER.COOP.CLASS_TOKEN_POSITION "$ctp" \
+            DATASET.NUM_SHOTS "$shots" "$@"
+    done
+}
+
+# zeroshot_eval DATASET CFG [KEY VALUE ...]: CoOp's scripts/coop/zeroshot.sh (all classes, test
+# set), into OUTPUT/TRAINER/CFG/DATASET.
+zeroshot_eval() {
+    if [ "$#" -lt 2 ] || [ $(( ($# - 2) % 2 )) -ne 0 ]; then
+        die "usage: bash ${0} DATASET CFG [KEY VALUE ...]   (CFG: rn50, rn101, vit_b32 or vit_b16)"
+    fi
+    local dataset="$1" cfg_in="$2"
+    shift 2
+    local dcfg root cfg file
+    dcfg="$(dataset_config "$dataset")"
+    root="$(data_root "$dataset")"
+    cfg="$(config_name "$dataset" "$cfg_in")"
+    file="$(trainer_config "$cfg")"
+    run_train_py --root "$root" --trainer "$TRAINER" --dataset-config-file "$dcfg" \
+        --config-file "$file" --output-dir "${OUTPUT}/${TRAINER}/${cfg}/${dataset}" --eval-only "$@"
 }

@@ -15,6 +15,14 @@ import restore.backbone as backbone
 PLAIN_DIMS = dict(transformer_width=64, transformer_heads=1)
 
 
+@pytest.fixture
+def plain_known(monkeypatch):
+    """Plain files load only for OpenAI's shapes: let the small PLAIN_DIMS CLIP pass as one,
+    to test the plain-file path without a 150M-parameter model."""
+    shapes = backbone.weight_shapes(restore.tiny_clip(0, **PLAIN_DIMS).state_dict())
+    monkeypatch.setitem(backbone.OPENAI_SHAPES, "tiny-plain", shapes)
+
+
 def _assert_same_weights(model, expected):
     got, want = model.state_dict(), expected.state_dict()
     assert set(got) == set(want)
@@ -60,7 +68,7 @@ def test_tiny_clip_is_deterministic_and_leaves_global_rng_alone():
 
 
 # ------------------------------------------------------------------ files
-def test_plain_and_dims_files_load_the_same_weights(tmp_path):
+def test_plain_and_dims_files_load_the_same_weights(tmp_path, plain_known):
     original = restore.tiny_clip(3, **PLAIN_DIMS)
     plain = tmp_path / "plain.pt"
     torch.save(original.state_dict(), plain)
@@ -80,6 +88,32 @@ def test_plain_and_dims_files_load_the_same_weights(tmp_path):
                                        atol=0, rtol=0)
 
 
+@pytest.mark.parametrize("dims", [{}, PLAIN_DIMS], ids=["width48", "width64"])
+def test_plain_state_dict_of_a_small_clip_is_refused_with_the_saving_call(tmp_path, dims):
+    """Head counts are not in the weights: without dims only OpenAI's shapes are loaded (width 48
+    used to fail deep inside torch, width 64 to load with a guessed head count)."""
+    path = tmp_path / "small.pt"
+    torch.save(restore.tiny_clip(0, **dims).state_dict(), path)
+    with pytest.raises(backbone.BackboneError) as err:
+        restore.load_clip(str(path))
+    msg = str(err.value)
+    assert f"restore.backbone.save_clip(model, {str(path)!r}, dims)" in msg
+    width = dims.get("transformer_width", 48)
+    assert f"(32, 32, 3, 64, 8, {width}, 3)" in msg and "\n" not in msg
+
+
+def test_openai_shapes_agree_with_open_clip_configs():
+    """The table of OpenAI's shapes against open_clip's own model configs (independent)."""
+    open_clip = pytest.importorskip("open_clip")
+    for name, shapes in backbone.OPENAI_SHAPES.items():
+        cfg = open_clip.get_model_config(name.replace("/", "-").replace("@336px", "-336"))
+        v, t = cfg["vision_cfg"], cfg["text_cfg"]
+        layers = tuple(v["layers"]) if isinstance(v["layers"], list) else v["layers"]
+        expected = (cfg["embed_dim"], v["image_size"], layers, v["width"], v.get("patch_size"),
+                    t["width"], t["layers"])
+        assert shapes == expected, name
+
+
 def test_dims_file_keeps_head_count(tmp_path):
     """The tiny CLIP's text width 48 with 2 heads cannot be inferred from weights alone."""
     original = restore.tiny_clip(4)
@@ -90,7 +124,7 @@ def test_dims_file_keeps_head_count(tmp_path):
     _assert_same_weights(loaded, original)
 
 
-def test_fp16_plain_file_loads_as_fp32(tmp_path):
+def test_fp16_plain_file_loads_as_fp32(tmp_path, plain_known):
     original = restore.tiny_clip(5, **PLAIN_DIMS)
     clip.model.convert_weights(original)
     path = tmp_path / "half.pt"
@@ -102,7 +136,7 @@ def test_fp16_plain_file_loads_as_fp32(tmp_path):
 
 
 @pytest.mark.filterwarnings("ignore")  # tracing warnings of torch.jit
-def test_torchscript_archive_loads(tmp_path):
+def test_torchscript_archive_loads(tmp_path, plain_known):
     original = restore.tiny_clip(6, **PLAIN_DIMS)
     traced = torch.jit.trace(original, (torch.randn(1, 3, 32, 32), clip.tokenize(["a cat"])),
                              check_trace=False)

@@ -2,6 +2,7 @@
 (no traceback) for an unknown trainer, config key, dataset or config file."""
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 
@@ -91,7 +92,12 @@ def test_all_trainer_configs_merge():
         if os.path.basename(path).startswith("testbed"):
             assert cfg.MODEL.BACKBONE.NAME == "testbed" and tuple(cfg.INPUT.SIZE) == (32, 32)
         else:
-            assert cfg.MODEL.BACKBONE.NAME == "ViT-B/16" and cfg.INPUT.INTERPOLATION == "bicubic"
+            # the backbone the file name says (CoOp's names: rn50*, rn101*, vit_b32*, vit_b16*)
+            prefix = {"rn50": "RN50", "rn101": "RN101", "vit_b32": "ViT-B/32", "vit_b16": "ViT-B/16"}
+            name = os.path.basename(path)
+            assert cfg.MODEL.BACKBONE.NAME == next(v for k, v in prefix.items()
+                                                   if re.match(rf"{k}(_|\.)", name)), path
+            assert cfg.INPUT.INTERPOLATION == "bicubic"
             assert cfg.OPTIM.WARMUP_EPOCH == 1 and cfg.OPTIM.WARMUP_CONS_LR == 1e-5
             assert cfg.DATALOADER.TEST.BATCH_SIZE == 100
 

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from restore.feature_shift import (FeatureShift, consistency_loss, discrepancy, shift_magnitude)
-from restore.prompting import PromptedImageEncoder, PromptedTextEncoder, run_block
+from restore.adapters import adapter_for
+from restore.prompting import PromptedImageEncoder, PromptedTextEncoder
 
 TEXTS = ["a photo of a cat.", "x", "a much longer sentence about a golden retriever on grass."]
 
@@ -24,7 +25,7 @@ def _vision_prompts(n, width, layers, shared, batch, seed=0):
 
 # ------------------------------------------------------------------ without prompts
 def test_unprompted_image_encoder_equals_encode_image(clip_model, images, ref):
-    enc = PromptedImageEncoder(clip_model.visual)
+    enc = PromptedImageEncoder(clip_model)
     with torch.no_grad():
         ours, shift = enc(images)
         expected = clip_model.encode_image(images)
@@ -80,25 +81,31 @@ def test_encoder_tokenize_and_embed(clip_model):
     assert not emb.requires_grad
     torch.testing.assert_close(emb, clip_model.token_embedding.weight[tokens], atol=0, rtol=0)
     assert (enc.width, enc.num_layers, enc.context_length) == (48, 3, 77)
-    venc = PromptedImageEncoder(clip_model.visual)
+    venc = PromptedImageEncoder(clip_model)
     assert (venc.width, venc.num_layers, venc.output_dim) == (64, 3, 32)
 
 
-def test_run_block_equals_block_forward(clip_model):
+def test_adapter_blocks_equal_block_forward(clip_model):
+    bb = adapter_for(clip_model)
     g = _gen(1)
-    vblock = clip_model.visual.transformer.resblocks[1]
     x = torch.randn(17 + 3, 2, 64, generator=g)
-    torch.testing.assert_close(run_block(vblock, x), vblock(x), atol=1e-6, rtol=0)
+    torch.testing.assert_close(bb.image_block(1, x), clip_model.visual.transformer.resblocks[1](x),
+                               atol=1e-6, rtol=0)
     tblock = clip_model.transformer.resblocks[2]
-    assert tblock.attn_mask is not None and tblock.attn_mask.shape == (77, 77)
+    full_mask = tblock.attn_mask
+    assert full_mask is not None and full_mask.shape == (77, 77)
     x = torch.randn(77, 3, 48, generator=g)
-    torch.testing.assert_close(run_block(tblock, x), tblock(x), atol=1e-6, rtol=0)
+    torch.testing.assert_close(bb.text_block(2, x, bb.causal_mask(77)), tblock(x), atol=1e-6,
+                               rtol=0)
+    bb.text_block(2, x[:5], bb.causal_mask(5))
+    assert tblock.attn_mask is full_mask  # the block's own mask is given back after the call
 
 
-def test_run_block_short_text_uses_cut_causal_mask(clip_model, ref):
+def test_adapter_short_text_uses_cut_causal_mask(clip_model, ref):
+    bb = adapter_for(clip_model)
     block = clip_model.transformer.resblocks[0]
     x = torch.randn(70, 2, 48, generator=_gen(2))
-    ours = run_block(block, x)
+    ours = bb.text_block(0, x, bb.causal_mask(70))
     torch.testing.assert_close(ours, ref.causal_block(block, 70)(x), atol=1e-6, rtol=0)
     # causal: a token never sees later ones, so the prefix equals the full-length run's prefix
     full = block(torch.cat([x, torch.randn(7, 2, 48, generator=_gen(3))]))
@@ -118,7 +125,7 @@ def test_vision_prompt_layout(clip_model, images, ref, shared, layers):
     outputs are dropped and the new ones appended; unprompted layers propagate them."""
     n, b = 3, images.shape[0]
     prompts = _vision_prompts(n, 64, layers, shared, b)
-    enc = PromptedImageEncoder(clip_model.visual)
+    enc = PromptedImageEncoder(clip_model)
     blocks = list(clip_model.visual.transformer.resblocks)
     with torch.no_grad(), ref.BlockInputs(blocks) as cap:
         feats, _ = enc(images, prompts)
@@ -218,7 +225,7 @@ def test_text_prompt_count_must_match_slots(clip_model):
 @pytest.mark.parametrize("norm", ["relative", "rms", "fro"])
 def test_vision_trace_equals_independent_shift(clip_model, images, ref, norm):
     prompts = _vision_prompts(3, 64, (1, 1), True, 2, seed=7)
-    enc = PromptedImageEncoder(clip_model.visual)
+    enc = PromptedImageEncoder(clip_model)
     with torch.no_grad():
         feats, shift = enc(images, prompts, trace=True, norm=norm)
         expected = ref.image_forward(clip_model, images, prompts)
@@ -259,7 +266,7 @@ def test_text_trace_equals_independent_shift(clip_model, ref, norm):
 
 def test_trace_is_zero_without_prompts(clip_model, images):
     with torch.no_grad():
-        _, v = PromptedImageEncoder(clip_model.visual)(images, (), trace=True)
+        _, v = PromptedImageEncoder(clip_model)(images, (), trace=True)
         enc = PromptedTextEncoder(clip_model)
         tokens = clip.tokenize(TEXTS)
         _, t = enc(enc.embed(tokens), tokens.argmax(-1), (), 0, trace=True)
@@ -268,7 +275,7 @@ def test_trace_is_zero_without_prompts(clip_model, images):
 
 def test_trace_does_not_change_features(clip_model, images):
     prompts = _vision_prompts(3, 64, (1, 1), True, 2)
-    enc = PromptedImageEncoder(clip_model.visual)
+    enc = PromptedImageEncoder(clip_model)
     with torch.no_grad():
         a, _ = enc(images, prompts)
         b, _ = enc(images, prompts, trace=True)

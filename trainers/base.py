@@ -100,6 +100,7 @@ class PromptTrainer(_TrainerX or object):
 
     def build_model(self):
         import restore
+        from restore.adapters import input_resolution
         from restore.engine.checkpoint import load_pretrained_weights
         from restore.engine.names import registered_name
         from restore.engine.optim import build_optimizer
@@ -112,7 +113,7 @@ class PromptTrainer(_TrainerX or object):
         backbone = cfg.MODEL.BACKBONE.get("PATH", "") or cfg.MODEL.BACKBONE.NAME
         print(f"Loading CLIP (backbone: {backbone})")
         clip_model = restore.build_backbone(cfg)
-        resolution = clip_model.visual.input_resolution
+        resolution = input_resolution(clip_model)
         if tuple(cfg.INPUT.SIZE) != (resolution, resolution):
             raise ValueError(f"INPUT.SIZE is {tuple(cfg.INPUT.SIZE)} but the CLIP backbone "
                              f"{backbone!r} takes {resolution}x{resolution} images: set INPUT.SIZE "

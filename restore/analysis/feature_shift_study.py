@@ -36,8 +36,11 @@ def average_feature_shift(model, batches: Iterable, max_batches: Optional[int] =
 
 
 def summarize(shift: FeatureShift) -> Dict[str, float]:
-    """Average shift per modality and the inter-modal discrepancy sum_l |N^v_l - N^t_l|."""
-    return {"shift_vision": shift.vision.mean().item(), "shift_text": shift.text.mean().item(),
+    """Average shift per modality and the inter-modal discrepancy sum_l |N^v_l - N^t_l|. A
+    branch without token blocks (a ResNet image encoder) has no layers and averages to 0."""
+    def mean(x):
+        return x.mean().item() if x.numel() else 0.0
+    return {"shift_vision": mean(shift.vision), "shift_text": mean(shift.text),
             "discrepancy": discrepancy(shift).item()}
 
 

@@ -56,8 +56,12 @@ class Precision:
         """Move `model` to the device and set its dtypes; returns it."""
         model.to(self.device)
         if self.mode == "fp16":
-            from clip.model import convert_weights
-            convert_weights(model.clip)
+            if type(model.clip).__module__.startswith("open_clip"):  # its own modules and casts
+                from open_clip.model import convert_weights_to_lp
+                convert_weights_to_lp(model.clip, dtype=torch.float16)
+            else:
+                from clip.model import convert_weights
+                convert_weights(model.clip)
         return model
 
     def autocast(self):

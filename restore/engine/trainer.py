@@ -17,6 +17,7 @@ import time
 import torch
 from tqdm import tqdm
 
+from ..adapters import input_resolution
 from ..backbone import build_backbone
 from ..checks import check_config
 from ..methods import METHODS, build_model
@@ -70,7 +71,7 @@ class Trainer:
         name = cfg.TRAINER.NAME
         print(f"Loading CLIP (backbone: {cfg.MODEL.BACKBONE.PATH or cfg.MODEL.BACKBONE.NAME})")
         clip_model = build_backbone(cfg)
-        resolution = clip_model.visual.input_resolution
+        resolution = input_resolution(clip_model)
         if tuple(cfg.INPUT.SIZE) != (resolution, resolution):
             raise ValueError(f"INPUT.SIZE is {tuple(cfg.INPUT.SIZE)} but the CLIP backbone takes "
                              f"{resolution}x{resolution} images: set INPUT.SIZE ({resolution}, {resolution}).")

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from ..errors import UserError
 from ..feature_shift import FeatureShift
+from ..adapters import UnsupportedBackbone, adapter_for
 from ..prompting import PromptedImageEncoder, PromptedTextEncoder
 
 # Class-dependent buffers of the original CoOp-lineage checkpoints; dropped when loading them.
@@ -50,11 +51,21 @@ class PromptedCLIP(nn.Module):
         self.clip = clip_model
         for p in self.clip.parameters():
             p.requires_grad_(False)
-        self.image_encoder = PromptedImageEncoder(clip_model.visual)
-        self.text_encoder = PromptedTextEncoder(clip_model)
+        self.backbone = adapter_for(clip_model)
+        self.image_encoder = PromptedImageEncoder(self.backbone)
+        self.text_encoder = PromptedTextEncoder(self.backbone)
         self.fs_norm = cfg.TRAINER.RESTORE.FS.NORM
         self.n_slots = 0
         self._text_cache = None
+
+    def require_vision_prompts(self) -> None:
+        """Refuse, at build time, a method with vision prompts on an image tower that cannot take
+        them (a ResNet has no token blocks); the message names the methods that can use it."""
+        if not self.backbone.supports_vision_prompts:
+            name = self.cfg.MODEL.BACKBONE.get("PATH", "") or self.cfg.MODEL.BACKBONE.NAME
+            raise UnsupportedBackbone(
+                f"{type(self).__name__} puts prompts into the image encoder, which backbone "
+                f"{name!r} ({self.backbone.family}) cannot take: {self.backbone.vision_prompt_error}")
 
     def train(self, mode: bool = True):
         """Train the prompts; the frozen CLIP stays in eval mode (matters for BatchNorm in
@@ -73,7 +84,7 @@ class PromptedCLIP(nn.Module):
         self.check_text_length(prefix, template, texts)
         tokens = self.text_encoder.tokenize(texts)
         self.register_buffer("token_embeds", self.text_encoder.embed(tokens), persistent=False)
-        self.register_buffer("eot", tokens.argmax(dim=-1), persistent=False)
+        self.register_buffer("eot", self.text_encoder.eot_index(tokens), persistent=False)
         self.n_slots = n_slots
 
     def check_text_length(self, prefix: Optional[str], template: str, texts: List[str]) -> None:

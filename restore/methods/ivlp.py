@@ -23,6 +23,8 @@ class IVLP(PromptedCLIP):
         p = self.prompt_config(cfg)
         node, ctx_init = p["node"], p["ctx_init"].replace("_", " ")
         self.depth_text, self.depth_vision = p["depth_text"], p["depth_vision"]
+        if self.depth_vision > 0:
+            self.require_vision_prompts()
         check_depth(f"{node}.PROMPT_DEPTH_TEXT", self.depth_text, self.text_encoder.num_layers)
         check_depth(f"{node}.PROMPT_DEPTH_VISION", self.depth_vision,
                     self.image_encoder.num_layers)

@@ -14,6 +14,7 @@ from .base import PromptedCLIP, check_depth, context_vectors, deep_prompts
 class MaPLe(PromptedCLIP):
     def __init__(self, cfg, classnames, clip_model):
         super().__init__(cfg, classnames, clip_model)
+        self.require_vision_prompts()
         c = cfg.TRAINER.MAPLE
         n, depth = c.N_CTX, c.PROMPT_DEPTH
         layers = min(self.text_encoder.num_layers, self.image_encoder.num_layers)

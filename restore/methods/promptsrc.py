@@ -50,9 +50,9 @@ class PromptSRC(IVLP):
         """Mean over the 60 templates of the frozen CLIP's (unnormalised) text features."""
         texts = [t.format(c) for t in PROMPTSRC_TEMPLATES for c in self.classnames]
         tokens = self.text_encoder.tokenize(texts)
-        features = torch.cat([
-            self.text_encoder(self.text_encoder.embed(part), part.argmax(-1))[0].float()
-            for part in tokens.split(chunk)])
+        enc = self.text_encoder
+        features = torch.cat([enc(enc.embed(part), enc.eot_index(part))[0].float()
+                              for part in tokens.split(chunk)])
         return features.view(len(PROMPTSRC_TEMPLATES), len(self.classnames), -1).mean(0)
 
     def loss_terms(self, images, labels, enc, logits):

@@ -1,0 +1,40 @@
+"""Fitting a config to a small CLIP, so that any real config runs on it (smoke tests).
+
+`MODEL.BACKBONE.NAME tiny-random` on a real config (224 px, prompt depth 9) would stop at the
+first mismatch; `fit_cfg_to_backbone` sets INPUT.SIZE to the model's resolution and lowers every
+PROMPT_DEPTH* key to the model's layers, and says what it changed.
+"""
+from typing import List
+
+from .adapters import adapter_for
+
+# Small random backbones whose runs only check that everything runs.
+SMOKE_BACKBONES = ("tiny-random", "tiny-random-resnet")
+SMOKE_NOTE = ("Note: MODEL.BACKBONE.NAME {name!r} is a small RANDOM CLIP for smoke tests: its "
+              "accuracies mean nothing.")
+
+
+def fit_cfg_to_backbone(cfg, clip_model) -> List[str]:
+    """Set cfg.INPUT.SIZE to the model's input size and cap every TRAINER.<node>.PROMPT_DEPTH*
+    at the layers of the encoder it prompts (MaPLe's PROMPT_DEPTH: the smaller of the two).
+    A no-op for a config that fits. cfg must not be frozen. Returns "KEY: old -> new" lines."""
+    bb = adapter_for(clip_model)
+    text_layers = len(bb.text_blocks)
+    vision_layers = len(bb.image_blocks) if bb.image_blocks is not None else text_layers
+    changes = []
+    size = (bb.image_resolution, bb.image_resolution)
+    if tuple(cfg.INPUT.SIZE) != size:
+        changes.append(f"INPUT.SIZE: {tuple(cfg.INPUT.SIZE)} -> {size}")
+        cfg.INPUT.SIZE = size
+    for node_name, node in cfg.TRAINER.items():
+        if not hasattr(node, "items"):
+            continue
+        for key, value in node.items():
+            if not key.startswith("PROMPT_DEPTH"):
+                continue
+            layers = {"PROMPT_DEPTH_TEXT": text_layers, "PROMPT_DEPTH_VISION": vision_layers}.get(
+                key, min(text_layers, vision_layers))
+            if value > layers:
+                changes.append(f"TRAINER.{node_name}.{key}: {value} -> {layers}")
+                node[key] = layers
+    return changes

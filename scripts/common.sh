@@ -104,11 +104,16 @@ load_epoch() {
     echo "$ep"
 }
 
-run_train_py() {
+# train_py ARGS...: train.py with the chosen engine and the BACKBONE override (also for the check).
+train_py() {
     local backbone=()
     if [ -n "${BACKBONE:-}" ]; then backbone=(MODEL.BACKBONE.NAME "$BACKBONE"); fi
-    echo "+ $PYTHON train.py $* ${backbone[*]}"
     "$PYTHON" train.py --engine "$ENGINE" "$@" "${backbone[@]}"
+}
+
+run_train_py() {
+    echo "+ $PYTHON train.py $*${BACKBONE:+ MODEL.BACKBONE.NAME $BACKBONE}"
+    train_py "$@"
 }
 
 # run_job MESSAGE TRAIN_PY_ARGS...: train.py --check-finished decides on the output folder: a finished
@@ -117,7 +122,7 @@ run_train_py() {
 run_job() {
     local message="$1" rc=0
     shift
-    "$PYTHON" train.py --engine "$ENGINE" --check-finished "$@" || rc=$?
+    train_py --check-finished "$@" || rc=$?
     case "$rc" in
         0) return 0 ;;
         3) ;;
@@ -251,12 +256,7 @@ fewshot_train() {
     file="$(trainer_config "$cfg")"
     for seed in ${SEEDS:-1 2 3}; do
         dir="${OUTPUT}/${dataset}/${TRAINER}/${cfg}_${shots}shots/nctx${nctx}_csc${csc}_ctp${ctp}/seed${seed}"
-        if finished "$dir"; then
-            echo "Results are available in ${dir}. Skip this job (delete the folder to run it again)"
-            continue
-        fi
-        if [ -d "$dir" ]; then echo "Found ${dir}. Resuming..."; else echo "Run this job and save the output to ${dir}"; fi
-        run_train_py --root "$root" --seed "$seed" --trainer "$TRAINER" \
+        run_job "$(start_message "$dir")" --root "$root" --seed "$seed" --trainer "$TRAINER" \
             --dataset-config-file "$dcfg" --config-file "$file" --output-dir "$dir" \
             TRAINER.COOP.N_CTX "$nctx" TRAINER.COOP.CSC "$csc" TRAINER.COOP.CLASS_TOKEN_POSITION "$ctp" \
             DATASET.NUM_SHOTS "$shots" "$@"

@@ -54,12 +54,15 @@ RESULT = re.compile(r"\* accuracy: ([\.\deE+-]+)%")
 
 # ------------------------------------------------------------------------------------ runs
 def finished(folder):
-    """The accuracy a finished run printed, or None (same rule as scripts/common.sh)."""
+    """The accuracy a finished run printed (a log.txt* of `folder` holds "=> result" and its accuracy), or
+    None. The one "finished" rule: scripts/common.sh and cluster.py call it too."""
     for path in sorted(glob.glob(os.path.join(folder, "log.txt*"))):
         with open(path, encoding="utf-8") as f:
             text = f.read()
         if "=> result" in text:
-            return float(RESULT.findall(text.split("=> result")[-1])[0])
+            found = RESULT.findall(text.split("=> result")[-1])
+            if found:
+                return float(found[0])
     return None
 
 
@@ -180,6 +183,11 @@ def job_cost(label):
     return EPOCH_COST.get(trainer, 1.0) * epochs * n_classes
 
 
+def take_device(devices):
+    """Pool worker initializer: this worker's jobs run on the next free GPU of `devices` (a queue)."""
+    os.environ["CUDA_VISIBLE_DEVICES"] = str(devices.get())
+
+
 def run_all(args):
     from tqdm import tqdm
     jobs = plan(args)
@@ -190,13 +198,21 @@ def run_all(args):
           f"with {args.jobs} worker(s) x {args.threads} thread(s)")
     start = time.time()
     bar = tqdm(total=len(todo), unit="job", dynamic_ncols=True)
-    if args.jobs == 1:
+    gpus = getattr(args, "gpus", [])
+    if args.jobs == 1 and not gpus:
         for label, steps in todo:
             bar.set_postfix_str(label)
             run_job(steps, args.threads)
             bar.update(1)
     else:
-        with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        pool_args = {}
+        if gpus:  # one worker per GPU, each holding its own for all its jobs
+            import multiprocessing
+            devices = multiprocessing.Manager().Queue()
+            for gpu in gpus:
+                devices.put(gpu)
+            pool_args = dict(initializer=take_device, initargs=(devices,))
+        with ProcessPoolExecutor(max_workers=len(gpus) or args.jobs, **pool_args) as pool:
             futures = {pool.submit(run_job, steps, args.threads): label for label, steps in todo}
             for future in as_completed(futures):
                 future.result()
@@ -478,7 +494,9 @@ def main(argv=None):
     p.add_argument("--datasets", nargs="+", default=BASE2NEW)
     p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     p.add_argument("--ablations", nargs="+", default=list(ABLATIONS), choices=list(ABLATIONS))
-    p.add_argument("--jobs", type=int, default=1, help="parallel worker processes")
+    p.add_argument("--jobs", type=int, default=1, help="parallel worker processes (CPU)")
+    p.add_argument("--gpus", nargs="+", default=[], help="GPU ids: one worker per GPU, each job on its "
+                                                          "worker's GPU (instead of --jobs)")
     p.add_argument("--threads", type=int, default=0,
                    help="torch threads per worker (default: cores / jobs)")
     p.add_argument("--data", default=os.environ.get("DATA", "./data"))
@@ -487,6 +505,7 @@ def main(argv=None):
     p.add_argument("--no-analysis", action="store_true", help="skip feature-shift and t-SNE")
     args = p.parse_args(argv)
     os.chdir(os.path.dirname(os.path.abspath(__file__)))
+    args.jobs = len(args.gpus) or args.jobs
     args.threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     elapsed = None if args.report_only else run_all(args)
     summary = report(args, elapsed)

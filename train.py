@@ -68,7 +68,13 @@ def build_parser():
     return p
 
 
-def choose_engine(requested):
+def choose_engine(requested, processes=1):
+    """The engine to run; several processes (torchrun) need the native one."""
+    if processes > 1:
+        if requested == "dassl":
+            raise ConfigError(f"--engine dassl runs in one process, but torchrun started {processes}: start it "
+                              "without torchrun (or --nproc_per_node 1), or use --engine native.")
+        return "native"
     have_dassl = importlib.util.find_spec("dassl") is not None
     if requested == "dassl" and not have_dassl:
         raise ConfigError("--engine dassl: Dassl is not installed (pip install it from its repository, "
@@ -241,14 +247,18 @@ def prepare_output(cfg, lock):
 def run_native(args, cfg, lock=None):
     import torch
 
+    from restore.distributed import is_primary
     from restore.engine import Trainer, set_random_seed, setup_logger
     from restore.methods import METHODS
     check_trainer(cfg.TRAINER.NAME, METHODS)
+    if not is_primary():  # under torchrun, rank 0 alone writes the log and prints
+        sys.stdout = open(os.devnull, "w")
     if cfg.SEED >= 0:
         print(f"Setting fixed seed: {cfg.SEED}")
         set_random_seed(cfg.SEED)
-    setup_logger(cfg.OUTPUT_DIR)
-    prepare_output(cfg, lock)
+    if is_primary():
+        setup_logger(cfg.OUTPUT_DIR)
+        prepare_output(cfg, lock)
     print("Engine: native (restore.engine)")
     if torch.cuda.is_available() and cfg.USE_CUDA:
         torch.backends.cudnn.benchmark = True
@@ -368,17 +378,20 @@ def main(argv=None):
     if args.seed == 0:
         print("Note: --seed 0 is ignored, as in CoOp (`if args.seed:`); pass `SEED 0` as an option "
               "to fix the seed to 0.")
+    from restore.distributed import close_distributed, init_distributed, world_info_from_env
     from restore.engine.logger import close_logger, log_error
     from restore.lock import output_lock
+    stdout = sys.stdout
     try:
         errors = user_errors()
         try:
-            engine = choose_engine(args.engine)
+            engine = choose_engine(args.engine, processes=world_info_from_env()[2])
             cfg = setup_cfg(args, engine)
             if args.check_finished:
                 return check_finished(args, cfg)
             from restore.engine.provenance import check_output_dir
             check_output_dir(cfg, eval_args(args))  # before any work: nothing to mix or overwrite
+            init_distributed(cfg)  # under torchrun; before the lock, which rank 0 takes for all
             # One run per output folder; what a killed run left half-written is removed first.
             with output_lock(cfg.OUTPUT_DIR) as lock:
                 run = run_dassl if engine == "dassl" else run_native
@@ -391,6 +404,10 @@ def main(argv=None):
     finally:
         close_logger()
         release_dassl_logger()
+        close_distributed()
+        if sys.stdout is not stdout and getattr(sys.stdout, "name", None) == os.devnull:
+            sys.stdout.close()
+            sys.stdout = stdout
 
 
 class _KeepOpen:

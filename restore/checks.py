@@ -6,6 +6,10 @@ reports the untrained model's accuracy as the result, a batch size of 0 fails de
 """
 from .errors import UserError
 
+# DATALOADER.TRAIN_X.BATCH_SIZE_SCOPE under torchrun: BATCH_SIZE is one step's batch over all processes,
+# or each process's (restore/engine/parallel.py).
+BATCH_SCOPES = ("global", "per_process")
+
 # key: (smallest allowed value, what the key is). Strictly positive reals are written as a tiny minimum.
 COMMON_MINIMA = {
     "OPTIM.MAX_EPOCH": (1, "the number of training epochs"),
@@ -65,6 +69,10 @@ def check_config(cfg):
     context lengths against the text context are checked when the model is built."""
     for key, (minimum, what) in COMMON_MINIMA.items():
         require_at_least(key, lookup(cfg, key), minimum, what)
+    scope = lookup(cfg, "DATALOADER.TRAIN_X.BATCH_SIZE_SCOPE")
+    if scope is not None and scope not in BATCH_SCOPES:
+        raise UserError(f"DATALOADER.TRAIN_X.BATCH_SIZE_SCOPE is {scope!r}; valid: {', '.join(BATCH_SCOPES)} "
+                        "(how a run over several processes shares TRAIN_X.BATCH_SIZE).")
     node = method_node(cfg)
     if node is None:
         return

@@ -131,6 +131,9 @@ def extend_cfg(cfg: CN) -> CN:
     cfg.DATASET.SUBSAMPLE_CLASSES = "all"
     # A local CLIP file; overrides the name -> ~/.cache/clip resolution of MODEL.BACKBONE.NAME.
     cfg.MODEL.BACKBONE.PATH = ""
+    # Under torchrun with N processes: "global" = TRAIN_X.BATCH_SIZE is the batch of one step over all
+    # processes (BATCH_SIZE / N each); "per_process" = each process takes BATCH_SIZE (N times larger steps).
+    cfg.DATALOADER.TRAIN_X.BATCH_SIZE_SCOPE = "global"
 
     t = cfg.TRAINER
     t.COOP = CN()

@@ -11,6 +11,7 @@
 #   LOADEP    epoch to evaluate (default: the config's OPTIM.MAX_EPOCH, or an OPTIM.MAX_EPOCH override)
 #   SOURCE    cross-dataset source dataset (imagenet; objects for the testbed)
 #   PYTHON    python interpreter (python)       OUTPUT   output root (output)
+#   NPROC     processes for one run (1): N > 1 starts train.py under torchrun (native engine, one GPU each)
 #   BACKBONE  run on another CLIP (MODEL.BACKBONE.NAME), into OUTPUT/backbone_<name>/... of its own;
 #             BACKBONE=tiny-random smoke-tests any config without weights (random CLIP, input size
 #             and prompt depths fitted to it: its accuracies mean nothing)
@@ -24,6 +25,7 @@ cd "$REPO_ROOT"
 PYTHON="${PYTHON:-python}"
 SHOTS="${SHOTS:-16}"
 ENGINE="${ENGINE:-auto}"
+NPROC="${NPROC:-1}"
 OUTPUT="${OUTPUT:-output}"
 XD_CFG="${XD_CFG:-${CFG}}"
 if [ -n "${BACKBONE:-}" ]; then
@@ -104,25 +106,29 @@ load_epoch() {
     echo "$ep"
 }
 
-# train_py ARGS...: train.py with the chosen engine and the BACKBONE override (also for the check).
-train_py() {
-    local backbone=()
-    if [ -n "${BACKBONE:-}" ]; then backbone=(MODEL.BACKBONE.NAME "$BACKBONE"); fi
-    "$PYTHON" train.py --engine "$ENGINE" "$@" "${backbone[@]}"
-}
+# BACKBONE's override, added to every train.py call (the finished check included).
+BACKBONE_OPTS=()
+if [ -n "${BACKBONE:-}" ]; then BACKBONE_OPTS=(MODEL.BACKBONE.NAME "$BACKBONE"); fi
 
 run_train_py() {
-    echo "+ $PYTHON train.py $*${BACKBONE:+ MODEL.BACKBONE.NAME $BACKBONE}"
-    train_py "$@"
+    if [ "$NPROC" -gt 1 ]; then  # DATALOADER.TRAIN_X.BATCH_SIZE stays the global batch
+        echo "+ $PYTHON -m torch.distributed.run --standalone --nproc_per_node $NPROC train.py $* ${BACKBONE_OPTS[*]}"
+        "$PYTHON" -m torch.distributed.run --standalone --nproc_per_node "$NPROC" train.py --engine "$ENGINE" \
+            "$@" "${BACKBONE_OPTS[@]}"
+    else
+        echo "+ $PYTHON train.py $* ${BACKBONE_OPTS[*]}"
+        "$PYTHON" train.py --engine "$ENGINE" "$@" "${BACKBONE_OPTS[@]}"
+    fi
 }
 
-# run_job MESSAGE TRAIN_PY_ARGS...: train.py --check-finished decides on the output folder: a finished
+# run_job MESSAGE TRAIN_PY_ARGS...: train.py --check-finished decides on the output folder (the one rule:
+# finished = a log printed "=> result" and its accuracy; same settings = run_info.json agrees): a finished
 # run of exactly these settings (LOADEP and overrides included) is skipped; one made with other settings
 # stops the script with the reason (exit 1); otherwise MESSAGE is printed and the job runs (resuming).
 run_job() {
     local message="$1" rc=0
     shift
-    train_py --check-finished "$@" || rc=$?
+    "$PYTHON" train.py --engine "$ENGINE" --check-finished "$@" "${BACKBONE_OPTS[@]}" || rc=$?
     case "$rc" in
         0) return 0 ;;
         3) ;;

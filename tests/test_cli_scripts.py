@@ -54,3 +54,22 @@ def test_restore_base2new_scripts(tmp_path):
                     "True", **env)
     assert override.returncode == 1
     assert "TEST.PER_CLASS_RESULT False (saved) vs True (now)" in override.stderr
+
+
+def test_nproc_starts_train_py_under_torchrun(tmp_path):
+    """NPROC=2: the scripts start train.py through torchrun with 2 processes per node (the command is
+    recorded by a stand-in interpreter; the 2-process run itself is tested in test_distributed.py)."""
+    import sys
+    record = tmp_path / "argv.txt"
+    fake = tmp_path / "python"
+    fake.write_text(f'#!/bin/bash\nif [ "$1" = "-m" ] && [ "$2" = "torch.distributed.run" ]; then\n'
+                    f'  echo "$@" > {record}; exit 0\nfi\nexec {sys.executable} "$@"\n')
+    fake.chmod(0o755)
+    make_oxford_pets(str(tmp_path / "data"))
+    env = dict(DATA=str(tmp_path / "data"), OUTPUT=str(tmp_path / "output"), SHOTS="4", ENGINE="native",
+               NPROC="2", PYTHON=str(fake))
+    proc = bash("restore/base2new_train.sh", "oxford_pets", "1", *TINY, **env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    argv = record.read_text().split()
+    assert argv[:6] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "train.py"]
+    assert argv[6:8] == ["--engine", "native"] and "RESTORE_m" in argv

@@ -13,6 +13,8 @@ from collections import OrderedDict, defaultdict
 import numpy as np
 import torch
 
+from ..distributed import is_primary
+
 
 def macro_f1_score(y_true, y_pred) -> float:
     """sklearn's f1_score(average="macro", labels=unique(y_true)): the mean over the true labels of
@@ -76,7 +78,7 @@ class Classification:
                       f"total: {len(hits):,}\tcorrect: {sum(hits):,}\tacc: {class_acc:.1f}%")
             results["perclass_accuracy"] = float(np.mean(accs))
             print(f"* average: {results['perclass_accuracy']:.1f}%")
-        if self.cfg.TEST.COMPUTE_CMAT:
+        if self.cfg.TEST.COMPUTE_CMAT and is_primary():
             from sklearn.metrics import confusion_matrix
             cmat = confusion_matrix(self.y_true, self.y_pred, normalize="true")
             path = os.path.join(self.cfg.OUTPUT_DIR, "cmat.pt")

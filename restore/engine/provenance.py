@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -27,6 +28,7 @@ from .run_record import (OPERATIONAL_KEYS, RESUME_IGNORED, RunMismatchError, des
 
 RUN_INFO = "run_info.json"
 RESULT_SIGNAL = "=> result"
+ACCURACY = re.compile(r"\* accuracy: ([\.\deE+-]+)%")
 _SHA256 = {}  # (path, size, mtime) -> hex digest: each file is hashed once per process
 
 
@@ -127,9 +129,10 @@ def summary(info: dict) -> str:
 
 def record_run(cfg, dataset=None, engine="native", eval_args=None) -> dict:
     """Print the run record (log.txt) and write it to OUTPUT_DIR/run_info.json; returns it."""
+    from ..distributed import is_primary
     info = collect(cfg, dataset, engine, eval_args)
     print(summary(info))
-    if cfg.OUTPUT_DIR:
+    if cfg.OUTPUT_DIR and is_primary():  # one writer in a run over several processes
         write_run_info(info, cfg.OUTPUT_DIR)
     return info
 
@@ -161,11 +164,13 @@ def read_run_info(folder: str):
 
 
 def finished(folder: str) -> bool:
-    """Whether a run in `folder` printed its evaluation result (any log.txt*)."""
+    """Whether a run in `folder` printed its evaluation result: a log.txt* holds "=> result" and an
+    accuracy after it (the rule of testbed_benchmark.finished, which reads the value)."""
     for path in glob.glob(os.path.join(folder, "log.txt*")):
         with open(path, errors="replace") as f:
-            if any(line.startswith(RESULT_SIGNAL) for line in f):
-                return True
+            text = f.read()
+        if RESULT_SIGNAL in text and ACCURACY.search(text.split(RESULT_SIGNAL)[-1]):
+            return True
     return False
 
 

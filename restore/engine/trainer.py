@@ -20,6 +20,7 @@ from tqdm import tqdm
 from ..adapters import input_resolution
 from ..backbone import build_backbone
 from ..checks import check_config
+from ..distributed import barrier, device_for, gather_objects, is_primary, rank
 from ..methods import METHODS, build_model
 from . import checkpoint as ckpt
 from . import run_record
@@ -28,6 +29,7 @@ from .logger import stdout_is_terminal
 from .meters import AverageMeter, MetricMeter
 from .names import registered_name
 from .optim import build_optimizer
+from .parallel import distribute, gather_evaluation
 from .precision import Precision
 from .schedule import build_lr_scheduler
 
@@ -42,7 +44,7 @@ class Trainer:
             raise ValueError(f"Unknown trainer {cfg.TRAINER.NAME!r}. Valid: {', '.join(METHODS)}")
         check_config(cfg)
         self.cfg = cfg
-        self.device = torch.device("cuda" if torch.cuda.is_available() and cfg.USE_CUDA else "cpu")
+        self.device = device_for(cfg)  # cuda:<LOCAL_RANK> under torchrun
         self.start_epoch = self.epoch = 0
         self.max_epoch = cfg.OPTIM.MAX_EPOCH
         self.output_dir = cfg.OUTPUT_DIR
@@ -51,6 +53,7 @@ class Trainer:
         self.time_start = None
         self.build_data_loader(data_manager)
         self.build_model()
+        self.step = distribute(self)  # model.loss as a module (DDP-wrapped over several processes)
         self.evaluator = Classification(cfg, lab2cname=self.lab2cname)
 
     # ---------------------------------------------------------------------------------- building
@@ -161,8 +164,7 @@ class Trainer:
     def forward_backward(self, batch) -> dict:
         images = batch["img"].to(self.device, non_blocking=True)
         labels = batch["label"].to(self.device, non_blocking=True)
-        with self.precision.autocast():
-            loss, summary = self.model.loss(images, labels)
+        loss, summary = self.step(images, labels)
         if not torch.isfinite(loss).all():
             raise NonFiniteLossError(
                 f"The training loss is {loss.item()} at epoch {self.epoch + 1}/{self.max_epoch}, "
@@ -225,6 +227,8 @@ class Trainer:
                 images = batch["img"].to(self.device, non_blocking=True)
                 labels = batch["label"].to(self.device, non_blocking=True)
                 self.evaluator.process(self.model(images), labels)
+        if self.sharded_eval:
+            gather_evaluation(self.evaluator)
         results = self.evaluator.evaluate()
         for k, v in results.items():
             self.write_scalar(f"{split}/{k}", v, self.epoch)
@@ -243,7 +247,12 @@ class Trainer:
             "scaler": self.precision.state_dict(),
             **run_record.checkpoint_record(self.cfg, self.classnames),
         }
-        ckpt.save_checkpoint(state, os.path.join(directory, self.model_name), model_name=model_name)
+        ranks = gather_objects(state["rng"])  # every rank's, so that its augmentations resume exactly
+        if len(ranks) > 1:
+            state["rng_ranks"] = ranks
+        if is_primary():
+            ckpt.save_checkpoint(state, os.path.join(directory, self.model_name), model_name=model_name)
+        barrier()  # the other ranks may read it next (best_val)
 
     def resume_model_if_exist(self, directory) -> int:
         """Load the latest checkpoint under `directory/<name>/`: model, optimizer, schedule and RNG
@@ -261,8 +270,9 @@ class Trainer:
                 self.optim.load_state_dict(state["optimizer"])
             self.sched.load_state_dict(state["scheduler"])
             self.precision.load_state_dict(state.get("scaler"))
-            if state.get("rng"):
-                ckpt.set_rng_state(state["rng"])
+            rng = state.get("rng_ranks", [state.get("rng")])
+            if rank() < len(rng) and rng[rank()]:
+                ckpt.set_rng_state(rng[rank()])
         else:  # an original Dassl checkpoint: other optimizer layout, pickled scheduler
             print("Note: an original (non-RESTORE) checkpoint: the optimizer state starts afresh")
             self.sched.load_state_dict({"last_epoch": state["epoch"]})
@@ -297,6 +307,8 @@ class Trainer:
 
     # ------------------------------------------------------------------------------- tensorboard
     def init_writer(self, log_dir):
+        if not is_primary():
+            return
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:

@@ -22,6 +22,7 @@ from ..errors import UserError
 from ..feature_shift import FeatureShift
 from ..adapters import UnsupportedBackbone, adapter_for
 from ..prompting import PromptedImageEncoder, PromptedTextEncoder
+from . import shards
 
 # Class-dependent buffers of the original CoOp-lineage checkpoints; dropped when loading them.
 LEGACY_CLASS_KEYS = ("prompt_learner.token_prefix", "prompt_learner.token_suffix")
@@ -43,6 +44,8 @@ class PromptedCLIP(nn.Module):
     # True when the learned state holds one entry per training class (CoOp's CSC contexts), so
     # that it cannot be evaluated on other class names (base -> new).
     class_specific = False
+    # Set by the engine in a run over several processes: class texts sharded, shifts reduced (shards.py).
+    distributed = False
 
     def __init__(self, cfg, classnames: List[str], clip_model):
         super().__init__()
@@ -116,6 +119,8 @@ class PromptedCLIP(nn.Module):
 
     # ------------------------------------------------------------------------------ forward
     def encode_text(self, trace=False):
+        if self.distributed and shards.can_shard_text(self):
+            return shards.encode_text_sharded(self, trace)
         return self.text_encoder(self.token_embeds, self.eot, self.text_prompts(), self.n_slots,
                                  trace, self.fs_norm)
 
@@ -124,6 +129,8 @@ class PromptedCLIP(nn.Module):
 
     def encode(self, images: Tensor, trace=False) -> Encoded:
         image, vision_shift = self.encode_image(images, trace is not False)
+        if self.distributed and self.training and vision_shift is not None:
+            vision_shift = shards.global_mean(vision_shift, images.shape[0])  # the global batch's
         if self._text_cache is not None:
             text, text_shift = self._text_cache
         else:
@@ -138,6 +145,11 @@ class PromptedCLIP(nn.Module):
         if text.dim() == 3:  # one classifier per image
             return scale * torch.einsum("bd,bcd->bc", image, text)
         return scale * image @ text.t()
+
+    def logits_per_image(self) -> bool:
+        """Whether evaluation logits of an image depend on that image alone (not on the rest of its
+        batch); evaluation over several processes is sharded only then."""
+        return True
 
     def forward(self, images: Tensor) -> Tensor:
         enc = self.encode(images)

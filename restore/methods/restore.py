@@ -12,6 +12,7 @@ Keys live in TRAINER.RESTORE (METHOD.md sections 2-5); the base method's stay in
 """
 import torch
 
+from ..distributed import broadcast_from_primary
 from ..feature_shift import consistency_loss, gram_norm, release_loss, release_ratios
 from ..surgery import ReleaseCalibrator, Surgery
 from .base import Encoded
@@ -78,8 +79,13 @@ class RestoreMixin:
             return False
         n = self.token_embeds.shape[0]
         if 0 < self.text_classes < n:  # the text shift of a fresh random subset of classes
-            return torch.randperm(n, device=self.token_embeds.device)[: self.text_classes]
+            subset = torch.randperm(n, device=self.token_embeds.device)[: self.text_classes]
+            return broadcast_from_primary(subset) if self.distributed else subset
         return True
+
+    def logits_per_image(self):
+        # A live alpha comes from the shift of the whole evaluation batch.
+        return not (self.mode == "fs_guided" and self.alpha_at_test == "live")
 
     def _live_alpha(self, shift):
         return torch.stack([self.gamma * shift.vision.detach().sum(),

@@ -1,0 +1,200 @@
+"""One run over 2 processes (torchrun, gloo on CPU) equals the 1-process run with the same global batch and
+seed: 2-epoch testbed runs (no random augmentation) of CoOp, MaPLe and RESTORE_m with the testbed's
+Adam, and CoOp with SGD, end with the same learned state (to 1e-5) and the same test counts and
+accuracy; a 2-process run killed after its first epoch and resumed under torchrun ends equal too.
+Plus the pieces on their own: the ranks' slices of the global batches, the batch-size rule, and
+`--engine dassl` under torchrun."""
+import dataclasses
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+import train
+from restore.distributed import shard_bounds
+from restore.engine import REGISTERED_NAMES
+from restore.engine.sharding import GlobalBatchSlices
+from restore.testbed import datasets as D
+from restore.testbed import generate as G
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
+
+# Small: 2 shots of the 32 base classes of Shapes (64 images: 2 steps of 32 per epoch), 2 epochs,
+# 3 test images per class (96 images: the 2 ranks read 48 each).
+OPTS = ["DATASET.NUM_SHOTS", "2", "DATASET.SUBSAMPLE_CLASSES", "base", "OPTIM.MAX_EPOCH", "2",
+        "DATALOADER.NUM_WORKERS", "0", "TRAIN.CHECKPOINT_FREQ", "1"]
+RUNS = {
+    "CoOp-adam": ("CoOp", []),
+    "MaPLe-adam": ("MaPLe", []),
+    "RESTORE_m-adam": ("RESTORE_m", ["TRAINER.RESTORE.FS.TEXT_CLASSES", "8"]),
+    "CoOp-sgd": ("CoOp", ["OPTIM.NAME", "sgd", "OPTIM.LR", "0.02"]),
+}
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("testbed")
+    spec = D.DATASETS["shapes"]
+    D.DATASETS["shapes"] = dataclasses.replace(spec, n_train=2, n_val=1, n_test=3)
+    try:
+        G.generate(root, "shapes", seed=0)
+    finally:
+        D.DATASETS["shapes"] = spec
+    return str(root)
+
+
+def argv(data_root, trainer, out, extra, engine="native"):
+    return ["--root", data_root, "--seed", "1", "--trainer", trainer, "--engine", engine,
+            "--dataset-config-file", "configs/datasets/shapes.yaml",
+            "--config-file", f"configs/trainers/{trainer}/testbed.yaml",
+            "--output-dir", str(out), *OPTS, *extra]
+
+
+# Runs train.main once per argv list in the same 2 torchrun processes (a launch costs ~20 s of imports):
+# each prints "rc <i> <exit status>"; in the run marked "kill", rank 1 dies at the start of epoch 2.
+DRIVER = textwrap.dedent("""
+    import json, os, signal, sys
+    import train
+    import restore.distributed
+    from restore.engine import Trainer
+    restore.distributed.close_distributed = lambda: None  # one process group for all the runs
+    original = Trainer.run_epoch
+    for i, (args, kill) in enumerate(json.load(open(sys.argv[1]))):
+        def run_epoch(self, kill=kill):
+            if kill and self.epoch == 1 and os.environ["RANK"] == "1":
+                os.kill(os.getpid(), signal.SIGKILL)  # torchrun then stops rank 0
+            return original(self)
+        Trainer.run_epoch = run_epoch
+        try:
+            train.main(args)
+            rc = 0
+        except SystemExit as e:
+            rc = e.code
+        print(f"rc {i} {rc}", file=sys.stderr, flush=True)
+""")
+
+
+def torchrun(runs, tmp):
+    """[(argv, kill)] run in one 2-process torchrun launch -> (its stderr, {index: exit status})."""
+    (tmp / "driver.py").write_text(DRIVER)
+    (tmp / "runs.json").write_text(json.dumps(runs))
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
+           str(tmp / "driver.py"), str(tmp / "runs.json")]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    status = {}
+    for i, rc in re.findall(r"^rc (\d+) (\S+)$", proc.stderr, re.M):
+        status.setdefault(int(i), []).append(rc)
+    return proc.stderr, status
+
+
+def state(folder, trainer, epoch=2):
+    path = os.path.join(folder, REGISTERED_NAMES[trainer], f"model.pth.tar-{epoch}")
+    return torch.load(path, weights_only=True)
+
+
+def result(log_file):
+    log = open(log_file).read()
+    return re.findall(r"^=> result\n\* total: ([\d,]+)\n\* correct: ([\d,]+)\n\* accuracy: ([\d.]+)%", log, re.M)
+
+
+@pytest.fixture(scope="module")
+def runs(data_root, tmp_path_factory):
+    """Every 2-process run of this file, in two torchrun launches, and the 1-process references."""
+    tmp = tmp_path_factory.mktemp("runs")
+    first = [(argv(data_root, trainer, tmp / name, extra), False) for name, (trainer, extra) in RUNS.items()]
+    first += [(argv(data_root, "CoOp", tmp / "odd", ["DATALOADER.TRAIN_X.BATCH_SIZE", "31"]), False),
+              (argv(data_root, "CoOp", tmp / "dassl", [], engine="dassl"), False),
+              (argv(data_root, "RESTORE_m", tmp / "killed", RUNS["RESTORE_m-adam"][1]), True)]
+    stderr, status = torchrun(first, tmp)
+    assert os.path.isfile(tmp / "killed" / REGISTERED_NAMES["RESTORE_m"] / "model.pth.tar-1"), stderr[-3000:]
+    assert not os.path.isfile(tmp / "killed" / REGISTERED_NAMES["RESTORE_m"] / "model.pth.tar-2")
+    assert 6 not in status  # killed: never finished
+    resume_stderr, resume_status = torchrun(
+        [(argv(data_root, "RESTORE_m", tmp / "killed", RUNS["RESTORE_m-adam"][1]), False)], tmp)
+    assert resume_status == {0: ["0", "0"]}, resume_stderr[-3000:]
+    for name, (trainer, extra) in RUNS.items():
+        train.main(argv(data_root, trainer, tmp / "one" / name, extra))
+    return tmp, stderr, status
+
+
+def assert_same_run(one, two, trainer, log):
+    a, b = state(one, trainer), state(two, trainer)
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    diff = max((a["state_dict"][k].float() - b["state_dict"][k].float()).abs().max().item()
+               for k in a["state_dict"])
+    print(f"{trainer}: max |1 process - 2 processes| of the learned state = {diff:.2e}")
+    assert diff < 1e-5
+    assert len(b["rng_ranks"]) == 2 and "rng_ranks" not in a
+    assert result(os.path.join(one, "log.txt")) == result(log) and len(result(log)) == 1
+    assert result(log)[0][0] == "96"  # every test image once
+    assert not os.path.exists(os.path.join(two, ".restore.lock"))
+
+
+@pytest.mark.parametrize("name", list(RUNS))
+def test_two_processes_equal_one(name, runs):
+    tmp, stderr, status = runs
+    trainer = RUNS[name][0]
+    assert status[list(RUNS).index(name)] == ["0", "0"], stderr[-3000:]
+    log = open(tmp / name / "log.txt").read()
+    assert "Distributed: 2 processes, global batch 32 (16 per process), evaluation sharded" in log
+    assert_same_run(tmp / "one" / name, tmp / name, trainer, tmp / name / "log.txt")
+
+
+def test_resume_after_kill_equals_one_process(runs):
+    tmp, _, _ = runs
+    out = tmp / "killed"
+    resumed = [f for f in os.listdir(out) if f.startswith("log.txt-")]
+    assert len(resumed) == 1 and "resuming at epoch 2" in open(out / resumed[0]).read()
+    assert_same_run(tmp / "one" / "RESTORE_m-adam", out, "RESTORE_m", out / resumed[0])
+
+
+def test_bad_batch_and_dassl_stop_every_rank_with_one_line(runs):
+    _, stderr, status = runs
+    assert status[4] == ["1", "1"] and status[5] == ["1", "1"]
+    lines = [x for x in stderr.splitlines() if x.startswith("Error:")]
+    odd = [x for x in lines if "BATCH_SIZE 31 is the global batch and does not divide over 2 processes" in x]
+    dassl = [x for x in lines if "--engine dassl runs in one process, but torchrun started 2" in x]
+    assert len(odd) == 2 and len(dassl) == 2 and len(lines) == 4
+
+
+def test_global_batch_slices():
+    """Rank slices of each global batch, in one process's order (sequential), the last batch split."""
+    base = torch.utils.data.SequentialSampler(range(10))
+    ranks = [list(GlobalBatchSlices(base, 4, False, 2, r)) for r in range(2)]
+    assert ranks[0] == [[0, 1], [4, 5], [8]] and ranks[1] == [[2, 3], [6, 7], [9]]
+    assert [list(GlobalBatchSlices(base, 4, True, 2, r)) for r in range(2)] == [[[0, 1], [4, 5]], [[2, 3], [6, 7]]]
+    assert [shard_bounds(7, 3, r) for r in range(3)] == [(0, 3), (3, 5), (5, 7)]
+
+
+def test_random_order_equals_one_process():
+    """Alone, the slices of a RandomSampler draw the same permutation from the global RNG as the sampler."""
+    data = range(12)
+    torch.manual_seed(5)
+    expected = list(torch.utils.data.RandomSampler(data))
+    torch.manual_seed(5)
+    got = [i for b in GlobalBatchSlices(torch.utils.data.RandomSampler(data), 4, True, 1, 0) for i in b]
+    assert got == expected
+
+
+def test_global_batch_size_and_scope():
+    from restore.checks import check_config
+    from restore.config import get_cfg_default
+    from restore.engine.parallel import global_batch_size
+    from restore.errors import UserError
+    cfg = get_cfg_default()
+    cfg.DATALOADER.TRAIN_X.BATCH_SIZE = 12
+    assert global_batch_size(cfg, 4) == 12
+    with pytest.raises(UserError, match="BATCH_SIZE 12 is the global batch and does not divide over 5"):
+        global_batch_size(cfg, 5)
+    cfg.DATALOADER.TRAIN_X.BATCH_SIZE_SCOPE = "per_process"
+    assert global_batch_size(cfg, 5) == 60
+    cfg.DATALOADER.TRAIN_X.BATCH_SIZE_SCOPE = "globl"
+    with pytest.raises(UserError, match="BATCH_SIZE_SCOPE is 'globl'; valid: global, per_process"):
+        check_config(cfg)

@@ -22,6 +22,7 @@ import warnings
 
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
 
+from restore import maple_fsa  # noqa: E402
 from restore.config import merge_from_file, merge_from_list  # noqa: E402
 from restore.errors import UserError  # noqa: E402
 from restore.suggest import did_you_mean  # noqa: E402
@@ -63,6 +64,7 @@ def build_parser():
     p.add_argument("--check-finished", action="store_true",
                    help="only say whether --output-dir holds a finished run of this command: exit 0 "
                         "(finished, same settings), 3 (not finished) or 1 (made with other settings)")
+    maple_fsa.add_flags(p)  # the official release's --vis_calib_r, --text_calib_r, --fs_loss_r
     p.add_argument("opts", default=None, nargs=argparse.REMAINDER,
                    help="modify config options using the command-line")
     return p
@@ -190,7 +192,12 @@ def setup_cfg(args, engine="native"):
     if args.config_file:
         merge_file(cfg, args.config_file, "--config-file")
     reset_cfg(cfg, args)
+    try:
+        maple_fsa.apply_flags(cfg, args)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     merge_opts(cfg, args.opts or [])
+    maple_fsa.map_node(cfg)  # --trainer MaPLe_FSA: the release's node onto RESTORE_m's keys
     fit_smoke_backbone(cfg)
     from restore.checks import check_config
     check_config(cfg)

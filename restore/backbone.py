@@ -192,7 +192,25 @@ def _load_file(path: str) -> CLIP:
             f"transformer_layers = {shapes}); its head counts cannot be read from weights. Save "
             f"it with its dimensions: restore.backbone.save_clip(model, {path!r}, dims), dims "
             f"being the keyword arguments of clip.model.CLIP(...) it was built with.")
-    with torch.random.fork_rng(devices=[]):
-        model = build_model(dict(state)).float()  # builds the architecture (and rounds to fp16)
+    # Built under the caller's global RNG on purpose: see `replay_openai_init`.
+    model = replay_openai_init(state)
     model.load_state_dict(state)  # reload so that fp32 files keep their precision
     return freeze(model)
+
+
+def replay_openai_init(state: dict) -> CLIP:
+    """The OpenAI-architecture CLIP of a state dict, built by OpenAI's `build_model` under the
+    caller's global torch RNG (returns fp32; the weights are then loaded again at full precision).
+
+    Random-order contract, kept for "same seed, same run" with the original CoOp, CoCoOp, MaPLe
+    and MaPLe_FSA code: those trainers build CLIP with `clip.build_model`, which draws CLIP's whole
+    random initialisation from the global generator before the weights overwrite it, and only
+    then draw their prompts. Drawing the same numbers here (same dimensions, same construction
+    order) leaves the generator where the originals leave it, so the prompts, batch order and
+    augmentations that follow are the originals' for the same seed. The engines keep the
+    originals' order around it: seed -> data (few-shot sampling) -> CLIP (this) -> method
+    (prompts, then the release's adapters, text first) -> per-epoch sampler seed and augmentations.
+    Only OpenAI checkpoints (by name, or a JIT archive / plain state dict on MODEL.BACKBONE.PATH)
+    are built here; the bundled testbed CLIP, the tiny random CLIP and {"dims", "state_dict"}
+    files have no original to match and leave the caller's generator untouched."""
+    return build_model(dict(state)).float()  # builds the architecture (and rounds to fp16)

@@ -6,6 +6,8 @@ Defaults are the anchors' (shared/reference/ANCHORS.md sections 1.2 and 2.2).
 """
 from yacs.config import CfgNode as CN
 
+from . import maple_fsa
+
 
 def _dassl_defaults() -> CN:
     """The Dassl v0.6.3 defaults that the CLIP trainers and our engine read."""
@@ -207,6 +209,8 @@ def extend_cfg(cfg: CN) -> CN:
     t.RESTORE.SURGERY.RELEASE_VIS_GAIN = 0.005
     t.RESTORE.SURGERY.RELEASE_TEXT_GAIN = 0.02
     t.RESTORE.SURGERY.RELEASE_UPDATE_EPOCH = -1  # -1 = after epoch MAX_EPOCH // 3 (0-based)
+    # The release's own node (trainer MaPLe_FSA), mapped onto the keys above by restore.maple_fsa.
+    maple_fsa.add_node(t)
     return cfg
 
 

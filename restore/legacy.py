@@ -1,4 +1,5 @@
-"""Checkpoints written by the original CoOp-lineage code, read into our methods.
+"""Checkpoints written by the original CoOp-lineage code, read into our methods, and ours written
+in the originals' layout (`to_original_state_dict`, `export_checkpoint`, `python -m restore.legacy`).
 
 `convert_state_dict(trainer_name, state_dict)` maps the `state_dict` of a checkpoint saved by the
 public CoOp / CoCoOp (KaiyangZhou/CoOp), IVLP / VPT / MaPLe
@@ -23,6 +24,7 @@ loads work), the frozen CLIP weights (image_encoder.*, text_encoder.*, logit_sca
 `clip.*`), and PromptSRC's frozen ZS_image_encoder. Floating tensors become fp32 (the originals keep
 some prompts in fp16). Nothing here imports Dassl.
 """
+import os
 import re
 
 import torch
@@ -31,8 +33,45 @@ _VISION_DEEP = re.compile(r"^image_encoder\.transformer\.resblocks\.(\d+)\.VPT_s
 _TEXT_DEEP = re.compile(r"^text_encoder\.transformer\.resblocks\.(\d+)\.VPT_shallow$")
 # MaPLe_FSA's Feature_Calibrator: post_ln -> FFN = (Linear, QuickGELU, Linear).
 _CALIBRATOR = re.compile(r"^(text_adapter|visual_adapter)\.(post_ln|FFN\.0|FFN\.2)\.(weight|bias)$")
-_CALIBRATOR_NAMES = {"post_ln": "ln", "FFN.0": "fc1", "FFN.2": "fc2"}
 _CALIB_RATIOS = ("vis_cali_ratio", "text_cali_ratio")
+
+# One table for both directions: (original name, our name). In a deep prompt's name {layer} is the
+# transformer block (>= 1) and {deep} = layer - 1 its index in our prompt list.
+RENAMES = (
+    ("image_encoder.VPT", "prompt_learner.vision_ctx"),
+    ("image_encoder.transformer.resblocks.{layer}.VPT_shallow", "prompt_learner.vision_deep.{deep}"),
+    ("text_encoder.transformer.resblocks.{layer}.VPT_shallow", "prompt_learner.text_deep.{deep}"),
+    ("{branch}_adapter.post_ln.{param}", "{branch}_adapter.ln.{param}"),
+    ("{branch}_adapter.FFN.0.{param}", "{branch}_adapter.fc1.{param}"),
+    ("{branch}_adapter.FFN.2.{param}", "{branch}_adapter.fc2.{param}"),
+)
+_FIELDS = {"layer": r"(?P<layer>\d+)", "deep": r"(?P<deep>\d+)", "branch": r"(?P<branch>text|visual)",
+           "param": r"(?P<param>weight|bias)"}
+
+
+def _pattern(template: str):
+    regex = re.escape(template)
+    for name, group in _FIELDS.items():
+        regex = regex.replace(re.escape("{" + name + "}"), group)
+    return re.compile(f"^{regex}$")
+
+
+_COMPILED = tuple((_pattern(orig), _pattern(ours), orig, ours) for orig, ours in RENAMES)
+
+
+def _translate(key: str, to_ours: bool):
+    """`key` renamed through RENAMES (original -> ours, or back), or None when no row matches."""
+    for orig_re, ours_re, orig, ours in _COMPILED:
+        m = (orig_re if to_ours else ours_re).match(key)
+        if m:
+            fields = m.groupdict()
+            if "layer" in fields:
+                fields["deep"] = int(fields["layer"]) - 1
+            elif "deep" in fields:
+                fields["layer"] = int(fields["deep"]) + 1
+            return (ours if to_ours else orig).format(**fields)
+    return None
+
 
 _CLASS_BUFFERS = ("token_prefix", "token_suffix")
 _FROZEN_PREFIXES = ("image_encoder.", "text_encoder.", "clip.", "prompt_learner.ZS_image_encoder.")
@@ -83,19 +122,11 @@ def _rename(key: str, prompt_learner_only: bool):
         return "prompt_learner." + key
     if key.startswith("prompt_learner.") and key.split(".", 1)[1] in _CLASS_BUFFERS:
         return None
-    if key == "image_encoder.VPT":
-        return "prompt_learner.vision_ctx"
-    m = _VISION_DEEP.match(key)
-    if m:
-        return f"prompt_learner.vision_deep.{int(m.group(1)) - 1}"
-    m = _TEXT_DEEP.match(key)
-    if m:
-        return f"prompt_learner.text_deep.{int(m.group(1)) - 1}"
+    renamed = _translate(key, to_ours=True)
+    if renamed is not None:
+        return renamed
     if key.startswith(_FROZEN_PREFIXES) or key == "logit_scale":
         return None
-    m = _CALIBRATOR.match(key)
-    if m:
-        return f"{m.group(1)}.{_CALIBRATOR_NAMES[m.group(2)]}.{m.group(3)}"
     return key
 
 
@@ -148,9 +179,86 @@ def describe_mismatch(trainer_name: str, state_dict: dict) -> str:
     layout = original_layout(state_dict)
     expected = {"CoOp": "CoOp", "CoCoOp": "CoOp", "MaPLe": "MaPLe", "RESTORE_m": "MaPLe",
                 "IVLP": "IVLP", "VPT": "IVLP", "LPT": "IVLP", "PromptSRC": "IVLP",
-                "RESTORE_p": "IVLP"}.get(trainer_name)
-    if layout is None or layout == expected or (layout, trainer_name) == ("MaPLe_FSA", "RESTORE_m"):
+                "RESTORE_p": "IVLP", "MaPLe_FSA": "MaPLe"}.get(trainer_name)
+    release = layout == "MaPLe_FSA" and trainer_name in ("RESTORE_m", "MaPLe_FSA")
+    if layout is None or layout == expected or release:
         return ""
     family = {"CoOp": "CoOp or CoCoOp", "IVLP": "IVLP, VPT or PromptSRC", "MaPLe": "MaPLe",
               "MaPLe_FSA": "MaPLe_FSA (official RESTORE)"}[layout]
     return f" The checkpoint looks like one written by the original {family} trainer."
+
+
+# ------------------------------------------------------------------------ the other direction
+# The original trainer family whose layout each of our trainers exports to. LPT is IVLP with text
+# prompts only; RESTORE_m exports only as its release variant (the original MaPLe_FSA).
+EXPORT_LAYOUTS = {"CoOp": "CoOp", "CoCoOp": "CoOp", "VPT": "IVLP", "IVLP": "IVLP", "LPT": "IVLP",
+                  "PromptSRC": "IVLP", "MaPLe": "MaPLe", "RESTORE_m": "MaPLe_FSA",
+                  "MaPLe_FSA": "MaPLe_FSA"}
+# Our bookkeeping that no original keeps (the release recomputes its normalisers, PromptSRC's GPA
+# running sum lives in the trainer there).
+_OURS_ONLY = ("calib_updated", "release_init", "release_init_ready", "alpha_ema", "alpha_ema_ready")
+
+
+def to_original_state_dict(trainer_name: str, state_dict: dict) -> dict:
+    """Our `state_to_save()` (or a checkpoint of ours) in the original trainer's layout: the inverse
+    of `convert_state_dict` through the same RENAMES table. Holds the learned tensors only (fp32);
+    the originals load with strict=False and rebuild the frozen CLIP and class buffers themselves.
+    ValueError for a trainer no original has (RESTORE_p, ZeroshotCLIP, RESTORE_m outside its
+    release variant)."""
+    layout = EXPORT_LAYOUTS.get(trainer_name)
+    if layout is None:
+        raise ValueError(f"No original trainer holds {trainer_name} checkpoints; exportable: "
+                         f"{', '.join(EXPORT_LAYOUTS)}.")
+    state = unwrap(state_dict)
+    if original_layout(state) is not None:
+        raise ValueError("This state is already in an original trainer's layout.")
+    if layout == "MaPLe_FSA" and "calib_ratio" not in state:
+        raise ValueError(f"{trainer_name} exports only as its release variant (MaPLe_FSA): this "
+                         "checkpoint was trained with another TRAINER.RESTORE.SURGERY.MODE.")
+    out = {}
+    for key, value in state.items():
+        if key in _OURS_ONLY or key.endswith("_extra_state"):
+            continue
+        if key == "calib_ratio":  # [vision, text]
+            out["vis_cali_ratio"], out["text_cali_ratio"] = _fp32(value[0]), _fp32(value[1])
+            continue
+        if layout == "CoOp":  # only the prompt learner is registered there
+            out[key[len("prompt_learner."):]] = _fp32(value)
+            continue
+        out[_translate(key, to_ours=False) or key] = _fp32(value)
+    return out
+
+
+def export_checkpoint(trainer_name: str, model_dir: str, output_dir: str, epoch=None) -> str:
+    """Write our checkpoint `model_dir/<registered name>/model.pth.tar-<epoch>` (latest when epoch is
+    None) as `output_dir/<registered name>/model.pth.tar-<epoch>` in the original layout, for the
+    original code's `--model-dir output_dir --load-epoch <epoch> --eval-only`. Returns the path."""
+    from .engine.checkpoint import load_checkpoint, model_file, save_checkpoint
+    from .engine.names import registered_name
+    name = registered_name(trainer_name)
+    source = model_file(model_dir, name, epoch)
+    checkpoint = load_checkpoint(source)
+    state = to_original_state_dict(trainer_name, checkpoint)
+    return save_checkpoint({"state_dict": state, "epoch": checkpoint.get("epoch", epoch),
+                            "optimizer": None, "scheduler": None, "val_result": None},
+                           os.path.join(output_dir, name))
+
+
+def main(argv=None):
+    import argparse
+    p = argparse.ArgumentParser(
+        prog="python -m restore.legacy",
+        description="Export a checkpoint of ours into the original trainer's layout.")
+    p.add_argument("--trainer", required=True, help=f"one of {', '.join(EXPORT_LAYOUTS)}")
+    p.add_argument("--model-dir", required=True, help="our --output-dir of the training run")
+    p.add_argument("--load-epoch", type=int, default=None, help="epoch to export (default: latest)")
+    p.add_argument("--output-dir", required=True, help="where the original code reads --model-dir")
+    args = p.parse_args(argv)
+    try:
+        export_checkpoint(args.trainer, args.model_dir, args.output_dir, args.load_epoch)
+    except (ValueError, KeyError, OSError) as err:
+        raise SystemExit(f"Error: {err}") from None
+
+
+if __name__ == "__main__":
+    main()

@@ -7,7 +7,7 @@ import textwrap
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NAMES = ["ZeroshotCLIP", "CoOp", "CoCoOp", "LPT", "VPT", "IVLP", "MaPLe", "PromptSRC", "RESTORE_m",
-         "RESTORE_p"]
+         "RESTORE_p", "MaPLe_FSA"]
 
 
 def run(code):

@@ -292,6 +292,7 @@ def test_registered_and_reimport_safe():
     importlib.reload(importlib.import_module("trainers.maple"))  # registering again never raises
     assert issubclass(TRAINER_REGISTRY.get("RESTORE_m"), trainers.MaPLe)
     assert issubclass(TRAINER_REGISTRY.get("RESTORE_p"), trainers.PromptSRC)
+    assert issubclass(TRAINER_REGISTRY.get("MaPLe_FSA"), trainers.RESTORE_m)  # the release's name
 
 
 def test_dassl_warmup_scheduler_is_never_built(data_root, tmp_path, monkeypatch):

@@ -14,7 +14,8 @@ import torch
 from torch import nn
 
 import restore
-from restore.legacy import convert_state_dict, describe_mismatch, original_layout, unwrap
+from restore.legacy import (convert_state_dict, describe_mismatch, main, original_layout,
+                            to_original_state_dict, unwrap)
 
 BASE = ["red circle", "blue square", "green triangle"]
 NEW = ["striped star", "dotted moon", "plain_hexagon", "tiny dot"]
@@ -276,3 +277,59 @@ def test_original_file_with_pickled_scheduler_loads(tmp_path, images):
     loaded.load_state(convert_state_dict("MaPLe", unwrap(checkpoint)))
     with torch.no_grad():
         assert torch.allclose(loaded(images), trained(images), atol=1e-5)
+
+
+# ------------------------------------------------------------------- the other direction: export
+_FROZEN = ("image_encoder.", "text_encoder.", "prompt_learner.ZS_image_encoder.")
+
+
+def original_learned(state):
+    """The learned entries of a fabricated original state: no frozen CLIP, class buffers, logit_scale."""
+    out = {}
+    for k, v in state.items():
+        if k.endswith("token_prefix") or k.endswith("token_suffix") or k == "logit_scale":
+            continue
+        if k.startswith(_FROZEN) and not k.endswith("VPT") and not k.endswith("VPT_shallow"):
+            continue
+        out[k] = v
+    return out
+
+
+@pytest.mark.parametrize("ours,original", CASES[:-1] + [("MaPLe_FSA", "MaPLe_FSA")])
+def test_export_gives_the_original_layout_and_round_trips(ours, original, images):
+    release = ours == "MaPLe_FSA"
+    name = "RESTORE_m" if release else ours
+    trained = perturb(build(name, BASE, release=release))
+    exported = to_original_state_dict(ours, trained.state_to_save())
+    expected = original_learned(original_state_dict(original, trained))
+    assert set(exported) == set(expected)  # every learned key, under the original's name
+    for k, v in expected.items():
+        assert exported[k].dtype == torch.float32 and torch.equal(exported[k], v.float()), k
+    loaded = build(name, NEW, seed=21, release=release)
+    loaded.load_state(convert_state_dict(ours, exported), source="exported")
+    direct = build(name, NEW, seed=22, release=release)
+    direct.load_state(trained.state_to_save())
+    with torch.no_grad():
+        assert torch.allclose(loaded(images), direct(images), atol=1e-6)
+
+
+def test_export_refuses_what_no_original_holds():
+    with pytest.raises(ValueError, match="only as its release variant"):
+        to_original_state_dict("RESTORE_m", build("RESTORE_m", BASE).state_to_save())
+    with pytest.raises(ValueError, match="No original trainer holds RESTORE_p"):
+        to_original_state_dict("RESTORE_p", build("RESTORE_p", BASE).state_to_save())
+    with pytest.raises(ValueError, match="already in an original"):
+        to_original_state_dict("MaPLe", original_state_dict("MaPLe", build("MaPLe", BASE)))
+
+
+def test_export_checkpoint_file(tmp_path, capsys):
+    from restore.engine.checkpoint import save_checkpoint
+    model = perturb(build("IVLP", BASE))
+    save_checkpoint({"state_dict": model.state_to_save(), "epoch": 3, "optimizer": None,
+                     "scheduler": None, "val_result": None}, str(tmp_path / "run" / "VLPromptLearner"))
+    main(["--trainer", "IVLP", "--model-dir", str(tmp_path / "run"), "--output-dir", str(tmp_path / "orig")])
+    path = tmp_path / "orig" / "VLPromptLearner" / "model.pth.tar-3"
+    saved = torch.load(path, weights_only=True)  # plain data: loads anywhere
+    assert saved["epoch"] == 3 and "image_encoder.transformer.resblocks.2.VPT_shallow" in saved["state_dict"]
+    with pytest.raises(SystemExit, match="No model at"):
+        main(["--trainer", "MaPLe", "--model-dir", str(tmp_path / "run"), "--output-dir", str(tmp_path / "x")])

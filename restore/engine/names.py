@@ -13,6 +13,7 @@ REGISTERED_NAMES = {
     "RESTORE_p": "VLPromptLearner",
     "MaPLe": "MultiModalPromptLearner",
     "RESTORE_m": "MultiModalPromptLearner",
+    "MaPLe_FSA": "MultiModalPromptLearner",  # the release's name for RESTORE_m's release variant
     # Nothing to save: zero-shot CLIP has no trainable parameters. Listed so that every trainer has
     # an entry; its folder name is never written.
     "ZeroshotCLIP": "prompt_learner",

@@ -51,6 +51,8 @@ class Trainer:
         self.writer = None
         self.best_result = -math.inf
         self.time_start = None
+        # Data first, then CLIP and the method: the originals' order of random draws (same seed,
+        # same run; see restore.backbone.replay_openai_init).
         self.build_data_loader(data_manager)
         self.build_model()
         self.step = distribute(self)  # model.loss as a module (DDP-wrapped over several processes)

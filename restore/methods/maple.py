@@ -23,6 +23,8 @@ class MaPLe(PromptedCLIP):
         ctx_init = c.CTX_INIT.replace("_", " ")
         init = ctx_init if ctx_init and n <= 4 else ""
 
+        # Created in MaPLe's order (ctx, proj, deep prompts, coupling): the same random draws for
+        # the same seed.
         pl = self.prompt_learner = nn.Module()
         pl.ctx = nn.Parameter(context_vectors(self.text_encoder, init, n))
         pl.proj = nn.Linear(t_width, v_width)

@@ -14,6 +14,7 @@ import torch
 
 from ..distributed import broadcast_from_primary
 from ..feature_shift import consistency_loss, gram_norm, release_loss, release_ratios
+from ..maple_fsa import release_variant
 from ..surgery import ReleaseCalibrator, Surgery
 from .base import Encoded
 from .maple import MaPLe
@@ -51,8 +52,9 @@ class RestoreMixin:
             self.visual_adapter = Surgery(dim, r.SURGERY.RATIO)
             self.text_adapter = Surgery(dim, r.SURGERY.RATIO)
         elif self.mode == "release":
-            self.visual_adapter = ReleaseCalibrator(dim)
+            # Text first, then vision: the release's order of random draws (same seed, same run).
             self.text_adapter = ReleaseCalibrator(dim)
+            self.visual_adapter = ReleaseCalibrator(dim)
             self.register_buffer("calib_ratio", torch.tensor(
                 [s.RELEASE_VIS_R, s.RELEASE_TEXT_R], dtype=torch.float32))
             self.register_buffer("calib_updated", torch.tensor(False))
@@ -177,3 +179,12 @@ class RESTORE_m(RestoreMixin, MaPLe):
 class RESTORE_p(RestoreMixin, PromptSRC):
     """RESTORE on PromptSRC (keys in TRAINER.PROMPTSRC and TRAINER.RESTORE); PromptSRC's
     losses (on the post-surgery features) and its Gaussian prompt aggregation are kept."""
+
+
+class MaPLe_FSA(RESTORE_m):
+    """The official release's trainer name: RESTORE_m's release variant. FS.DEFINITION and
+    SURGERY.MODE are always "release"; the values of the release's TRAINER.MAPLE_FSA node reach
+    TRAINER.MAPLE and TRAINER.RESTORE through `restore.maple_fsa.map_node` (train.py applies it)."""
+
+    def __init__(self, cfg, classnames, clip_model):
+        super().__init__(release_variant(cfg), classnames, clip_model)

@@ -67,6 +67,9 @@ def build_parser():
                         "code stored in them) and a TorchScript MODEL.BACKBONE.PATH loads whatever its "
                         "checksum. Without it only tensors, the objects original Dassl checkpoints "
                         "hold, Datums, and OpenAI's published TorchScript files are read")
+    p.add_argument("--check-finished", action="store_true",
+                   help="only say whether --output-dir holds a finished run of this command: exit 0 "
+                        "(finished, same settings), 3 (not finished) or 1 (made with other settings)")
     maple_fsa.add_flags(p)  # the official release's --vis_calib_r, --text_calib_r, --fs_loss_r
     p.add_argument("opts", default=None, nargs=argparse.REMAINDER,
                    help="modify config options using the command-line")
@@ -280,7 +283,7 @@ def run_native(args, cfg, lock=None):
     print(f"** System info **\nPyTorch {torch.__version__}, Python {sys.version.split()[0]}, "
           f"device: {'cuda (' + torch.cuda.get_device_name(0) + ')' if torch.cuda.is_available() and cfg.USE_CUDA else 'cpu'}")
     trainer = Trainer(cfg)
-    return run_trainer(trainer, args, cfg)
+    return run_trainer(trainer, args, cfg, "native")
 
 
 def run_dassl(args, cfg, lock=None):
@@ -302,13 +305,36 @@ def run_dassl(args, cfg, lock=None):
     print("Collecting env info ...")
     print(f"** System info **\n{collect_env_info()}\n")
     trainer = build_trainer(cfg)
-    return run_trainer(trainer, args, cfg)
+    return run_trainer(trainer, args, cfg, "dassl")
 
 
-def run_trainer(trainer, args, cfg):
+# ------------------------------------------------------------------------------------ run record
+def eval_args(args):
+    """What an --eval-only run evaluates (recorded and compared), or None for training."""
+    return {"model_dir": args.model_dir, "load_epoch": args.load_epoch} if args.eval_only else None
+
+
+def check_finished(args, cfg):
+    """--check-finished (scripts/common.sh): exit 0 when OUTPUT_DIR holds a finished run of these
+    settings, 3 when it holds no finished run; one that differs is an error (exit 1)."""
+    from restore.engine.provenance import check_output_dir, skip_message
+    if not check_output_dir(cfg, eval_args(args)):
+        sys.exit(3)
+    print(skip_message(cfg.OUTPUT_DIR))
+    sys.exit(0)
+
+
+def record_run(trainer, args, cfg, engine):
+    from restore.engine.provenance import record_run as record
+    record(cfg, trainer.dm.dataset, engine, eval_args(args))
+
+
+def run_trainer(trainer, args, cfg, engine):
     if args.eval_only:
-        trainer.load_model(args.model_dir, epoch=args.load_epoch)
+        trainer.load_model(args.model_dir, epoch=args.load_epoch)  # checks the checkpoint's record
+        record_run(trainer, args, cfg, engine)
         return trainer.test()
+    record_run(trainer, args, cfg, engine)
     if args.no_train:
         return None
     if cfg.TRAINER.NAME == "ZeroshotCLIP":  # nothing to train: evaluate directly
@@ -378,6 +404,10 @@ def main(argv=None):
         try:
             engine = choose_engine(args.engine, processes=world_info_from_env()[2])
             cfg = setup_cfg(args, engine)
+            if args.check_finished:
+                return check_finished(args, cfg)
+            from restore.engine.provenance import check_output_dir
+            check_output_dir(cfg, eval_args(args))  # before any work: nothing to mix or overwrite
             init_distributed(cfg)  # under torchrun; before the lock, which rank 0 takes for all
             # One run per output folder; what a killed run left half-written is removed first.
             with output_lock(cfg.OUTPUT_DIR) as lock:

@@ -24,15 +24,16 @@ def openai_checksums() -> dict:
     return {url.rsplit("/", 2)[-2]: name for name, url in clip.clip._MODELS.items()}
 
 
-def file_sha256(path: str) -> str:
-    """Hex SHA256 of a file, read in 1 MiB chunks; cached per (path, size, modification time)."""
+def file_sha256(path: str, chunk: int = _CHUNK) -> str:
+    """Hex SHA256 of a file, read in `chunk`-byte pieces; cached per (path, size, modification time),
+    so that the TorchScript check and the run record hash a backbone once per process."""
     st = os.stat(path)
     key = (os.path.realpath(path), st.st_size, st.st_mtime_ns)
     if key not in _hashes:
         digest = hashlib.sha256()
         with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(_CHUNK), b""):
-                digest.update(chunk)
+            for block in iter(lambda: f.read(chunk), b""):
+                digest.update(block)
         _hashes[key] = digest.hexdigest()
     return _hashes[key]
 

@@ -197,7 +197,9 @@ class PromptTrainer(_TrainerX or object):
     # --------------------------------------------------------------------------- checkpoints
     def save_model(self, epoch, directory, is_best=False, val_result=None, model_name=""):
         from restore.engine.checkpoint import BEST, rng_state, save_checkpoint
+        from restore.engine.run_record import checkpoint_record
 
+        record = checkpoint_record(self.cfg, self.dm.dataset.classnames)
         for name in self.get_model_names():
             optim, sched = self._optims[name], self._scheds[name]
             state = {
@@ -208,22 +210,25 @@ class PromptTrainer(_TrainerX or object):
                 "val_result": val_result,
                 "scaler": self.precision.state_dict(),
                 "rng": rng_state(),
-                "trainer": self.cfg.TRAINER.NAME,
+                **record,
             }
             save_dir = osp.join(directory, name)
             save_checkpoint(state, save_dir, model_name=model_name)
             if is_best and model_name != BEST:
                 save_checkpoint(state, save_dir, model_name=BEST)
 
-    def _load_weights(self, name, path):
-        """Read a checkpoint (ours or an original one) into the model registered as `name`;
-        returns the checkpoint dict."""
+    def _load_weights(self, name, path, resume=False):
+        """Read a checkpoint (ours or an original one) into the model registered as `name`, after
+        checking its record against this run (`restore.engine.run_record`); returns the dict."""
         from restore.engine.checkpoint import load_checkpoint
+        from restore.engine.run_record import check_checkpoint
         from restore.legacy import convert_state_dict, describe_mismatch, unwrap
         from restore.methods import CheckpointError
 
         trainer = self.cfg.TRAINER.NAME
         checkpoint = load_checkpoint(path, trust=self.cfg.TRUST_FILES)  # on the CPU (RNG state)
+        check_checkpoint(checkpoint, self.cfg, self.dm.dataset.classnames,
+                         self._models[name].class_specific, path, resume=resume)
         state = unwrap(checkpoint)
         try:
             # Onto the model's device, nested extra state too (PromptSRC's running GPA sum).
@@ -266,7 +271,7 @@ class PromptTrainer(_TrainerX or object):
         start_epoch = 0
         for name, path in paths.items():
             print(f'Loading checkpoint from "{path}"')
-            checkpoint = self._load_weights(name, path)
+            checkpoint = self._load_weights(name, path, resume=True)
             if original_layout(unwrap(checkpoint)) is not None:
                 # An original checkpoint: its optimizer covers other parameters and its scheduler
                 # is a pickled object; the LR follows from the epoch.

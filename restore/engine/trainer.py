@@ -23,6 +23,7 @@ from ..checks import check_config
 from ..distributed import barrier, device_for, gather_objects, is_primary, rank
 from ..methods import METHODS, build_model
 from . import checkpoint as ckpt
+from . import run_record
 from .evaluator import Classification
 from .logger import stdout_is_terminal
 from .meters import AverageMeter, MetricMeter
@@ -247,6 +248,7 @@ class Trainer:
             "trainer": self.cfg.TRAINER.NAME,
             "rng": ckpt.rng_state(),
             "scaler": self.precision.state_dict(),
+            **run_record.checkpoint_record(self.cfg, self.classnames),
         }
         ranks = gather_objects(state["rng"])  # every rank's, so that its augmentations resume exactly
         if len(ranks) > 1:
@@ -265,6 +267,7 @@ class Trainer:
             print("No checkpoint found, train from scratch")
             return 0
         print(f"Found checkpoint at {directory} (will resume training)")
+        self.check_checkpoint(state, path, resume=True)
         ckpt.load_model_state(self.model, state["state_dict"], self.cfg.TRAINER.NAME, path)
         if "trainer" in state:  # written by this project (either engine)
             if state.get("optimizer"):
@@ -282,6 +285,11 @@ class Trainer:
               f"(lr {self.get_current_lr():.4e})")
         return start
 
+    def check_checkpoint(self, state, path, resume=False):
+        """Refuse a checkpoint of another trainer, settings or (CSC, resume) classes."""
+        run_record.check_checkpoint(state, self.cfg, self.classnames, self.model.class_specific,
+                                    path, resume=resume)
+
     def load_model(self, directory, epoch=None):
         """--eval-only: load `directory/<name>/model.pth.tar-<epoch>` (default: model-best.pth.tar,
         else the latest checkpoint)."""
@@ -294,6 +302,7 @@ class Trainer:
             return
         path = ckpt.model_file(directory, self.model_name, epoch)
         state = ckpt.load_checkpoint(path, trust=self.cfg.TRUST_FILES)
+        self.check_checkpoint(state, path)
         saved_epoch = state.get("epoch")
         print(f'Loading weights to {self.model_name} from "{path}" (epoch = {saved_epoch})')
         ckpt.load_model_state(self.model, state["state_dict"], self.cfg.TRAINER.NAME, path)

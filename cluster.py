@@ -36,7 +36,7 @@ def _steps_runner():
             import train
             primary = os.environ.get("RANK", "0") == "0"
             for folder, argv in steps:
-                if tb.finished(folder) is None:
+                if not tb.finished_with(argv):  # same settings, or one line saying what differs
                     train.main(argv)
                     if primary and tb.finished(folder) is None:
                         raise RuntimeError(f"run did not finish: {folder} (see its log.txt)")

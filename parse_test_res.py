@@ -10,7 +10,8 @@ reads `<sub>/log.txt` of every non-hidden sub-folder (seed1, seed2, ...) and pri
 counts only after the end signal: "Finish training" (also "Finished training", what older Dassl printed), or
 "=> result" with --test-log; the last match wins. Differences from CoOp: when a run was resumed, its results
 are in a timestamped log (log.txt-YYYY-MM-DD-...), so when log.txt has none the newest timestamped log that
-has one is read; the sub-folders need no Dassl.
+has one is read; the sub-folders need no Dassl. Seed folders whose run_info.json (written by train.py)
+records other settings (config, trainer, evaluated epoch; the seed aside) are refused, naming the folder.
 
 Table mode (the harmonic mean as the methods' papers report it: HM of the dataset-averaged Base and Novel):
 
@@ -99,14 +100,44 @@ def read_result(folder, keyword="accuracy", signals=END_SIGNALS):
     return None, None
 
 
+def check_same_settings(folders, where):
+    """Exit with an error naming the first seed folder whose run_info.json records other settings
+    (config, trainer, evaluated epoch) than the first recorded one; the seed may differ. Folders
+    without a record (original CoOp-lineage outputs) are not compared (said once)."""
+    import json
+    infos = {}
+    for folder in folders:
+        try:
+            with open(os.path.join(folder, "run_info.json")) as f:
+                infos[folder] = json.load(f)
+        except (OSError, ValueError):
+            continue
+    if not infos:
+        return
+    from restore.engine.provenance import run_differences
+    from restore.engine.run_record import OPERATIONAL_KEYS, describe
+    unrecorded = [os.path.basename(f) for f in folders if f not in infos]
+    if unrecorded:
+        print(f"Note: {', '.join(unrecorded)} in {where} have no run_info.json; their settings are "
+              "not compared.")
+    first, *rest = infos
+    for folder in rest:
+        diffs = run_differences(infos[first], infos[folder]["config"], infos[folder].get("eval"),
+                                ignore=OPERATIONAL_KEYS + ("SEED",))
+        if diffs:
+            sys.exit(f"Error: {folder} was made with other settings than {first}: {describe(diffs)}. "
+                     f"Averaging them would mix two experiments: rerun it with the same settings, or "
+                     f"move it out of {where}.")
+
+
 # ------------------------------------------------------------------------------- CoOp-compatible
 def parse_function(directory, keyword, signals, use_ci95):
     print(f"Parsing files in {directory}")
     results = []
-    for sub in listdir_nohidden(directory):
-        folder = os.path.join(directory, sub)
-        if not os.path.isdir(folder):
-            continue
+    folders = [os.path.join(directory, sub) for sub in listdir_nohidden(directory)]
+    folders = [f for f in folders if os.path.isdir(f)]
+    check_same_settings(folders, directory)
+    for folder in folders:
         if not log_candidates(folder):
             sys.exit(f"Error: no log.txt in {folder}")
         path, value = read_result(folder, keyword, signals)
@@ -145,11 +176,12 @@ def coop_main(args):
 def seed_values(folder_glob, keyword):
     """Values of every seed folder matching the glob (runs that printed a result)."""
     values = []
-    for folder in sorted(glob.glob(folder_glob)):
-        if os.path.isdir(folder):
-            _, value = read_result(folder, keyword, (TEST_SIGNAL,))
-            if value is not None:
-                values.append(value)
+    folders = [f for f in sorted(glob.glob(folder_glob)) if os.path.isdir(f)]
+    check_same_settings(folders, os.path.dirname(folder_glob))
+    for folder in folders:
+        _, value = read_result(folder, keyword, (TEST_SIGNAL,))
+        if value is not None:
+            values.append(value)
     return values
 
 

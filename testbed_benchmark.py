@@ -108,13 +108,29 @@ def max_epoch(trainer):
     return cfg.OPTIM.MAX_EPOCH
 
 
+def finished_with(argv):
+    """Whether the run of `argv` is finished with these settings (train.py --check-finished, as the
+    scripts ask); a folder finished with other settings raises, naming the keys."""
+    import contextlib
+
+    import train
+    try:
+        with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
+            train.main(["--check-finished", *argv])
+    except SystemExit as status:
+        if status.code in (0, 3):
+            return status.code == 0
+        raise RuntimeError(f"train.py --check-finished {' '.join(argv)} failed (see above)") from None
+    return False
+
+
 def run_job(steps, threads):
     """Run the steps of one job (train, then its tests) in this worker; skip finished ones."""
     os.environ["RESTORE_NUM_THREADS"] = str(threads)  # train.py sets torch's threads from it
     import train
     start = time.time()
     for folder, argv in steps:
-        if finished(folder) is not None:
+        if finished_with(argv):
             continue
         console = sys.stdout
         with open(os.devnull, "w") as quiet:

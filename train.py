@@ -64,6 +64,15 @@ def build_parser():
                         "auto: dassl when importable, else native")
     p.add_argument("--print-config", action="store_true",
                    help="print the resolved config (defaults, yaml files, flags, KEY VALUE pairs) and stop")
+    p.add_argument("--trust-files", action="store_true",
+                   help="trust every file this run reads (= TRUST_FILES True): checkpoints, few-shot "
+                        "caches and preprocessed.pkl are unpickled without restriction (which can run "
+                        "code stored in them) and a TorchScript MODEL.BACKBONE.PATH loads whatever its "
+                        "checksum. Without it only tensors, the objects original Dassl checkpoints "
+                        "hold, Datums, and OpenAI's published TorchScript files are read")
+    p.add_argument("--check-finished", action="store_true",
+                   help="only say whether --output-dir holds a finished run of this command: exit 0 "
+                        "(finished, same settings), 3 (not finished) or 1 (made with other settings)")
     maple_fsa.add_flags(p)  # the official release's --vis_calib_r, --text_calib_r, --fs_loss_r
     p.add_argument("opts", default=None, nargs=argparse.REMAINDER,
                    help="KEY VALUE pairs that override the config, applied last (e.g. OPTIM.MAX_EPOCH 5)")
@@ -193,6 +202,8 @@ def merge_file(cfg, path, flag):
                           (f" Files in {folder}: {', '.join(avail)}." if avail else ""))
     try:
         merge_from_file(cfg, path)
+    except UserError:  # already one line naming the file
+        raise
     except KeyError as err:
         text = str(err.args[0]) if err.args else str(err)
         key = text.split("Non-existent config key:")[-1].strip()
@@ -238,6 +249,8 @@ def reset_cfg(cfg, args):
         cfg.MODEL.BACKBONE.NAME = args.backbone
     if args.head:
         cfg.MODEL.HEAD.NAME = args.head
+    if args.trust_files:
+        cfg.TRUST_FILES = True
 
 
 def setup_cfg(args, engine="native"):
@@ -375,7 +388,7 @@ def run_native(args, cfg, lock=None):
     print(f"** System info **\nPyTorch {torch.__version__}, Python {sys.version.split()[0]}, "
           f"device: {'cuda (' + torch.cuda.get_device_name(0) + ')' if torch.cuda.is_available() and cfg.USE_CUDA else 'cpu'}")
     trainer = Trainer(cfg)
-    return run_trainer(trainer, args, cfg)
+    return run_trainer(trainer, args, cfg, "native")
 
 
 def run_dassl(args, cfg, lock=None):
@@ -398,13 +411,36 @@ def run_dassl(args, cfg, lock=None):
     print("Collecting env info ...")
     print(f"** System info **\n{collect_env_info()}\n")
     trainer = build_trainer(cfg)
-    return run_trainer(trainer, args, cfg)
+    return run_trainer(trainer, args, cfg, "dassl")
 
 
-def run_trainer(trainer, args, cfg):
+# ------------------------------------------------------------------------------------ run record
+def eval_args(args):
+    """What an --eval-only run evaluates (recorded and compared), or None for training."""
+    return {"model_dir": args.model_dir, "load_epoch": args.load_epoch} if args.eval_only else None
+
+
+def check_finished(args, cfg):
+    """--check-finished (scripts/common.sh): exit 0 when OUTPUT_DIR holds a finished run of these
+    settings, 3 when it holds no finished run; one that differs is an error (exit 1)."""
+    from restore.engine.provenance import check_output_dir, skip_message
+    if not check_output_dir(cfg, eval_args(args)):
+        sys.exit(3)
+    print(skip_message(cfg.OUTPUT_DIR))
+    sys.exit(0)
+
+
+def record_run(trainer, args, cfg, engine):
+    from restore.engine.provenance import record_run as record
+    record(cfg, trainer.dm.dataset, engine, eval_args(args))
+
+
+def run_trainer(trainer, args, cfg, engine):
     if args.eval_only:
-        trainer.load_model(args.model_dir, epoch=args.load_epoch)
+        trainer.load_model(args.model_dir, epoch=args.load_epoch)  # checks the checkpoint's record
+        record_run(trainer, args, cfg, engine)
         return trainer.test()
+    record_run(trainer, args, cfg, engine)
     if args.no_train:
         return None
     if cfg.TRAINER.NAME == "ZeroshotCLIP":  # nothing to train: evaluate directly
@@ -477,6 +513,10 @@ def main(argv=None):
             if args.print_config:
                 print(cfg)
                 return None
+            if args.check_finished:
+                return check_finished(args, cfg)
+            from restore.engine.provenance import check_output_dir
+            check_output_dir(cfg, eval_args(args))  # before any work: nothing to mix or overwrite
             init_distributed(cfg)  # under torchrun; before the lock, which rank 0 takes for all
             # One run per output folder; what a killed run left half-written is removed first.
             with output_lock(cfg.OUTPUT_DIR) as lock:

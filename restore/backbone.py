@@ -5,14 +5,15 @@ parameters frozen; methods add prompts around it and never change it.
 """
 import os
 import urllib.error
-import warnings
 
 import clip
 import torch
 from clip.model import CLIP, build_model
 
 from .adapters.openclip import is_open_clip_name, load_open_clip
+from .safe_pickle import UntrustedFileError
 from .suggest import did_you_mean
+from .torchscript import check_torchscript, torchscript_state_dict
 
 CACHE_DIR = os.path.expanduser("~/.cache/clip")
 
@@ -96,17 +97,18 @@ def available_backbones() -> list:
     return list(clip.clip._MODELS) + list(_small_backbones())
 
 
-def load_clip(name_or_path: str) -> CLIP:
+def load_clip(name_or_path: str, trust: bool = False) -> CLIP:
     """Load a CLIP by OpenAI name ("ViT-B/16"), small-backbone name ("tiny-random", "testbed"),
     open_clip name ("open_clip:ViT-B-16/laion2b_s34b_b88k") or path to a local file (OpenAI JIT
-    archive, plain state dict, or {"dims", "state_dict"})."""
+    archive, plain state dict, or {"dims", "state_dict"}). A TorchScript archive other than OpenAI's
+    published files raises UntrustedFileError unless `trust` (restore.torchscript)."""
     if is_open_clip_name(name_or_path):
         return load_open_clip(name_or_path)
     small = _small_backbones()
     if name_or_path in small:
         return small[name_or_path]()
     if os.path.isfile(name_or_path):
-        return _load_file(name_or_path)
+        return _load_file(name_or_path, trust)
     if name_or_path not in clip.clip._MODELS:
         # OpenAI names contain "/" too ("ViT-B/16"): a mistyped one is a name, not a path.
         if (name_or_path.endswith((".pt", ".pth")) or os.path.isabs(name_or_path)
@@ -128,16 +130,19 @@ def load_clip(name_or_path: str) -> CLIP:
                 f"CLIP weights for {name_or_path} are not at {path} and could not be downloaded "
                 f"({err}). Copy the file there, or set MODEL.BACKBONE.PATH to a local copy."
             ) from None
-    return _load_file(path)
+    return _load_file(path, trust)
 
 
 def build_backbone(cfg) -> CLIP:
     """The CLIP named by a config: MODEL.BACKBONE.PATH if set, else MODEL.BACKBONE.NAME. An
     open_clip name ("open_clip:ViT-B-16/TAG") with a PATH loads that file into its architecture."""
     path = cfg.MODEL.BACKBONE.get("PATH", "")
+    trust = cfg.get("TRUST_FILES", False)
     if is_open_clip_name(cfg.MODEL.BACKBONE.NAME):
+        if path:  # a TorchScript file is run by open_clip's loader too: only OpenAI's, or trusted
+            check_torchscript(path, trust)
         return load_open_clip(cfg.MODEL.BACKBONE.NAME, path)
-    return load_clip(path if path else cfg.MODEL.BACKBONE.NAME)
+    return load_clip(path if path else cfg.MODEL.BACKBONE.NAME, trust=trust)
 
 
 def save_clip(model: CLIP, path: str, dims: dict) -> None:
@@ -163,16 +168,16 @@ def weight_shapes(state: dict) -> tuple:
             count("transformer.resblocks."))
 
 
-def _load_file(path: str) -> CLIP:
+def _load_file(path: str, trust: bool = False) -> CLIP:
     try:
-        with warnings.catch_warnings():  # OpenAI ships TorchScript archives; torch deprecates jit
-            warnings.simplefilter("ignore", FutureWarning)
-            state = torch.jit.load(path, map_location="cpu").state_dict()
-    except RuntimeError:  # not a TorchScript archive: a pickled state dict
-        try:
+        # OpenAI ships TorchScript archives (accepted by checksum); others are pickled state dicts.
+        state = torchscript_state_dict(path, trust)
+        if state is None:
             state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:
-            raise BackboneError(f"Cannot read CLIP weights from {path}: {err}") from None
+    except UntrustedFileError:
+        raise
+    except Exception as err:
+        raise BackboneError(f"Cannot read CLIP weights from {path}: {err}") from None
     if isinstance(state, dict) and "dims" in state and "state_dict" in state:
         with torch.random.fork_rng(devices=[]):
             model = CLIP(**{k: state["dims"][k] for k in CLIP_DIMS})

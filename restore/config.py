@@ -7,6 +7,7 @@ Defaults are the anchors' (docs/REPRODUCING.md section 2).
 from yacs.config import CfgNode as CN
 
 from . import maple_fsa
+from .errors import UserError
 
 
 def _dassl_defaults() -> CN:
@@ -133,6 +134,9 @@ def extend_cfg(cfg: CN) -> CN:
     cfg.DATASET.SUBSAMPLE_CLASSES = "all"
     # A local CLIP file; overrides the name -> ~/.cache/clip resolution of MODEL.BACKBONE.NAME.
     cfg.MODEL.BACKBONE.PATH = ""
+    # "I trust every file this run reads" (train.py --trust-files): checkpoints and caches are unpickled
+    # without restriction and TorchScript backbones load whatever their checksum (restore.safe_pickle).
+    cfg.TRUST_FILES = False
     # Under torchrun with N processes: "global" = TRAIN_X.BATCH_SIZE is the batch of one step over all
     # processes (BATCH_SIZE / N each); "per_process" = each process takes BATCH_SIZE (N times larger steps).
     cfg.DATALOADER.TRAIN_X.BATCH_SIZE_SCOPE = "global"
@@ -237,11 +241,18 @@ def _ints_to_floats(defaults: CN, other: CN) -> None:
             other[key] = float(value)
 
 
+YAML_SUFFIXES = (".yaml", ".yml")
+
+
 def merge_from_file(cfg: CN, path: str) -> None:
-    """`cfg.merge_from_file`, but integers are accepted for float keys: the anchors' yaml files
-    write e.g. `GPA_MEAN: 6` where the default is a float, which plain yacs rejects."""
+    """`cfg.merge_from_file` for yaml files only (yacs would execute a `.py` config: UserError), and
+    integers are accepted for float keys: the anchors' yaml files write e.g. `GPA_MEAN: 6` where the
+    default is a float, which plain yacs rejects."""
+    if not path.lower().endswith(YAML_SUFFIXES):
+        raise UserError(f"Config file {path}: only yaml files (.yaml, .yml) are read, since a Python "
+                        "config would run as code; write its keys in yaml.")
     with open(path) as f:
-        other = cfg.load_cfg(f)
+        other = cfg.load_cfg(f.read())  # a string: parsed as yaml whatever the file name says
     _ints_to_floats(cfg, other)
     cfg.merge_from_other_cfg(other)
 

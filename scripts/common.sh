@@ -141,23 +141,36 @@ load_epoch() {
     echo "$ep"
 }
 
-# finished DIR: the run in DIR printed its evaluation result (the one rule: testbed_benchmark.finished,
-# which cluster.py and testbed_benchmark.py use too; a module without heavy imports)
-finished() {
-    "$PYTHON" -c 'import sys, testbed_benchmark as tb; sys.exit(tb.finished(sys.argv[1]) is None)' "$1"
-}
+# BACKBONE's override, added to every train.py call (the finished check included).
+BACKBONE_OPTS=()
+if [ -n "${BACKBONE:-}" ]; then BACKBONE_OPTS=(MODEL.BACKBONE.NAME "$BACKBONE"); fi
 
 run_train_py() {
-    local backbone=()
-    if [ -n "${BACKBONE:-}" ]; then backbone=(MODEL.BACKBONE.NAME "$BACKBONE"); fi
     if [ "$NPROC" -gt 1 ]; then  # DATALOADER.TRAIN_X.BATCH_SIZE stays the global batch
-        echo "+ $PYTHON -m torch.distributed.run --standalone --nproc_per_node $NPROC train.py $* ${backbone[*]}"
+        echo "+ $PYTHON -m torch.distributed.run --standalone --nproc_per_node $NPROC train.py $* ${BACKBONE_OPTS[*]}"
         "$PYTHON" -m torch.distributed.run --standalone --nproc_per_node "$NPROC" train.py --engine "$ENGINE" \
-            "$@" "${backbone[@]}"
+            "$@" "${BACKBONE_OPTS[@]}"
     else
-        echo "+ $PYTHON train.py $* ${backbone[*]}"
-        "$PYTHON" train.py --engine "$ENGINE" "$@" "${backbone[@]}"
+        echo "+ $PYTHON train.py $* ${BACKBONE_OPTS[*]}"
+        "$PYTHON" train.py --engine "$ENGINE" "$@" "${BACKBONE_OPTS[@]}"
     fi
+}
+
+# run_job MESSAGE TRAIN_PY_ARGS...: train.py --check-finished decides on the output folder (the one rule:
+# finished = a log printed "=> result" and its accuracy; same settings = run_info.json agrees): a finished
+# run of exactly these settings (LOADEP and overrides included) is skipped; one made with other settings
+# stops the script with the reason (exit 1); otherwise MESSAGE is printed and the job runs (resuming).
+run_job() {
+    local message="$1" rc=0
+    shift
+    "$PYTHON" train.py --engine "$ENGINE" --check-finished "$@" "${BACKBONE_OPTS[@]}" || rc=$?
+    case "$rc" in
+        0) return 0 ;;
+        3) ;;
+        *) exit "$rc" ;;
+    esac
+    echo "$message"
+    run_train_py "$@"
 }
 
 # Release-variant ratios of the official RESTORE (docs/REPRODUCING.md section 9) as config overrides, for
@@ -181,6 +194,10 @@ variant_overrides() {  # extra overrides for the chosen config (release ratios f
     esac
 }
 
+start_message() {
+    if [ -d "$1" ]; then echo "Found $1. Resuming..."; else echo "Run this job and save the output to $1"; fi
+}
+
 # ------------------------------------------------------------------------------------- base-to-novel
 base2new_train() {
     usage_check 2 "DATASET SEED [KEY VALUE ...]" "$@"
@@ -192,13 +209,8 @@ base2new_train() {
     cfg="$(config_name "$dataset" "$CFG")"
     file="$(trainer_config "$cfg")"
     dir="${OUTPUT}/base2new/train_base/${dataset}/shots_${SHOTS}/${TRAINER}/${cfg}/seed${seed}"
-    if finished "$dir"; then
-        echo "Results are available in ${dir}. Skip this job (delete the folder to run it again)"
-        return 0
-    fi
-    if [ -d "$dir" ]; then echo "Found ${dir}. Resuming..."; else echo "Run this job and save the output to ${dir}"; fi
     # shellcheck disable=SC2046
-    run_train_py --root "$root" --seed "$seed" --trainer "$TRAINER" \
+    run_job "$(start_message "$dir")" --root "$root" --seed "$seed" --trainer "$TRAINER" \
         --dataset-config-file "$dcfg" --config-file "$file" --output-dir "$dir" \
         DATASET.NUM_SHOTS "$SHOTS" DATASET.SUBSAMPLE_CLASSES base \
         $(variant_overrides "$dataset" "$cfg") "$@"
@@ -217,13 +229,9 @@ base2new_test() {
     model_dir="${OUTPUT}/base2new/train_base/${common}"
     dir="${OUTPUT}/base2new/test_new/${common}"
     loadep="$(load_epoch "$file" "$@")"
-    if finished "$dir"; then
-        echo "Results are available in ${dir}. Skip this job (delete the folder to run it again)"
-        return 0
-    fi
-    echo "Evaluate ${model_dir} (epoch ${loadep}) on the new classes; output to ${dir}"
     # shellcheck disable=SC2046
-    run_train_py --root "$root" --seed "$seed" --trainer "$TRAINER" \
+    run_job "Evaluate ${model_dir} (epoch ${loadep}) on the new classes; output to ${dir}" \
+        --root "$root" --seed "$seed" --trainer "$TRAINER" \
         --dataset-config-file "$dcfg" --config-file "$file" --output-dir "$dir" \
         --model-dir "$model_dir" --load-epoch "$loadep" --eval-only \
         DATASET.NUM_SHOTS "$SHOTS" DATASET.SUBSAMPLE_CLASSES new \
@@ -245,13 +253,8 @@ xd_train() {
     cfg="$(config_name "$dataset" "$XD_CFG")"
     file="$(trainer_config "$cfg")"
     dir="${OUTPUT}/${dataset}/${TRAINER}/${cfg}_${SHOTS}shots/seed${seed}"
-    if finished "$dir"; then
-        echo "Results are available in ${dir}. Skip this job (delete the folder to run it again)"
-        return 0
-    fi
-    if [ -d "$dir" ]; then echo "Found ${dir}. Resuming..."; else echo "Run this job and save the output to ${dir}"; fi
     # shellcheck disable=SC2046
-    run_train_py --root "$root" --seed "$seed" --trainer "$TRAINER" \
+    run_job "$(start_message "$dir")" --root "$root" --seed "$seed" --trainer "$TRAINER" \
         --dataset-config-file "$dcfg" --config-file "$file" --output-dir "$dir" \
         DATASET.NUM_SHOTS "$SHOTS" $(variant_overrides "$dataset" "$cfg") "$@"
 }
@@ -269,13 +272,9 @@ xd_test() {
     model_dir="${OUTPUT}/${src}/${TRAINER}/${cfg}_${SHOTS}shots/seed${seed}"
     dir="${OUTPUT}/evaluation/${TRAINER}/${cfg}_${SHOTS}shots/${dataset}/seed${seed}"
     loadep="$(load_epoch "$file" "$@")"
-    if finished "$dir"; then
-        echo "Results are available in ${dir}. Skip this job (delete the folder to run it again)"
-        return 0
-    fi
-    echo "Evaluate ${model_dir} (epoch ${loadep}) on ${dataset}; output to ${dir}"
     # shellcheck disable=SC2046
-    run_train_py --root "$root" --seed "$seed" --trainer "$TRAINER" \
+    run_job "Evaluate ${model_dir} (epoch ${loadep}) on ${dataset}; output to ${dir}" \
+        --root "$root" --seed "$seed" --trainer "$TRAINER" \
         --dataset-config-file "$dcfg" --config-file "$file" --output-dir "$dir" \
         --model-dir "$model_dir" --load-epoch "$loadep" --eval-only \
         $(variant_overrides "$src" "$cfg") "$@"
@@ -296,12 +295,7 @@ fewshot_train() {
     file="$(trainer_config "$cfg")"
     for seed in ${SEEDS:-1 2 3}; do
         dir="${OUTPUT}/${dataset}/${TRAINER}/${cfg}_${shots}shots/nctx${nctx}_csc${csc}_ctp${ctp}/seed${seed}"
-        if finished "$dir"; then
-            echo "Results are available in ${dir}. Skip this job (delete the folder to run it again)"
-            continue
-        fi
-        if [ -d "$dir" ]; then echo "Found ${dir}. Resuming..."; else echo "Run this job and save the output to ${dir}"; fi
-        run_train_py --root "$root" --seed "$seed" --trainer "$TRAINER" \
+        run_job "$(start_message "$dir")" --root "$root" --seed "$seed" --trainer "$TRAINER" \
             --dataset-config-file "$dcfg" --config-file "$file" --output-dir "$dir" \
             TRAINER.COOP.N_CTX "$nctx" TRAINER.COOP.CSC "$csc" TRAINER.COOP.CLASS_TOKEN_POSITION "$ctp" \
             DATASET.NUM_SHOTS "$shots" "$@"

@@ -45,7 +45,15 @@ def test_restore_base2new_scripts(tmp_path):
     log = (tmp_path / "output" / "base2new" / "test_new" / common / "log.txt").read_text()
     assert "(epoch = 1)" in log and "* accuracy:" in log
     again = bash("restore/base2new_test.sh", "oxford_pets", "1", *TINY, **env)
-    assert "Skip this job" in again.stdout
+    assert again.returncode == 0 and "Skip this job" in again.stdout
+    # The "finished" check compares the evaluated epoch and the overrides (train.py --check-finished).
+    other_epoch = bash("restore/base2new_test.sh", "oxford_pets", "1", *TINY, LOADEP="2", **env)
+    assert other_epoch.returncode == 1 and "Skip" not in other_epoch.stdout
+    assert "--load-epoch (LOADEP) 1 (saved) vs 2 (now)" in other_epoch.stderr
+    override = bash("restore/base2new_test.sh", "oxford_pets", "1", *TINY, "TEST.PER_CLASS_RESULT",
+                    "True", **env)
+    assert override.returncode == 1
+    assert "TEST.PER_CLASS_RESULT False (saved) vs True (now)" in override.stderr
 
 
 def test_nproc_starts_train_py_under_torchrun(tmp_path):

@@ -85,7 +85,6 @@ def test_requeue_resumes_from_the_last_checkpoint(tmp_path, monkeypatch):
     import submitit
     import torch
 
-    import train
     from restore.engine import REGISTERED_NAMES
     from test_engine_fakes import cli_opts, make_oxford_pets
     monkeypatch.chdir(cluster.__file__.rsplit(os.sep, 1)[0])
@@ -110,7 +109,10 @@ def test_requeue_resumes_from_the_last_checkpoint(tmp_path, monkeypatch):
     job.result()
     resumed = [f for f in os.listdir(out) if f.startswith("log.txt-")]
     assert len(resumed) == 1 and "(will resume training)" in (out / resumed[0]).read_text()
-    train.main(argv(tmp_path / "whole"))
+    # the uninterrupted reference runs the same way (a task process with the same environment and
+    # thread count): an in-process run would inherit whatever thread count earlier tests set
+    whole = tmp_path / "whole"
+    executor.submit(cluster._steps_runner(), [(str(whole), argv(whole))]).result()
     name = f"{REGISTERED_NAMES['CoOp']}/model.pth.tar-{epochs}"
     a = torch.load(tmp_path / "whole" / name, weights_only=True)["state_dict"]
     b = torch.load(out / name, weights_only=True)["state_dict"]

@@ -31,6 +31,7 @@ EXTERNAL = [
     r"split_\w+\.json",             # a dataset's split file (DATASETS.md), in the user's data folder
     r"testbed\.json",               # written by the testbed generator into each dataset folder
     r"submitted\.json",             # written by cluster.py into the output folder
+    r"(OUTPUT_DIR/)?run_info\.json",  # every run's record, written into its output folder
     r"cat_to_name\.json",           # Oxford Flowers' class names, in the user's data folder
     r"(\w+/)*setup\.py",            # Dassl's installer (README's install steps)
     r"(\w+/)*requirements\.txt",

@@ -37,6 +37,14 @@ def read_log(folder):
         return f.read()
 
 
+def tensorboard_scalars(folder):
+    """{tag: [(step, value)]} of the TensorBoard event files in `folder`."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(str(folder))
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
 def accuracy(log):
     return float(re.findall(r"^\* accuracy: ([\d.]+)%$", log, re.M)[-1])
 
@@ -64,7 +72,10 @@ def test_base_to_novel(trainer, data_root, tmp_path, capsys):
         assert saved["epoch"] == 1 and saved["state_dict"]
         assert not any(k.startswith("clip.") for k in saved["state_dict"])
         assert (train_dir / name / "checkpoint").read_text().strip() == "model.pth.tar-1"
-        assert os.path.isdir(train_dir / "tensorboard")
+        # TensorBoard logs (a runtime dependency): one train/lr point per iteration (3), the test accuracy.
+        scalars = tensorboard_scalars(train_dir / "tensorboard")
+        assert [step for step, _ in scalars["train/lr"]] == [0, 1, 2]
+        assert scalars["test/accuracy"] == [(0, pytest.approx(base_acc))]  # at the last epoch index
 
     novel_acc = run(data_root, trainer, test_dir, "--eval-only", "--model-dir", str(train_dir),
                     "--load-epoch", "1", opts=["DATASET.NUM_SHOTS", 4, "DATASET.SUBSAMPLE_CLASSES", "new"])

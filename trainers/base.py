@@ -18,7 +18,8 @@ engines train, save and load the same way:
   (no frozen CLIP) with plain-data optimiser and scheduler state, written atomically
   (`restore.engine.checkpoint`), so they load with torch's `weights_only=True`. Loading accepts
   ours and the original CoOp / CoCoOp / IVLP / VPT / MaPLe / PromptSRC / MaPLe_FSA checkpoints
-  (`restore.legacy`), never through Dassl's `torch.load`, and never prints a None val_result.
+  (`restore.legacy`), never through Dassl's `torch.load` (restore.safe_pickle: no code runs from
+  a checkpoint unless TRUST_FILES), and never prints a None val_result.
 - evaluation: Dassl's `test()` with the class texts encoded once per evaluation.
 
 Without Dassl (or with a broken install) the classes still exist, on `object`, and register nothing;
@@ -121,7 +122,7 @@ class PromptTrainer(_TrainerX or object):
         print(f"Building {name}")
         model = restore.build_model(cfg, classnames, clip_model)
         if cfg.MODEL.INIT_WEIGHTS:
-            load_pretrained_weights(model, cfg.MODEL.INIT_WEIGHTS, name)
+            load_pretrained_weights(model, cfg.MODEL.INIT_WEIGHTS, name, trust=cfg.TRUST_FILES)
         self.precision = Precision.from_cfg(cfg, self.device)
         self.model = self.precision.prepare(model)
 
@@ -196,7 +197,9 @@ class PromptTrainer(_TrainerX or object):
     # --------------------------------------------------------------------------- checkpoints
     def save_model(self, epoch, directory, is_best=False, val_result=None, model_name=""):
         from restore.engine.checkpoint import BEST, rng_state, save_checkpoint
+        from restore.engine.run_record import checkpoint_record
 
+        record = checkpoint_record(self.cfg, self.dm.dataset.classnames)
         for name in self.get_model_names():
             optim, sched = self._optims[name], self._scheds[name]
             state = {
@@ -207,22 +210,25 @@ class PromptTrainer(_TrainerX or object):
                 "val_result": val_result,
                 "scaler": self.precision.state_dict(),
                 "rng": rng_state(),
-                "trainer": self.cfg.TRAINER.NAME,
+                **record,
             }
             save_dir = osp.join(directory, name)
             save_checkpoint(state, save_dir, model_name=model_name)
             if is_best and model_name != BEST:
                 save_checkpoint(state, save_dir, model_name=BEST)
 
-    def _load_weights(self, name, path):
-        """Read a checkpoint (ours or an original one) into the model registered as `name`;
-        returns the checkpoint dict."""
+    def _load_weights(self, name, path, resume=False):
+        """Read a checkpoint (ours or an original one) into the model registered as `name`, after
+        checking its record against this run (`restore.engine.run_record`); returns the dict."""
         from restore.engine.checkpoint import load_checkpoint
+        from restore.engine.run_record import check_checkpoint
         from restore.legacy import convert_state_dict, describe_mismatch, unwrap
         from restore.methods import CheckpointError
 
         trainer = self.cfg.TRAINER.NAME
-        checkpoint = load_checkpoint(path)  # on the CPU (the RNG state must stay there)
+        checkpoint = load_checkpoint(path, trust=self.cfg.TRUST_FILES)  # on the CPU (RNG state)
+        check_checkpoint(checkpoint, self.cfg, self.dm.dataset.classnames,
+                         self._models[name].class_specific, path, resume=resume)
         state = unwrap(checkpoint)
         try:
             # Onto the model's device, nested extra state too (PromptSRC's running GPA sum).
@@ -256,7 +262,8 @@ class PromptTrainer(_TrainerX or object):
 
         names = self.get_model_names()
         # The newest checkpoint that loads: a damaged newer one is skipped (and said so).
-        paths = {n: newest_readable_checkpoint(osp.join(directory, n))[0] for n in names}
+        paths = {n: newest_readable_checkpoint(osp.join(directory, n), trust=self.cfg.TRUST_FILES)[0]
+                 for n in names}
         if not names or any(p is None for p in paths.values()):
             print("No checkpoint found, train from scratch")
             return 0
@@ -264,7 +271,7 @@ class PromptTrainer(_TrainerX or object):
         start_epoch = 0
         for name, path in paths.items():
             print(f'Loading checkpoint from "{path}"')
-            checkpoint = self._load_weights(name, path)
+            checkpoint = self._load_weights(name, path, resume=True)
             if original_layout(unwrap(checkpoint)) is not None:
                 # An original checkpoint: its optimizer covers other parameters and its scheduler
                 # is a pickled object; the LR follows from the epoch.

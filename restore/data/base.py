@@ -12,6 +12,7 @@ import random
 from collections import defaultdict
 
 from ..suggest import did_you_mean
+from .cache_check import check_fewshot_sample, relocate, say_relocated
 from .datum import Datum, load_pickle, save_pickle
 from .errors import DatasetError
 from .splits import check_images_exist, check_labels, read_split, save_split
@@ -244,9 +245,10 @@ def load_or_create_fewshot(dataset, cfg, train, val=None):
     if num_shots < 1:
         return train, val
     path = fewshot_cache_path(dataset.dataset_dir, num_shots, cfg.SEED)
+    dataset.fewshot_cache = path  # recorded in the run's provenance
     if os.path.exists(path):
         print(f"Loading preprocessed few-shot data from {path}")
-        data = load_pickle(path)
+        data = load_pickle(path, trust=cfg.TRUST_FILES)
         keys = ("train",) if val is None else ("train", "val")
         if not isinstance(data, dict) or any(k not in data for k in keys):
             raise DatasetError(
@@ -256,13 +258,21 @@ def load_or_create_fewshot(dataset, cfg, train, val=None):
         num_classes = max((item.label for item in train), default=-1) + 1  # of the split it was sampled from
         check_labels({k: data[k] for k in keys}, f"The few-shot cache {path}", num_classes,
                      fix="Delete the cache; it is regenerated on the next run.")
-        train = data["train"]
+        # Valid only for the dataset it was sampled from: re-rooted when the dataset moved, refused
+        # when the split changed.
+        source = f"The few-shot cache {path}"
+        cached_train, old = relocate(data["train"], dataset.dataset_dir, source)
+        check_fewshot_sample(path, cached_train, train, dataset.dataset_dir)
         if val is not None:
-            val = data["val"]
+            cached_val, old_val = relocate(data["val"], dataset.dataset_dir, source)
+            check_fewshot_sample(path, cached_val, val, dataset.dataset_dir)
+            val, old = cached_val, old or old_val
+        train = cached_train
+        say_relocated(source, old, dataset.dataset_dir)
         check_images_exist(
             train + (val or []), f"the few-shot cache {path}", dataset.dataset_dir,
-            fix="The cache stores absolute paths: it was made for a copy of the dataset at another place, or "
-                "images were removed since. Delete it; it is regenerated on the next run (same seed -> same sample).")
+            fix="Images were removed since the cache was made: restore them, or delete the cache to draw a new "
+                "sample.")
         return train, val
     train = generate_fewshot_dataset(train, num_shots=num_shots)
     data = {"train": train}

@@ -5,7 +5,8 @@ CoOp-lineage code caches few-shot splits (`split_fewshot/shot_K-seed_S.pkl`) and
 Dassl's attribute names (`_impath`, `_label`, `_domain`, `_classname`) so that the pickled state is the same:
 
 - `load_pickle` reads such files with or without Dassl installed: the Dassl class path is always mapped to
-  our `Datum` (restore/ never imports dassl), so loaded items are ours whatever is installed.
+  our `Datum` (restore/ never imports dassl), so loaded items are ours whatever is installed; no other
+  class is built (restore.safe_pickle), so a crafted cache runs no code.
 - `save_pickle` writes our `Datum`s under the Dassl class path, so that CoOp-lineage code running with Dassl
   loads our caches unchanged (and we load them back through `load_pickle`).
 """
@@ -13,11 +14,15 @@ import os
 import pickle
 import tempfile
 
+from .. import safe_pickle
 from .errors import DatasetError
 
 # Where Dassl defines its Datum; the class path recorded in every CoOp-lineage cache.
 DASSL_DATUM_MODULE = "dassl.data.datasets.base_dataset"
 DASSL_DATUM_NAME = "Datum"
+# The only class a cache may build (restore.safe_pickle): Dassl's Datum (and ours) -> ours.
+CACHE_GLOBALS = {f"{DASSL_DATUM_MODULE}.{DASSL_DATUM_NAME}": f"{__name__}.Datum",
+                 f"{__name__}.Datum": f"{__name__}.Datum"}
 
 
 class Datum:
@@ -56,15 +61,6 @@ class Datum:
                 f"domain={self._domain!r}, classname={self._classname!r})")
 
 
-class _DatumUnpickler(pickle.Unpickler):
-    """Maps Dassl's Datum class path to ours; everything else resolves as usual."""
-
-    def find_class(self, module, name):
-        if module == DASSL_DATUM_MODULE and name == DASSL_DATUM_NAME:
-            return Datum
-        return super().find_class(module, name)
-
-
 class _DasslPathPickler(pickle._Pickler):
     """Pickles our Datum class by Dassl's class path (the instances' state is already Dassl's).
 
@@ -84,17 +80,24 @@ class _DasslPathPickler(pickle._Pickler):
         self.memoize(obj)
 
 
-def load_pickle(path):
-    """Load a pickle written by CoOp-lineage code (Dassl Datums) or by `save_pickle`, without Dassl."""
+def load_pickle(path, trust=False):
+    """Load a pickle written by CoOp-lineage code (Dassl Datums) or by `save_pickle`, without Dassl.
+
+    Builds only Datums (CACHE_GLOBALS; containers, strings and numbers need no class): any other
+    class raises UntrustedFileError unless `trust` (TRUST_FILES, --trust-files).
+    """
     try:
-        with open(path, "rb") as f:
-            return _DatumUnpickler(f).load()
+        return safe_pickle.load_pickle(
+            path, CACHE_GLOBALS, "a few-shot cache or preprocessed.pkl",
+            fix="Delete it; it is regenerated on the next run (same seed -> same sample).", trust=trust)
     except FileNotFoundError:
         raise DatasetError(f"Cache file not found: {path}") from None
+    except safe_pickle.UntrustedFileError:
+        raise
     except Exception as e:  # truncated or foreign file
         raise DatasetError(
-            f"Cannot read the cache file {path} ({type(e).__name__}: {e}).\n"
-            f"Delete it; it is regenerated on the next run (same seed -> same sample)."
+            f"Cannot read the cache file {path} ({type(e).__name__}: {e}). Delete it; it is regenerated "
+            f"on the next run (same seed -> same sample)."
         ) from e
 
 

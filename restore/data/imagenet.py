@@ -14,6 +14,7 @@ import os
 from collections import OrderedDict
 
 from .base import DatasetBase, cfg_subsample, load_or_create_fewshot, register_dataset, resolve_dataset_dir, subsample_classes
+from .cache_check import check_class_folders, relocate, say_relocated
 from .datum import Datum, load_pickle, save_pickle
 from .errors import DatasetError
 from .splits import check_labels, listdir_nohidden, num_labels
@@ -92,13 +93,12 @@ class ImageNet(DatasetBase):
         self.split_fewshot_dir = os.path.join(self.dataset_dir, "split_fewshot")
 
         if os.path.exists(self.preprocessed):
-            data = load_pickle(self.preprocessed)
+            data = load_pickle(self.preprocessed, trust=cfg.TRUST_FILES)
             if not isinstance(data, dict) or "train" not in data or "test" not in data:
                 raise DatasetError(f"{self.preprocessed} does not hold \"train\" and \"test\": delete it; it is rebuilt.")
             check_labels({k: data[k] for k in ("train", "test")}, self.preprocessed, num_labels(data["train"]),
                          fix="Delete it; it is rebuilt on the next run.")
-            train, test = data["train"], data["test"]
-            _check_cached_paths(self.preprocessed, train, test)
+            train, test = self.check_preprocessed(data["train"], data["test"])
         else:
             classnames = read_classnames(os.path.join(self.dataset_dir, "classnames.txt"))
             train = self.read_data(classnames, "train")
@@ -114,6 +114,22 @@ class ImageNet(DatasetBase):
         super().__init__(train_x=train, val=test, test=test)
 
     read_classnames = staticmethod(read_classnames)
+
+    def check_preprocessed(self, train, test):
+        """preprocessed.pkl's lists, re-rooted when the dataset moved; refused when the class folders
+        (or, when classnames.txt is present, the class names) changed since it was written."""
+        source = self.preprocessed
+        train, old = relocate(train, self.dataset_dir, source)
+        test, old_test = relocate(test, self.dataset_dir, source)
+        say_relocated(source, old or old_test, self.dataset_dir)
+        text_file = os.path.join(self.dataset_dir, "classnames.txt")
+        classnames = read_classnames(text_file) if os.path.isfile(text_file) else None
+        for split, items in (("train", train), ("val", test)):
+            split_dir = os.path.join(self.image_dir, split)
+            folders = _class_folders(split_dir) if os.path.isdir(split_dir) else []
+            check_class_folders(source, items, folders, classnames)
+        _check_cached_paths(source, train, test)
+        return train, test
 
     def read_data(self, classnames, split):
         split_dir = os.path.join(self.image_dir, split)

@@ -22,8 +22,7 @@ def read_image(path):
             return img.convert("RGB")
     except FileNotFoundError:
         raise DatasetError(
-            f"Image not found: {path}. Restore the file, or if the dataset moved, delete the dataset's "
-            f"split_fewshot/ caches (they store absolute paths)."
+            f"Image not found: {path}. Restore the file (the dataset's split file or a cache lists it)."
         ) from None
     except (OSError, ValueError, Image.DecompressionBombError) as e:
         raise DatasetError(

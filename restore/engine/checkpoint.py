@@ -6,18 +6,20 @@
     <directory>/<registered name>/checkpoint                text: the latest file name
 
 Files are written to a temporary file in the same folder and renamed, so an interrupted save never leaves
-a half-written checkpoint. Loading tries `weights_only=True` first; original Dassl checkpoints pickle the
-LR scheduler, so for those it falls back to a full unpickling (trusted files only) in which classes that
-cannot be imported (e.g. Dassl's, when Dassl is not installed) are replaced by empty stand-ins.
+a half-written checkpoint. Loading runs no code from the file (restore.safe_pickle): `weights_only=True`
+first; original Dassl checkpoints pickle their LR scheduler and optimizer objects, which a restricted
+unpickler builds (torch classes only, Dassl need not be installed); anything else needs the opt-in
+`trust=True` (TRUST_FILES, --trust-files).
 """
 import os
 import pickle
 import random
 import tempfile
-import types
 
 import numpy as np
 import torch
+
+from ..safe_pickle import UntrustedFileError, torch_load
 
 BEST = "model-best.pth.tar"
 
@@ -111,53 +113,28 @@ def model_file(model_dir: str, name: str, epoch=None) -> str:
 
 
 # ------------------------------------------------------------------------------------------- loading
-class _Missing:
-    """Stand-in for a class that cannot be imported while unpickling a trusted legacy checkpoint."""
-
-    def __init__(self, *args, **kwargs):
-        self.args = args
-
-    def __setstate__(self, state):
-        self.state = state
-
-
-def _lenient_pickle_module():
-    class Unpickler(pickle.Unpickler):
-        def find_class(self, module, name):
-            try:
-                return super().find_class(module, name)
-            except (ImportError, AttributeError):
-                return type(name, (_Missing,), {"__module__": module})
-
-    mod = types.ModuleType("lenient_pickle")
-    mod.__dict__.update({k: getattr(pickle, k) for k in dir(pickle) if not k.startswith("__")})
-    mod.Unpickler = Unpickler
-    mod.load = lambda f, **kw: Unpickler(f, **kw).load()
-    return mod
-
-
-def load_checkpoint(path: str, map_location="cpu") -> dict:
-    """Load a checkpoint; `weights_only=True` first, then (trusted original files that pickle objects)
-    a full, import-tolerant unpickling."""
+def load_checkpoint(path: str, map_location="cpu", trust: bool = False) -> dict:
+    """Load a checkpoint without running code from it (restore.safe_pickle.torch_load): ours load
+    with `weights_only=True`, original Dassl ones through the restricted unpickler; anything else
+    raises UntrustedFileError unless `trust` (TRUST_FILES, --trust-files). An unreadable file
+    (damaged, truncated, not a checkpoint) raises CheckpointFileError naming it."""
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError:
-        pass
-    except (EOFError, RuntimeError) as err:
-        raise CheckpointFileError(f"Cannot read checkpoint {path} ({err}): the file is damaged or "
-                                  "incomplete; delete it and train again.") from None
-    print(f"Note: {path} holds pickled Python objects (an original Dassl checkpoint); loading it "
-          "with weights_only=False. Only do this for files you trust.")
-    return torch.load(path, map_location=map_location, weights_only=False,
-                      pickle_module=_lenient_pickle_module())
+        return torch_load(path, map_location=map_location, trust=trust)
+    except UntrustedFileError:
+        raise
+    except Exception as err:  # torch raises many kinds for a file that is no checkpoint
+        reason = str(err).strip().split("\n")[0].split(". ")[0]
+        raise CheckpointFileError(f"Cannot read checkpoint {path} ({type(err).__name__}: {reason}): the file "
+                                  "is damaged, incomplete or no PyTorch checkpoint.") from None
 
 
-def newest_readable_checkpoint(save_dir: str):
+def newest_readable_checkpoint(save_dir: str, trust: bool = False):
     """(path, state) of the newest checkpoint under `save_dir` that loads, or (None, None) when there
     is none. Newest = the highest model.pth.tar-<epoch> (the `checkpoint` record's file first when it
     names another). A damaged newer file (a disk that filled up, a copy cut short) is reported and
     skipped, so that a resume continues from the intact epochs instead of training them again; when
-    every file is damaged, CheckpointFileError lists them."""
+    every file is damaged, CheckpointFileError lists them. A file refused as untrusted is no damage:
+    its UntrustedFileError stops the resume (`trust`: TRUST_FILES)."""
     record = latest_checkpoint(save_dir)
     paths = [os.path.join(save_dir, epoch_file(e)) for e in reversed(available_epochs(save_dir))]
     if record is not None and record not in paths:
@@ -165,7 +142,9 @@ def newest_readable_checkpoint(save_dir: str):
     damaged = []
     for path in paths:
         try:
-            state = load_checkpoint(path)
+            state = load_checkpoint(path, trust=trust)
+        except UntrustedFileError:
+            raise
         except (OSError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
             damaged.append(path)
             reason = str(err).splitlines()[0] if str(err) else type(err).__name__
@@ -231,11 +210,11 @@ def load_model_state(model, state_dict: dict, trainer: str, source: str) -> None
             raise ours from None
 
 
-def load_pretrained_weights(model, path: str, trainer: str) -> None:
+def load_pretrained_weights(model, path: str, trainer: str, trust: bool = False) -> None:
     """MODEL.INIT_WEIGHTS: keep the keys whose names and shapes match the model (Dassl's semantics)."""
     if not os.path.isfile(path):
         raise CheckpointFileError(f"MODEL.INIT_WEIGHTS file not found: {path}")
-    ckpt = load_checkpoint(path)
+    ckpt = load_checkpoint(path, trust=trust)
     state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else ckpt
     state = convert_legacy(trainer, strip_module_prefix(state))
     own = model.state_to_save()

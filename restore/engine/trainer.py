@@ -23,6 +23,7 @@ from ..checks import check_config
 from ..distributed import barrier, device_for, gather_objects, is_primary, rank
 from ..methods import METHODS, build_model
 from . import checkpoint as ckpt
+from . import run_record
 from .evaluator import Classification
 from .logger import stdout_is_terminal
 from .meters import AverageMeter, MetricMeter
@@ -83,7 +84,8 @@ class Trainer:
         print(f"Building {name}")
         self.model = build_model(cfg, self.classnames, clip_model)
         if cfg.MODEL.INIT_WEIGHTS:
-            ckpt.load_pretrained_weights(self.model, cfg.MODEL.INIT_WEIGHTS, name)
+            ckpt.load_pretrained_weights(self.model, cfg.MODEL.INIT_WEIGHTS, name,
+                                       trust=cfg.TRUST_FILES)
         self.precision.prepare(self.model)
         self.model_name = registered_name(name)
         enabled = [n for n, p in self.model.named_parameters() if p.requires_grad]
@@ -246,6 +248,7 @@ class Trainer:
             "trainer": self.cfg.TRAINER.NAME,
             "rng": ckpt.rng_state(),
             "scaler": self.precision.state_dict(),
+            **run_record.checkpoint_record(self.cfg, self.classnames),
         }
         ranks = gather_objects(state["rng"])  # every rank's, so that its augmentations resume exactly
         if len(ranks) > 1:
@@ -257,12 +260,14 @@ class Trainer:
     def resume_model_if_exist(self, directory) -> int:
         """Load the latest checkpoint under `directory/<name>/`: model, optimizer, schedule and RNG
         state. Returns the epoch to start from (0 when there is none)."""
-        path, state = (ckpt.newest_readable_checkpoint(os.path.join(directory, self.model_name))
+        path, state = (ckpt.newest_readable_checkpoint(os.path.join(directory, self.model_name),
+                                                        trust=self.cfg.TRUST_FILES)
                        if directory else (None, None))
         if path is None:
             print("No checkpoint found, train from scratch")
             return 0
         print(f"Found checkpoint at {directory} (will resume training)")
+        self.check_checkpoint(state, path, resume=True)
         ckpt.load_model_state(self.model, state["state_dict"], self.cfg.TRAINER.NAME, path)
         if "trainer" in state:  # written by this project (either engine)
             if state.get("optimizer"):
@@ -280,6 +285,11 @@ class Trainer:
               f"(lr {self.get_current_lr():.4e})")
         return start
 
+    def check_checkpoint(self, state, path, resume=False):
+        """Refuse a checkpoint of another trainer, settings or (CSC, resume) classes."""
+        run_record.check_checkpoint(state, self.cfg, self.classnames, self.model.class_specific,
+                                    path, resume=resume)
+
     def load_model(self, directory, epoch=None):
         """--eval-only: load `directory/<name>/model.pth.tar-<epoch>` (default: model-best.pth.tar,
         else the latest checkpoint)."""
@@ -291,7 +301,8 @@ class Trainer:
             print(f"{self.cfg.TRAINER.NAME} has no trainable parameters: nothing to load from {directory}")
             return
         path = ckpt.model_file(directory, self.model_name, epoch)
-        state = ckpt.load_checkpoint(path)
+        state = ckpt.load_checkpoint(path, trust=self.cfg.TRUST_FILES)
+        self.check_checkpoint(state, path)
         saved_epoch = state.get("epoch")
         print(f'Loading weights to {self.model_name} from "{path}" (epoch = {saved_epoch})')
         ckpt.load_model_state(self.model, state["state_dict"], self.cfg.TRAINER.NAME, path)
@@ -302,11 +313,8 @@ class Trainer:
     def init_writer(self, log_dir):
         if not is_primary():
             return
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            print("Note: tensorboard is not installed; no TensorBoard logs are written")
-            return
+        # TensorBoard logs are part of the output, as Dassl's (tensorboard is in requirements.txt).
+        from torch.utils.tensorboard import SummaryWriter
         os.makedirs(log_dir, exist_ok=True)
         print(f"Initialize tensorboard (log_dir={log_dir})")
         self.writer = SummaryWriter(log_dir=log_dir)

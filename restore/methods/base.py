@@ -41,6 +41,9 @@ class Encoded(NamedTuple):
 class PromptedCLIP(nn.Module):
     """Base class: a frozen CLIP plus the prompts a subclass defines."""
 
+    # True when the learned state holds one entry per training class (CoOp's CSC contexts), so
+    # that it cannot be evaluated on other class names (base -> new).
+    class_specific = False
     # Set by the engine in a run over several processes: class texts sharded, shifts reduced (shards.py).
     distributed = False
 

@@ -29,6 +29,7 @@ class CoOp(PromptedCLIP):
         if c.CSC and ctx_init:
             raise ValueError("TRAINER.COOP.CSC with CTX_INIT is not supported; leave CTX_INIT empty")
         shape = (len(self.classnames),) if c.CSC else ()
+        self.class_specific = bool(c.CSC)
         self.prompt_learner = nn.Module()
         self.prompt_learner.ctx = nn.Parameter(
             context_vectors(self.text_encoder, ctx_init, n_ctx, shape))

@@ -7,6 +7,7 @@ Defaults are the anchors' (docs/REPRODUCING.md section 2).
 from yacs.config import CfgNode as CN
 
 from . import maple_fsa
+from .checks import lookup
 from .errors import UserError
 
 
@@ -223,15 +224,6 @@ def get_cfg_default() -> CN:
     return extend_cfg(_dassl_defaults())
 
 
-def _lookup(cfg: CN, dotted: str):
-    node = cfg
-    for key in dotted.split("."):
-        if not isinstance(node, dict) or key not in node:
-            return None
-        node = node[key]
-    return node
-
-
 def _ints_to_floats(defaults: CN, other: CN) -> None:
     for key, value in other.items():
         default = defaults.get(key) if isinstance(defaults, dict) else None
@@ -262,6 +254,6 @@ def merge_from_list(cfg: CN, opts: list) -> None:
     opts = list(opts)
     for i in range(0, len(opts) - 1, 2):
         value = CN._decode_cfg_value(opts[i + 1])
-        if isinstance(_lookup(cfg, opts[i]), float) and type(value) is int:
+        if isinstance(lookup(cfg, opts[i]), float) and type(value) is int:
             opts[i + 1] = float(value)
     cfg.merge_from_list(opts)

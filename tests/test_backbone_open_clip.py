@@ -174,12 +174,12 @@ def method_cfg(method, model):
     return cfg
 
 
-# Every method on a plain open_clip ViT; on the others, the methods that reach their differences
-# (CustomTextCLIP: eos pooling, Linear projection, LayerScale; avg pooling and ResNet: text only).
-SUPPORTED = ([(m, "restore-test-vit") for m in restore.METHODS]
-             + [(m, "restore-test-custom") for m in ("CoCoOp", "MaPLe", "RESTORE_p")]
-             + [(m, "restore-test-rn") for m in TEXT_ONLY_METHODS]
-             + [("CoOp", "restore-test-avg")])
+# The support table, row by row: every method on the token-pooled ViTs (plain CLIP, and CustomTextCLIP
+# with eos pooling, a Linear projection and LayerScale); the text-prompt methods on avg pooling,
+# ResNet and timm towers.
+SUPPORTED = ([(m, name) for name in ("restore-test-vit", "restore-test-custom") for m in restore.METHODS]
+             + [(m, name) for name in ("restore-test-avg", "restore-test-rn", "restore-test-timm")
+                for m in TEXT_ONLY_METHODS])
 
 
 @pytest.mark.parametrize("method,name", SUPPORTED)

@@ -86,6 +86,7 @@ def test_requeue_resumes_from_the_last_checkpoint(tmp_path, monkeypatch):
     import torch
 
     from restore.engine import REGISTERED_NAMES
+    from sweep.runner import steps_runner
     from test_engine_fakes import cli_opts, make_oxford_pets
     monkeypatch.chdir(cluster.__file__.rsplit(os.sep, 1)[0])
     make_oxford_pets(str(tmp_path / "data"))
@@ -99,7 +100,7 @@ def test_requeue_resumes_from_the_last_checkpoint(tmp_path, monkeypatch):
     executor = submitit.LocalExecutor(folder=tmp_path / "slurm")
     executor.update_parameters(timeout_min=10)
     out = tmp_path / "task"
-    job = executor.submit(cluster._steps_runner(), [(str(out), argv(out))])
+    job = executor.submit(steps_runner(), [(str(out), argv(out))])
     first = out / REGISTERED_NAMES["CoOp"] / "model.pth.tar-1"
     deadline = time.time() + 240
     while not first.exists() and time.time() < deadline and not job.done():
@@ -112,7 +113,7 @@ def test_requeue_resumes_from_the_last_checkpoint(tmp_path, monkeypatch):
     # the uninterrupted reference runs the same way (a task process with the same environment and
     # thread count): an in-process run would inherit whatever thread count earlier tests set
     whole = tmp_path / "whole"
-    executor.submit(cluster._steps_runner(), [(str(whole), argv(whole))]).result()
+    executor.submit(steps_runner(), [(str(whole), argv(whole))]).result()
     name = f"{REGISTERED_NAMES['CoOp']}/model.pth.tar-{epochs}"
     a = torch.load(tmp_path / "whole" / name, weights_only=True)["state_dict"]
     b = torch.load(out / name, weights_only=True)["state_dict"]

@@ -1,0 +1,137 @@
+"""The testbed benchmark's plan: the jobs of a protocol (methods x datasets x seeds; each job a train step
+then its test steps), each step's train.py arguments and output folder, the "finished" rule on a folder,
+and a job's rough cost. Every way of running the plan (sweep.runner: serially, a local process pool, Slurm)
+and the report (sweep.report) read the same folders from here."""
+import glob
+import os
+import re
+
+METHODS = ["ZeroshotCLIP", "CoOp", "CoCoOp", "IVLP", "MaPLe", "PromptSRC", "RESTORE_m", "RESTORE_p"]
+BASE2NEW = ["shapes", "patterns", "digits"]
+SOURCE = "objects"
+XD_TARGETS = ["shapes", "patterns", "digits"]
+DG_TARGETS = ["objects_v2", "objects_sketch", "objects_noise", "objects_clutter"]
+ABLATIONS = {  # name -> overrides of RESTORE_m
+    "fs0_fsguided": ["TRAINER.RESTORE.FS.WEIGHT", "0.0"],
+    "fs0.5_fsguided": ["TRAINER.RESTORE.FS.WEIGHT", "0.5"],
+    "fs1_fsguided": [],  # the default: the RESTORE_m row of the main table
+    "fs2_fsguided": ["TRAINER.RESTORE.FS.WEIGHT", "2.0"],
+    "fs1_off": ["TRAINER.RESTORE.SURGERY.MODE", "off"],
+    "fs1_fixed": ["TRAINER.RESTORE.SURGERY.MODE", "fixed"],
+    "fs0_off": ["TRAINER.RESTORE.FS.WEIGHT", "0.0", "TRAINER.RESTORE.SURGERY.MODE", "off"],
+}
+# Rough cost of one epoch per training class, relative to CoOp (from the testbed logs, 2 cores).
+# Only used to start the heaviest jobs first, so that no long job runs alone at the end.
+EPOCH_COST = {"ZeroshotCLIP": 0.05, "CoOp": 1.0, "CoCoOp": 10.0, "IVLP": 1.45, "MaPLe": 1.45,
+              "PromptSRC": 1.75, "RESTORE_m": 2.3, "RESTORE_p": 2.9}
+SHOTS = 16
+CFG = "testbed"
+XD_EPOCHS = 2  # as the release's cross-dataset runs; the source has 128 classes (8x the base-class steps per epoch)
+RESULT = re.compile(r"\* accuracy: ([\.\deE+-]+)%")
+
+
+def finished(folder):
+    """The accuracy (%) a finished run printed (a log.txt* of `folder` holds "=> result" and its accuracy),
+    or None. Whether it finished with the same settings is train.py --check-finished's answer
+    (sweep.runner.finished_with), as in scripts/common.sh."""
+    for path in sorted(glob.glob(os.path.join(folder, "log.txt*"))):
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        if "=> result" in text:
+            found = RESULT.findall(text.split("=> result")[-1])
+            if found:
+                return float(found[0])
+    return None
+
+
+def common_args(dataset, trainer, seed, data):
+    return ["--root", data, "--seed", str(seed), "--trainer", trainer, "--engine", "native",
+            "--dataset-config-file", f"configs/datasets/{dataset}.yaml",
+            "--config-file", f"configs/trainers/{trainer}/{CFG}.yaml"]
+
+
+def base2new_job(out, trainer, dataset, seed, data, extra=()):
+    """[(train folder, train.py argv), (test folder, argv)]: train on the base classes, test the last
+    epoch on the new ones; `extra` (config overrides KEY VALUE ...) goes to both."""
+    common = f"{dataset}/shots_{SHOTS}/{trainer}/{CFG}/seed{seed}"
+    train_dir, test_dir = f"{out}/base2new/train_base/{common}", f"{out}/base2new/test_new/{common}"
+    epoch = max_epoch(trainer, extra)
+    return [
+        (train_dir, common_args(dataset, trainer, seed, data) + [
+            "--output-dir", train_dir, "DATASET.NUM_SHOTS", str(SHOTS),
+            "DATASET.SUBSAMPLE_CLASSES", "base", *extra]),
+        (test_dir, common_args(dataset, trainer, seed, data) + [
+            "--output-dir", test_dir, "--model-dir", train_dir, "--load-epoch", str(epoch),
+            "--eval-only", "DATASET.NUM_SHOTS", str(SHOTS), "DATASET.SUBSAMPLE_CLASSES", "new",
+            *extra]),
+    ]
+
+
+def transfer_job(out, trainer, seed, data, targets, extra=()):
+    """[(source train folder, argv), (target test folder, argv) per target]: train on all classes of the
+    source for XD_EPOCHS epochs, test its last epoch on each target; `extra` goes to every step."""
+    train_dir = f"{out}/{SOURCE}/{trainer}/{CFG}_{SHOTS}shots/seed{seed}"
+    epochs = ["OPTIM.MAX_EPOCH", str(XD_EPOCHS), *extra]
+    steps = [(train_dir, common_args(SOURCE, trainer, seed, data) + [
+        "--output-dir", train_dir, "DATASET.NUM_SHOTS", str(SHOTS), *epochs])]
+    for target in targets:
+        test_dir = f"{out}/evaluation/{trainer}/{CFG}_{SHOTS}shots/{target}/seed{seed}"
+        steps.append((test_dir, common_args(target, trainer, seed, data) + [
+            "--output-dir", test_dir, "--model-dir", train_dir,
+            "--load-epoch", str(max_epoch(trainer, epochs)), "--eval-only", *epochs]))
+    return steps
+
+
+def max_epoch(trainer, overrides=()):
+    """OPTIM.MAX_EPOCH of the trainer's testbed config, or the last one in `overrides` (KEY VALUE ...):
+    the epoch the test steps load."""
+    given = [overrides[i + 1] for i in range(0, len(overrides) - 1, 2) if overrides[i] == "OPTIM.MAX_EPOCH"]
+    if given:
+        return int(given[-1])
+    from restore.config import get_cfg_default, merge_from_file
+    cfg = get_cfg_default()
+    merge_from_file(cfg, f"configs/trainers/{trainer}/{CFG}.yaml")
+    return cfg.OPTIM.MAX_EPOCH
+
+
+def plan(args):
+    """[(label, steps)] of args.protocols x seeds x methods (x datasets); `steps` as base2new_job /
+    transfer_job. args.overrides (optional, KEY VALUE ...) goes to every run, after the job's own."""
+    jobs = []  # (label, steps)
+    out, data, more = args.output, args.data, list(getattr(args, "overrides", None) or [])
+    for protocol in args.protocols:
+        for seed in args.seeds:
+            for trainer in args.methods:
+                if protocol == "base2new":
+                    for dataset in args.datasets:
+                        jobs.append((f"b2n {trainer} {dataset} s{seed}",
+                                     base2new_job(out, trainer, dataset, seed, data, more)))
+                elif protocol in ("xd", "dg") and not any(
+                        j[0] == f"transfer {trainer} s{seed}" for j in jobs):
+                    targets = [t for p in args.protocols if p in ("xd", "dg")
+                               for t in (XD_TARGETS if p == "xd" else DG_TARGETS)]
+                    jobs.append((f"transfer {trainer} s{seed}",
+                                 transfer_job(out, trainer, seed, data, targets, more)))
+            if protocol == "ablation":
+                for name in args.ablations:
+                    extra = ABLATIONS[name]
+                    if name == "fs1_fsguided":
+                        continue  # read from the main base-to-novel runs
+                    for dataset in args.datasets:
+                        jobs.append((f"ablation {name} {dataset} s{seed}", base2new_job(
+                            f"{out}/ablation/{name}", "RESTORE_m", dataset, seed, data, extra + more)))
+    return jobs
+
+
+def job_cost(label):
+    """Rough cost of a job from its label: epoch cost x epochs x training classes."""
+    from restore.testbed.datasets import get
+    words = label.split()
+    trainer = "RESTORE_m" if words[0] == "ablation" else words[1]
+    if words[0] == "transfer":
+        epochs, n_classes = XD_EPOCHS, len(get(SOURCE).classes)
+    else:
+        epochs, n_classes = max_epoch(trainer), get(words[-2]).num_base
+    return EPOCH_COST.get(trainer, 1.0) * epochs * n_classes
+
+

@@ -3,7 +3,7 @@
 
     python cluster.py submit --protocols base2new --partition gpu --time 60 --gpus 1 --parallelism 32
     python cluster.py status --protocols base2new          # finished / to run, and the arrays submitted
-    python cluster.py submit --slurm-config slurm.yaml      # the settings from a file (flags override it)
+    python cluster.py submit --slurm-config configs/slurm.yaml   # settings from a file (flags override it)
     python cluster.py submit ...                            # again: resubmits only what did not finish
     python testbed_benchmark.py --report-only               # the tables, once the arrays are done
 

@@ -134,3 +134,39 @@ def test_local_pool_gives_each_worker_its_own_gpu():
     with ProcessPoolExecutor(2, initializer=tb.take_device, initargs=(devices,)) as pool:
         seen = dict(pool.map(visible_device, range(16)))
     assert set(seen.values()) <= {"5", "7"} and len(set(seen.values())) == len(seen)
+
+
+def test_slurm_config_file_with_flags_overriding(fake_slurm):
+    """--slurm-config gives the Slurm settings; a flag given on the command line wins over the file."""
+    tmp = fake_slurm
+    config = tmp / "slurm.yaml"
+    config.write_text("partition: a100\ntime: 45\ngpus: 4\ntasks_per_node: 4\ncpus: 8\n"
+                      "parallelism: 3\nmax_requeues: 5\n")
+    common = ["--methods", "CoOp", "--datasets", "shapes", "patterns", "--seeds", "1", "2",
+              "--output", str(tmp / "out"), "--folder", str(tmp / "slurm"), "--slurm-config", str(config)]
+    record = cluster.main(["submit", *common, "--time", "90"])
+    assert len(record["labels"]) == 4
+    for job_id in (record["train"], record["test"]):
+        opts = sbatch_options(tmp / "slurm" / f"{job_id}_submission.sh")
+        assert opts["array"] == "0-3%3" and opts["partition"] == "a100" and opts["time"] == "90"
+        assert opts["gpus-per-node"] == "4" and opts["ntasks-per-node"] == "4" and opts["cpus-per-task"] == "8"
+    parsed = argparse.Namespace(slurm_config=str(config), **{k: None for k in cluster.SLURM})
+    assert cluster.slurm_settings(parsed)["max_requeues"] == 5
+    defaults = {k: default for k, (default, _) in cluster.SLURM.items()}
+    parsed.slurm_config = None  # no file: the defaults, which the shipped example file spells out
+    assert cluster.slurm_settings(parsed) == defaults
+    parsed.slurm_config = os.path.join(os.path.dirname(cluster.__file__), "configs", "slurm.yaml")
+    assert cluster.slurm_settings(parsed) == defaults
+
+
+@pytest.mark.parametrize("text, message", [
+    ("partitions: gpu\n", "unknown key 'partitions'; the keys are partition, time"),
+    ("time: 1h\n", "time must be an integer, not '1h'"),
+    ("- gpu\n", "expected KEY: VALUE lines"),
+])
+def test_slurm_config_errors_name_the_file_and_key(tmp_path, text, message):
+    config = tmp_path / "slurm.yaml"
+    config.write_text(text)
+    with pytest.raises(SystemExit) as stop:
+        cluster.main(["status", "--slurm-config", str(config), "--folder", str(tmp_path / "slurm")])
+    assert str(stop.value).startswith(f"Error: --slurm-config {config}: ") and message in str(stop.value)

@@ -24,7 +24,7 @@ from sweep.runner import status, submit
 
 # Slurm settings: key of the --slurm-config file (= flag without "--", "_" for "-") -> (default, help)
 SLURM = {
-    "partition": (None, "Slurm partition"),
+    "partition": (None, "Slurm partition (default: the cluster's)"),
     "time": (120, "minutes per task"),
     "gpus": (1, "GPUs per node (= tasks_per_node for DDP runs)"),
     "tasks_per_node": (1, "processes of one run (DDP when > 1)"),
@@ -78,7 +78,7 @@ def main(argv=None):
                    help="YAML file of Slurm settings (keys: the flags below, with _ for -); flags override it")
     for key, (default, text) in SLURM.items():
         p.add_argument(f"--{key.replace('_', '-')}", type=str if key == "partition" else int, default=None,
-                       help=f"{text} (default {default})")
+                       help=text if default is None else f"{text} (default {default})")
     args = p.parse_args(argv)
     slurm = slurm_settings(args)  # before the chdir: the file is relative to the caller's folder
     os.chdir(os.path.dirname(os.path.abspath(__file__)))

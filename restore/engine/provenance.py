@@ -151,7 +151,7 @@ def read_run_info(folder: str):
 
 def finished(folder: str) -> bool:
     """Whether a run in `folder` printed its evaluation result: a log.txt* holds "=> result" and an
-    accuracy after it (the rule of testbed_benchmark.finished, which reads the value)."""
+    accuracy after it (the rule of sweep.plan.finished, which reads the value)."""
     for path in glob.glob(os.path.join(folder, "log.txt*")):
         with open(path, errors="replace") as f:
             text = f.read()

@@ -90,7 +90,7 @@ def test_requeue_resumes_from_the_last_checkpoint(tmp_path, monkeypatch):
     from test_engine_fakes import cli_opts, make_oxford_pets
     monkeypatch.chdir(cluster.__file__.rsplit(os.sep, 1)[0])
     make_oxford_pets(str(tmp_path / "data"))
-    epochs = 40
+    epochs = 15  # enough that the task is still running when its first checkpoint appears
 
     def argv(out):
         return ["--root", str(tmp_path / "data"), "--seed", "1", "--trainer", "CoOp", "--engine", "native",

@@ -15,6 +15,9 @@ log already holds its result is skipped. Protocols:
   evaluates the ImageNet variants with ImageNet's).
 - ablation: RESTORE_m base-to-novel with FS.WEIGHT in {0, 0.5, 1, 2} and SURGERY.MODE in
   {off, fixed, fs_guided} (paper Tables 4/5).
+- fast: RESTORE_m base-to-novel with the opt-in speed-ups of the feature-shift trace (sweep.plan.FAST_TRACE)
+  next to the exact default (the base2new RESTORE_m runs of the same seeds): accuracy, and the exact
+  inter-modal discrepancy of the trained models.
 This script is the command line of the package `sweep` (sweep.plan: the jobs; sweep.runner: serially
 or a local process pool; sweep.report: the tables); cluster.py runs the same plan on Slurm.
 Writes to --output (default output/testbed): results.md, results.csv, and PNG plots (Base / Novel
@@ -23,20 +26,21 @@ Writes to --output (default output/testbed): results.md, results.csv, and PNG pl
 import argparse
 import os
 
-from sweep.plan import (ABLATIONS, BASE2NEW, DG_TARGETS, EPOCH_COST, METHODS, SOURCE,  # noqa: F401
-                        XD_EPOCHS, XD_TARGETS, finished, job_cost, max_epoch, plan)
-from sweep.report import report, shift_analysis, tsne_analysis
+from sweep.plan import (ABLATIONS, BASE2NEW, DG_TARGETS, EPOCH_COST, FAST_TRACE, METHODS,  # noqa: F401
+                        SOURCE, XD_EPOCHS, XD_TARGETS, finished, job_cost, max_epoch, plan)
+from sweep.report import fast_trace_report, report, shift_analysis, tsne_analysis
 from sweep.runner import finished_with, run_all, run_job, take_device  # noqa: F401
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--protocols", nargs="+", default=["base2new"],
-                   choices=["base2new", "xd", "dg", "ablation"])
+                   choices=["base2new", "xd", "dg", "ablation", "fast"])
     p.add_argument("--methods", nargs="+", default=METHODS)
     p.add_argument("--datasets", nargs="+", default=BASE2NEW)
     p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     p.add_argument("--ablations", nargs="+", default=list(ABLATIONS), choices=list(ABLATIONS))
+    p.add_argument("--fast-trace", nargs="+", default=list(FAST_TRACE), choices=list(FAST_TRACE))
     p.add_argument("--jobs", type=int, default=1, help="parallel worker processes (CPU)")
     p.add_argument("--gpus", nargs="+", default=[], help="GPU ids: one worker per GPU, each job on its "
                                                           "worker's GPU (instead of --jobs)")
@@ -53,6 +57,8 @@ def main(argv=None):
     args.threads = args.threads or max(1, available_cpus() // args.jobs)
     elapsed = None if args.report_only else run_all(plan(args), args.jobs, args.threads, args.gpus)
     summary = report(args, elapsed)
+    if "fast" in args.protocols:
+        fast_trace_report(args)
     if not args.no_analysis and "base2new" in args.protocols:
         shift_analysis(args, summary)
         tsne_analysis(args)

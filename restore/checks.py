@@ -22,7 +22,11 @@ COMMON_MINIMA = {
     "DATALOADER.K_TRANSFORMS": (1, "the number of augmented views per image"),
     "TRAIN.PRINT_FREQ": (1, "print every this many batches"),
     "TRAINER.RESTORE.FS.TEXT_CLASSES": (0, "classes per step in the text feature shift (0: all)"),
+    "TRAINER.RESTORE.FS.VISION_IMAGES": (0, "images per step in the vision feature shift (0: all)"),
 }
+# Subset sizes of the feature-shift estimate: 0 (every sample) or at least 2, since the estimate's
+# variance, which the consistency loss subtracts, needs two samples (restore.feature_shift).
+SUBSET_KEYS = ("TRAINER.RESTORE.FS.TEXT_CLASSES", "TRAINER.RESTORE.FS.VISION_IMAGES")
 
 # Per method node: its context-length keys, each with the prompt depth that makes it used (None: always).
 CONTEXT_KEYS = {
@@ -69,6 +73,10 @@ def check_config(cfg):
     context lengths against the text context are checked when the model is built."""
     for key, (minimum, what) in COMMON_MINIMA.items():
         require_at_least(key, lookup(cfg, key), minimum, what)
+    for key in SUBSET_KEYS:
+        if lookup(cfg, key) == 1:
+            raise UserError(f"{key} is 1; it must be 0 (every sample) or at least 2 (a random subset "
+                            "whose variance the consistency loss corrects for). Set it to 0 or >= 2.")
     scope = lookup(cfg, "DATALOADER.TRAIN_X.BATCH_SIZE_SCOPE")
     if scope is not None and scope not in BATCH_SCOPES:
         raise UserError(f"DATALOADER.TRAIN_X.BATCH_SIZE_SCOPE is {scope!r}; valid: {', '.join(BATCH_SCOPES)} "

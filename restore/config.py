@@ -200,7 +200,10 @@ def extend_cfg(cfg: CN) -> CN:
     t.RESTORE.FS.DEFINITION = "paper"  # paper | release
     t.RESTORE.FS.NORM = "relative"  # relative | rms | fro
     t.RESTORE.FS.WEIGHT = 1.0
-    t.RESTORE.FS.TEXT_CLASSES = 0  # 0 = all classes; k = a fresh random subset of k per step
+    t.RESTORE.FS.TEXT_CLASSES = 0  # 0 = all classes; k >= 2 = a fresh random subset of k per step
+    # Opt-in speed-ups of the trace in training (docs/METHOD.md section 3); the defaults are exact.
+    t.RESTORE.FS.VISION_IMAGES = 0  # 0 = all images of the batch; k >= 2 = a random subset of k
+    t.RESTORE.FS.PROMPT_FREE = "grad"  # grad | recompute (exact, less memory) | no_grad (approximate)
     t.RESTORE.SURGERY = CN()
     t.RESTORE.SURGERY.MODE = "fs_guided"  # fs_guided | fixed | off | release
     t.RESTORE.SURGERY.GAMMA = 0.05

@@ -13,21 +13,60 @@ NORMS = ("relative", "rms", "fro")
 
 @dataclass
 class FeatureShift:
-    """Per-layer mean shift magnitudes N_l of each encoder (zeros where a branch has no prompts)."""
+    """Per-layer mean shift magnitudes N_l of each encoder (zeros where a branch has no prompts).
+
+    Where N_l is estimated on a random subset of the samples (FS.VISION_IMAGES, FS.TEXT_CLASSES),
+    `vision_var` / `text_var` hold an unbiased estimate of that estimate's variance (None: the
+    mean over every sample, no sampling variance); `consistency_loss` subtracts it."""
     vision: torch.Tensor  # [L_v]
     text: torch.Tensor  # [L_t]
+    vision_var: Optional[torch.Tensor] = None  # [L_v]
+    text_var: Optional[torch.Tensor] = None  # [L_t]
 
     def detach(self) -> "FeatureShift":
-        return FeatureShift(self.vision.detach(), self.text.detach())
+        detach = lambda t: None if t is None else t.detach()  # noqa: E731
+        return FeatureShift(self.vision.detach(), self.text.detach(), detach(self.vision_var),
+                            detach(self.text_var))
 
 
-def shift_magnitude(prompted: torch.Tensor, plain: torch.Tensor, norm: str = "relative",
-                    valid: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Mean over samples of ||Omega||, Omega = prompted - plain.
+def layer_means(samples: torch.Tensor) -> torch.Tensor:
+    """Per-sample shifts [L, k] (every sample of the batch / every class) -> N_l [L]."""
+    return torch.stack([row.mean() for row in samples]) if samples.shape[0] else samples.sum(1)
+
+
+def subset_estimate(sums: torch.Tensor, k: int, n: int):
+    """N_l and the variance of that estimate, from a uniform random subset (without replacement) of
+    k of the n samples (docs/METHOD.md section 3).
+
+    sums: [2, L], the sum over the subset of the per-sample shifts and of their squares. Returns
+    (mean [L], var [L]) with var = (1 - k / n) * s^2 / k, s^2 the subset's sample variance (k - 1 in
+    the denominator), an unbiased estimate of the variance of the subset mean (Cochran, Sampling
+    Techniques, Thm. 2.1-2.4). Needs k >= 2."""
+    if k < 2:
+        raise ValueError(f"a subset estimate of the feature shift needs at least 2 samples, got {k}")
+    mean = sums[0] / k
+    s2 = ((sums[1] - k * mean * mean) / (k - 1)).clamp_min(0)
+    return mean, (1 - k / n) * s2 / k
+
+
+def estimate(samples: torch.Tensor, rows, n: int):
+    """Per-sample shifts [L, k] of the traced samples -> (N_l [L], variance of N_l [L] or None).
+
+    rows: True (all n samples were traced: the mean, no variance) or the indices of the k traced
+    samples, a uniform random subset of the n (`subset_estimate`)."""
+    if rows is True or samples.shape[0] == 0:
+        return layer_means(samples), None
+    sums = torch.stack([samples.sum(1), samples.pow(2).sum(1)])
+    return subset_estimate(sums, samples.shape[1], n)
+
+
+def shift_per_sample(prompted: torch.Tensor, plain: torch.Tensor, norm: str = "relative",
+                     valid: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """||Omega|| of each sample, Omega = prompted - plain (paper Eq. 6; docs/METHOD.md section 2).
 
     prompted, plain: [T, N, W] block outputs at the non-prompt positions (LND layout), with and
     without the prompt tokens in the block's input. valid: optional [T, N] bool, the tokens that
-    count (text: up to and including EOT). Returns a scalar (float32).
+    count (text: up to and including EOT). Returns [N] (float32).
     """
     if norm not in NORMS:
         raise ValueError(f"TRAINER.RESTORE.FS.NORM must be one of {NORMS}, got {norm!r}")
@@ -44,13 +83,28 @@ def shift_magnitude(prompted: torch.Tensor, plain: torch.Tensor, norm: str = "re
         tokens = (torch.full_like(per_sample, prompted.shape[0]) if valid is None
                   else valid.sum(0).to(per_sample.dtype))
         per_sample = per_sample / torch.sqrt(tokens * prompted.shape[-1])
-    return per_sample.mean()
+    return per_sample
+
+
+def shift_magnitude(prompted: torch.Tensor, plain: torch.Tensor, norm: str = "relative",
+                    valid: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """The mean over samples of `shift_per_sample` (a scalar, float32)."""
+    return shift_per_sample(prompted, plain, norm, valid).mean()
 
 
 def consistency_loss(shift: FeatureShift) -> torch.Tensor:
-    """L_fs = sum_l (N^v_l - N^t_l)^2 over layers paired by index, up to the smaller depth."""
+    """L_fs = sum_l (N^v_l - N^t_l)^2 over layers paired by index, up to the smaller depth.
+
+    Where N^v or N^t is a subset estimate, its squared difference is biased upward by the
+    estimates' variances (E[(a - b)^2] = (E a - E b)^2 + Var a + Var b for independent subsets);
+    their unbiased estimates are subtracted, so that the loss and its gradient are unbiased
+    estimates of the full-batch ones (the value of one step can then be slightly negative)."""
     n = min(shift.vision.numel(), shift.text.numel())
-    return (shift.vision[:n] - shift.text[:n]).pow(2).sum()
+    loss = (shift.vision[:n] - shift.text[:n]).pow(2).sum()
+    for var in (shift.vision_var, shift.text_var):
+        if var is not None:
+            loss = loss - var[:n].sum()
+    return loss
 
 
 def discrepancy(shift: FeatureShift) -> torch.Tensor:

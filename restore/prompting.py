@@ -14,17 +14,21 @@ adapter transposes at its block calls). Prompts:
 
 `prompts` is a sequence indexed by layer (missing or None = no new prompts at that layer); a
 prompt is [n, width] (shared) or [N, n, width] (per sample). With `trace` the encoders also return
-the per-layer feature shift N_l: each block is called a second time on its input without the
-prompt tokens, and `shift_magnitude` compares the two outputs at the non-prompt positions. The
-encoders own no parameters; they are plain callables over the CLIP's modules.
+the feature shift of each traced sample at each block, [L, k]: each block is called a second time
+on its input without the prompt tokens (the prompt-free pass), and `shift_per_sample` compares the
+two outputs at the non-prompt positions. `prompt_free` says how the prompt-free pass takes part in
+the backward pass (`_prompt_free`; docs/METHOD.md section 3). The encoders own no parameters; they
+are plain callables over the CLIP's modules.
 """
+from functools import partial
 from typing import Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
+from torch.utils.checkpoint import checkpoint
 
 from .adapters import BackboneAdapter, UnsupportedBackbone, adapter_for
-from .feature_shift import shift_magnitude
+from .feature_shift import shift_per_sample
 
 Prompts = Sequence[Optional[Tensor]]
 Trace = Union[bool, Tensor]  # False, True (all samples), or indices of the samples to trace
@@ -40,12 +44,30 @@ def _batched(prompt: Tensor, n: int, dtype) -> Tensor:
     return prompt.unsqueeze(0).expand(n, -1, -1) if prompt.dim() == 2 else prompt
 
 
-def _rows(trace: Trace, n: int, device) -> Optional[Tensor]:
+def _rows(trace: Trace, device):
+    """The traced samples as an index: None (no trace), a slice (all: a view, no copy), or indices."""
     if trace is False or trace is None:
         return None
     if trace is True:
-        return torch.arange(n, device=device)
+        return slice(None)
     return trace.to(device)
+
+
+PROMPT_FREE = ("grad", "recompute", "no_grad")
+
+
+def _prompt_free(block, x: Tensor, mode: str, *args) -> Tensor:
+    """block(x, *args), the prompt-free pass. mode "grad": with gradient, as any block call;
+    "recompute": the same values and gradients, but its activations are recomputed in the backward
+    pass instead of kept (torch.utils.checkpoint); "no_grad": without gradient (x detached)."""
+    if mode == "grad" or not torch.is_grad_enabled():
+        return block(x, *args)
+    if mode == "recompute":
+        return checkpoint(block, x, *args, use_reentrant=False)
+    if mode == "no_grad":
+        with torch.no_grad():
+            return block(x.detach(), *args)
+    raise ValueError(f"TRAINER.RESTORE.FS.PROMPT_FREE must be one of {PROMPT_FREE}, got {mode!r}")
 
 
 def _adapter(model) -> BackboneAdapter:
@@ -68,20 +90,20 @@ class PromptedImageEncoder:
         return self.backbone.dtype
 
     def __call__(self, images: Tensor, prompts: Prompts = (), trace: Trace = False,
-                 norm: str = "relative") -> Tuple[Tensor, Optional[Tensor]]:
-        """images [B, 3, H, W] -> (features [B, D], shift [L] or None)."""
+                 norm: str = "relative", prompt_free: str = "grad") -> Tuple[Tensor, Optional[Tensor]]:
+        """images [B, 3, H, W] -> (features [B, D], shift [L, k] per traced image, or None)."""
         bb = self.backbone
         if self.blocks is None:  # no token blocks: the unmodified tower, no vision shift
             if any(p is not None for p in prompts):
                 raise UnsupportedBackbone(f"{bb.family}: {bb.vision_prompt_error}")
-            shift = images.new_zeros(0, dtype=torch.float32) if trace is not False else None
+            shift = images.new_zeros(0, 0, dtype=torch.float32) if trace is not False else None
             return bb.encode_image_plain(images), shift
         first = _layer_prompt(prompts, 0)
         if first is not None:
             first = _batched(first, images.shape[0], self.dtype)
         x, n_tokens = bb.embed_image(images, first)  # LND; positions :n_tokens are never prompts
 
-        rows = _rows(trace, x.shape[1], x.device)
+        rows = _rows(trace, x.device)
         shifts = [] if rows is not None else None
         for layer in range(self.num_layers):
             new = _layer_prompt(prompts, layer) if layer > 0 else None
@@ -90,15 +112,19 @@ class PromptedImageEncoder:
                 x = torch.cat([x[:n_tokens], new], dim=0)
             y = bb.image_block(layer, x)
             if shifts is not None:
-                shifts.append(self._shift(layer, x, y, n_tokens, rows, norm))
+                shifts.append(self._shift(layer, x, y, n_tokens, rows, norm, prompt_free))
             x = y
         return bb.pool_image(x), (torch.stack(shifts) if shifts is not None else None)
 
-    def _shift(self, layer, x, y, n_tokens, rows, norm):
+    def _shift(self, layer, x, y, n_tokens, rows, norm, prompt_free):
+        # Contiguous, as an index gather would give: the block's kernels (and the norm's reduction
+        # order) then see the same layout whether all samples or a subset are traced.
+        prompted = y[:n_tokens, rows].contiguous()
         if x.shape[0] == n_tokens:  # no prompt tokens in this block's input: no shift
-            return y.new_zeros((), dtype=torch.float32)
-        plain = self.backbone.image_block(layer, x[:n_tokens, rows])
-        return shift_magnitude(y[:n_tokens, rows], plain, norm)
+            return prompted.new_zeros(prompted.shape[1], dtype=torch.float32)
+        plain = _prompt_free(partial(self.backbone.image_block, layer),
+                             x[:n_tokens, rows].contiguous(), prompt_free)
+        return shift_per_sample(prompted, plain, norm)
 
 
 class PromptedTextEncoder:
@@ -135,9 +161,11 @@ class PromptedTextEncoder:
         return self.backbone.token_embedding(tokens)
 
     def __call__(self, x: Tensor, eot: Tensor, prompts: Prompts = (), n_slots: int = 0,
-                 trace: Trace = False, norm: str = "relative") -> Tuple[Tensor, Optional[Tensor]]:
+                 trace: Trace = False, norm: str = "relative",
+                 prompt_free: str = "grad") -> Tuple[Tensor, Optional[Tensor]]:
         """x: token embeddings [N, T, W] of the prompt template (slots 1..n_slots are
-        placeholders); eot: [N] pooled (EOT) positions. -> (features [N, D], shift [L] or None)."""
+        placeholders); eot: [N] pooled (EOT) positions.
+        -> (features [N, D], shift [L, k] per traced text, or None)."""
         bb = self.backbone
         x = x.to(self.dtype)
         if self.causal:
@@ -150,12 +178,13 @@ class PromptedTextEncoder:
         x = bb.embed_text(x)  # LND
         mask = bb.causal_mask(x.shape[0])
 
-        rows = _rows(trace, x.shape[1], x.device)
+        rows = _rows(trace, x.device)
         shifts = [] if rows is not None else None
+        traced = eot.to(x.device)[rows] if rows is not None else None
         if shifts is not None and n_slots > 0:
             # Positions of S (all but the slots) that count: up to and including EOT.
             positions = torch.arange(x.shape[0] - n_slots, device=x.device)
-            valid = positions[:, None] <= (eot.to(x.device)[rows] - n_slots)[None, :]
+            valid = positions[:, None] <= (traced - n_slots)[None, :]
             plain_mask = bb.causal_mask(x.shape[0] - n_slots)
         for layer in range(self.num_layers):
             new = _layer_prompt(prompts, layer) if layer > 0 else None
@@ -165,11 +194,12 @@ class PromptedTextEncoder:
             y = bb.text_block(layer, x, mask)
             if shifts is not None:
                 if n_slots == 0:
-                    shifts.append(y.new_zeros((), dtype=torch.float32))
+                    shifts.append(y.new_zeros(traced.shape[0], dtype=torch.float32))
                 else:
-                    plain = bb.text_block(layer, self._drop(x[:, rows], n_slots), plain_mask)
-                    shifts.append(shift_magnitude(self._drop(y[:, rows], n_slots), plain, norm,
-                                                  valid))
+                    plain = _prompt_free(partial(bb.text_block, layer),
+                                         self._drop(x[:, rows], n_slots), prompt_free, plain_mask)
+                    shifts.append(shift_per_sample(self._drop(y[:, rows], n_slots), plain, norm,
+                                                   valid))
             x = y
         return bb.pool_text(x, eot), (torch.stack(shifts) if shifts is not None else None)
 

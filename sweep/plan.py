@@ -20,6 +20,15 @@ ABLATIONS = {  # name -> overrides of RESTORE_m
     "fs1_fixed": ["TRAINER.RESTORE.SURGERY.MODE", "fixed"],
     "fs0_off": ["TRAINER.RESTORE.FS.WEIGHT", "0.0", "TRAINER.RESTORE.SURGERY.MODE", "off"],
 }
+# RESTORE_m's opt-in speed-ups of the feature-shift trace (docs/METHOD.md section 3), against the exact
+# default on the same seeds. The subset sizes are half the testbed batch (32) and 8 classes: the
+# fractions benchmarks/step_time.py times (batch 4: 2 images).
+FAST_TRACE = {  # name -> overrides of RESTORE_m
+    "exact": [],  # the default: the RESTORE_m runs of the main base-to-novel table
+    "nograd": ["TRAINER.RESTORE.FS.PROMPT_FREE", "no_grad"],
+    "nograd_subsets": ["TRAINER.RESTORE.FS.PROMPT_FREE", "no_grad",
+                       "TRAINER.RESTORE.FS.VISION_IMAGES", "16", "TRAINER.RESTORE.FS.TEXT_CLASSES", "8"],
+}
 # Rough cost of one epoch per training class, relative to CoOp (from the testbed logs, 2 cores).
 # Only used to start the heaviest jobs first, so that no long job runs alone at the end.
 EPOCH_COST = {"ZeroshotCLIP": 0.05, "CoOp": 1.0, "CoCoOp": 10.0, "IVLP": 1.45, "MaPLe": 1.45,
@@ -120,6 +129,14 @@ def plan(args):
                     for dataset in args.datasets:
                         jobs.append((f"ablation {name} {dataset} s{seed}", base2new_job(
                             f"{out}/ablation/{name}", "RESTORE_m", dataset, seed, data, extra + more)))
+            if protocol == "fast":
+                for name in args.fast_trace:
+                    if name == "exact":
+                        continue  # read from the main base-to-novel runs
+                    for dataset in args.datasets:
+                        jobs.append((f"fast {name} {dataset} s{seed}", base2new_job(
+                            f"{out}/fast/{name}", "RESTORE_m", dataset, seed, data,
+                            FAST_TRACE[name] + more)))
     return jobs
 
 
@@ -127,7 +144,7 @@ def job_cost(label):
     """Rough cost of a job from its label: epoch cost x epochs x training classes."""
     from restore.testbed.datasets import get
     words = label.split()
-    trainer = "RESTORE_m" if words[0] == "ablation" else words[1]
+    trainer = "RESTORE_m" if words[0] in ("ablation", "fast") else words[1]
     if words[0] == "transfer":
         epochs, n_classes = XD_EPOCHS, len(get(SOURCE).classes)
     else:

@@ -7,7 +7,8 @@ import os
 import statistics
 import sys
 
-from sweep.plan import CFG, DG_TARGETS, SHOTS, SOURCE, XD_TARGETS, common_args, finished, max_epoch
+from sweep.plan import (CFG, DG_TARGETS, FAST_TRACE, SHOTS, SOURCE, XD_TARGETS, common_args, finished,
+                        max_epoch)
 
 
 def hm(b, n):
@@ -251,6 +252,53 @@ def shift_analysis(args, summary):
         lines.append(f"| {r['method']} | {r['shift_vision']:.4f} | {r['shift_text']:.4f} | "
                      f"{r['discrepancy']:.4f} | {r['base']:.2f} | {r['novel']:.2f} | "
                      f"{r['hm']:.2f} |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    with open(f"{out}/results.md", "a") as f:
+        f.write(text)
+
+
+def fast_trace_report(args):
+    """The table of RESTORE_m's trace speed-ups (sweep.plan.FAST_TRACE) against the exact default: base,
+    novel and HM (dataset averages, mean ± std over seeds), each option's difference of seed means in
+    standard errors of that difference, and the exact inter-modal discrepancy sum_l |N^v_l - N^t_l| of
+    the trained models on the base test images (mean over datasets and seeds); appended to results.md."""
+    from restore.analysis.feature_shift_study import average_feature_shift
+    from restore.feature_shift import discrepancy
+    out, results = args.output, {}
+    for name in args.fast_trace:
+        root = out if name == "exact" else f"{out}/fast/{name}"
+        avg = seed_averages(base2new_results(root, "RESTORE_m", args.datasets, args.seeds),
+                            args.datasets, args.seeds)
+        if not avg:
+            continue
+        gaps = []
+        for dataset in args.datasets:
+            for seed in args.seeds:
+                t = load_trained("RESTORE_m", dataset, seed, "base", args, out=root)
+                gaps.append(discrepancy(average_feature_shift(t.model, t.test_loader,
+                                                              device=t.device)).item())
+        results[name] = (avg, gaps)
+    if not results:
+        return
+    lines = ["\n## RESTORE_m trace speed-ups (base-to-novel, dataset averages; mean ± std over seeds)\n",
+             "| Option | overrides | Base | Novel | HM | vs exact (SE) B / N / HM | discrepancy | seeds |",
+             "|---|---|---|---|---|---|---|---|"]
+    exact = results.get("exact", (None,))[0]
+    for name, (avg, gaps) in results.items():
+        cols = [fmt([a[i] for a in avg]) for i in range(3)]
+        vs = "-"
+        if exact and name != "exact":
+            parts = []
+            for i in range(3):
+                a, e = [x[i] for x in avg], [x[i] for x in exact]
+                se = math.sqrt(mean_se(a)[2] ** 2 + mean_se(e)[2] ** 2)
+                diff = statistics.mean(a) - statistics.mean(e)
+                parts.append(f"{diff:+.2f} ({diff / se:+.1f})" if se > 0 else f"{diff:+.2f}")
+            vs = " / ".join(parts)
+        overrides = " ".join(FAST_TRACE[name]).replace("TRAINER.RESTORE.", "") or "(defaults)"
+        lines.append(f"| {name} | {overrides} | " + " | ".join(cols) +
+                     f" | {vs} | {statistics.mean(gaps):.4f} | {len(avg)} |")
     text = "\n".join(lines) + "\n"
     print(text)
     with open(f"{out}/results.md", "a") as f:

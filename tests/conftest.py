@@ -177,34 +177,41 @@ def magnitude(omega, plain, norm):
     return f
 
 
-def vision_shift(clip_model, fwd, norm="relative"):
-    """Per layer: mean over images of ||B_l(x_l)[S] - B_l(x_l[S])||, S = CLS + patches."""
+def vision_shift(clip_model, fwd, norm="relative", per_sample=False, detach_plain=False):
+    """Per layer: mean over images of ||B_l(x_l)[S] - B_l(x_l[S])||, S = CLS + patches
+    ([L]; [L, N] with per_sample; detach_plain: no gradient through B_l(x_l[S]))."""
     s, out = fwd.n_tokens, []
     for block, x in zip(clip_model.visual.transformer.resblocks, fwd.inputs):
         if x.shape[0] == s:
-            out.append(torch.zeros((), dtype=torch.float64))
+            out.append(torch.zeros(x.shape[1], dtype=torch.float64))
             continue
         y, plain = block(x)[:s], block(x[:s])
+        plain = plain.detach() if detach_plain else plain
         out.append(torch.stack([magnitude(y[:, i] - plain[:, i], plain[:, i], norm)
-                                for i in range(x.shape[1])]).mean())
-    return torch.stack(out)
+                                for i in range(x.shape[1])]))
+    out = torch.stack(out)
+    return out if per_sample else out.mean(1)
 
 
-def text_shift(clip_model, fwd, n_slots, norm="relative"):
+def text_shift(clip_model, fwd, n_slots, norm="relative", per_sample=False, detach_plain=False):
     """Per layer: mean over texts of the shift at positions S (all but slots 1..n_slots) up to
-    and including EOT; the prompt-free pass uses a causal mask of length |S|."""
+    and including EOT; the prompt-free pass uses a causal mask of length |S| ([L]; [L, N] with
+    per_sample)."""
     if n_slots == 0:
-        return torch.zeros(len(fwd.inputs), dtype=torch.float64)
+        zeros = torch.zeros(len(fwd.inputs), fwd.inputs[0].shape[1], dtype=torch.float64)
+        return zeros if per_sample else zeros.mean(1)
     out = []
     for block, x in zip(clip_model.transformer.resblocks, fwd.inputs):
         keep = [0] + list(range(1 + n_slots, x.shape[0]))
         y, plain = block(x)[keep], causal_block(block, len(keep))(x[keep])
+        plain = plain.detach() if detach_plain else plain
         per_text = []
         for i in range(x.shape[1]):
             valid = [j for j, pos in enumerate(keep) if pos <= int(fwd.eot[i])]
             per_text.append(magnitude(y[valid, i] - plain[valid, i], plain[valid, i], norm))
-        out.append(torch.stack(per_text).mean())
-    return torch.stack(out)
+        out.append(torch.stack(per_text))
+    out = torch.stack(out)
+    return out if per_sample else out.mean(1)
 
 
 def logits(clip_model, image_features, text_features):

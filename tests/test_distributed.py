@@ -33,6 +33,10 @@ RUNS = {
     "CoOp-adam": ("CoOp", []),
     "MaPLe-adam": ("MaPLe", []),
     "RESTORE_m-adam": ("RESTORE_m", ["TRAINER.RESTORE.FS.TEXT_CLASSES", "8"]),
+    # the opt-in fast trace: image and class subsets drawn over the global batch / all classes
+    "RESTORE_m-fast": ("RESTORE_m", ["TRAINER.RESTORE.FS.TEXT_CLASSES", "8",
+                                     "TRAINER.RESTORE.FS.VISION_IMAGES", "8",
+                                     "TRAINER.RESTORE.FS.PROMPT_FREE", "no_grad"]),
     "CoOp-sgd": ("CoOp", ["OPTIM.NAME", "sgd", "OPTIM.LR", "0.02"]),
 }
 
@@ -115,7 +119,7 @@ def runs(data_root, tmp_path_factory):
     stderr, status = torchrun(first, tmp)
     assert os.path.isfile(tmp / "killed" / REGISTERED_NAMES["RESTORE_m"] / "model.pth.tar-1"), stderr[-3000:]
     assert not os.path.isfile(tmp / "killed" / REGISTERED_NAMES["RESTORE_m"] / "model.pth.tar-2")
-    assert 6 not in status  # killed: never finished
+    assert len(first) - 1 not in status  # killed: never finished
     resume_stderr, resume_status = torchrun(
         [(argv(data_root, "RESTORE_m", tmp / "killed", RUNS["RESTORE_m-adam"][1]), False)], tmp)
     assert resume_status == {0: ["0", "0"]}, resume_stderr[-3000:]
@@ -157,7 +161,8 @@ def test_resume_after_kill_equals_one_process(runs):
 
 def test_bad_batch_and_dassl_stop_every_rank_with_one_line(runs):
     _, stderr, status = runs
-    assert status[4] == ["1", "1"] and status[5] == ["1", "1"]
+    i_odd, i_dassl = len(RUNS), len(RUNS) + 1  # the runs after RUNS in the first launch
+    assert status[i_odd] == ["1", "1"] and status[i_dassl] == ["1", "1"]
     lines = [x for x in stderr.splitlines() if x.startswith("Error:")]
     odd = [x for x in lines if "BATCH_SIZE 31 is the global batch and does not divide over 2 processes" in x]
     dassl = [x for x in lines if "--engine dassl runs in one process, but torchrun started 2" in x]

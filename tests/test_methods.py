@@ -386,11 +386,17 @@ def test_text_shift_ignores_tokens_after_eot(make_cfg, classnames, images):
     assert not torch.allclose(model.feature_shift(images).text, before, rtol=1e-3)
 
 
+@pytest.mark.parametrize("prompt_free", ["grad", "recompute", "no_grad"])
 @pytest.mark.parametrize("name", ["IVLP", "MaPLe"])
-def test_shift_gradients_equal_independent_gradients(make_cfg, classnames, images, ref, name):
+def test_shift_gradients_equal_independent_gradients(make_cfg, classnames, images, ref, name,
+                                                     prompt_free):
     """Gradients of the traced shift reach the prompts of earlier layers, through both the
-    prompted and the prompt-free pass: equal to autograd through the reference computation."""
+    prompted and the prompt-free pass: equal to autograd through the reference computation.
+    The same when the prompt-free pass is recomputed in backward (FS.PROMPT_FREE recompute).
+    Without gradient through it (FS.PROMPT_FREE no_grad): equal to the reference with that pass
+    detached, and not to the exact gradient."""
     cfg, model = build(make_cfg, name, classnames)
+    model.prompt_free = prompt_free
     params = {k: p for k, p in model.named_parameters() if p.requires_grad}
     shift = model.encode(images, trace=True).shift
     w = torch.tensor([1.0, -2.0, 3.0])
@@ -414,16 +420,26 @@ def test_shift_gradients_equal_independent_gradients(make_cfg, classnames, image
     assert all(g.abs().sum() > 0 for g in gv + gt)
 
     _, img, txt, s = reference(name, model, cfg, classnames, images, ref)
-    want_v = torch.autograd.grad((ref.vision_shift(model.clip, img).float() * w).sum(),
-                                 list(params.values()), allow_unused=True, retain_graph=True)
-    want_t = torch.autograd.grad((ref.text_shift(model.clip, txt, s["n"]).float() * w).sum(),
-                                 list(params.values()), allow_unused=True)
+
+    def ref_grads(detach_plain):
+        v = ref.vision_shift(model.clip, img, detach_plain=detach_plain)
+        t = ref.text_shift(model.clip, txt, s["n"], detach_plain=detach_plain)
+        return (torch.autograd.grad((v.float() * w).sum(), list(params.values()),
+                                    allow_unused=True, retain_graph=True),
+                torch.autograd.grad((t.float() * w).sum(), list(params.values()),
+                                    allow_unused=True, retain_graph=True))
+
+    want_v, want_t = ref_grads(detach_plain=prompt_free == "no_grad")
     for (k, _), gv_, gt_ in zip(params.items(), want_v, want_t):
         for got, want in ((got_v, gv_), (got_t, gt_)):
             if want is None or want.abs().sum() == 0:
                 assert k not in got or got[k].abs().sum() == 0, k
             else:
                 torch.testing.assert_close(got[k], want, rtol=1e-3, atol=1e-6)
+    if prompt_free == "no_grad":  # the approximation is a different gradient
+        exact_v, _ = ref_grads(detach_plain=False)
+        assert any(not torch.allclose(got_v[k], e, rtol=1e-2, atol=0)
+                   for k, e in zip(params, exact_v) if k in got_v and e is not None)
 
 
 # ------------------------------------------------------------------ PromptSRC

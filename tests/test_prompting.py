@@ -229,16 +229,17 @@ def test_vision_trace_equals_independent_shift(clip_model, images, ref, norm):
     with torch.no_grad():
         feats, shift = enc(images, prompts, trace=True, norm=norm)
         expected = ref.image_forward(clip_model, images, prompts)
-        want = ref.vision_shift(clip_model, expected, norm)
-        # trace with sample indices: the mean over those samples only
+        want = ref.vision_shift(clip_model, expected, norm, per_sample=True)
+        # trace with sample indices: those samples only
         _, shift_1 = enc(images, prompts, trace=torch.tensor([1]), norm=norm)
         single = ref.image_forward(clip_model, images[1:], prompts)
-        want_1 = ref.vision_shift(clip_model, single, norm)
-    assert shift.shape == (3,) and shift.dtype == torch.float32
+        want_1 = ref.vision_shift(clip_model, single, norm, per_sample=True)
+    assert shift.shape == (3, 2) and shift.dtype == torch.float32  # [L, traced images]
+    assert shift_1.shape == (3, 1)
     assert (want > 0).all()  # layer 2 carries the propagated prompts
     torch.testing.assert_close(shift.double(), want, rtol=1e-4, atol=1e-7)
     torch.testing.assert_close(shift_1.double(), want_1, rtol=1e-4, atol=1e-7)
-    assert not torch.allclose(shift_1, shift, rtol=1e-3)
+    assert not torch.allclose(shift_1, shift[:, :1], rtol=1e-3)
     torch.testing.assert_close(feats, expected.features, atol=1e-5, rtol=1e-5)
 
 
@@ -252,13 +253,13 @@ def test_text_trace_equals_independent_shift(clip_model, ref, norm):
         feats, shift = enc(enc.embed(tokens), tokens.argmax(-1), prompts, n, trace=True,
                            norm=norm)
         expected = ref.text_forward(clip_model, tokens, prompts, n)
-        want = ref.text_shift(clip_model, expected, n, norm)
+        want = ref.text_shift(clip_model, expected, n, norm, per_sample=True)
         rows = torch.tensor([0, 2])
         _, shift_rows = enc(enc.embed(tokens), tokens.argmax(-1), prompts, n, trace=rows,
                             norm=norm)
         sub = ref.text_forward(clip_model, tokens[rows], prompts, n)
-        want_rows = ref.text_shift(clip_model, sub, n, norm)
-    assert shift.shape == (3,) and (want > 0).all()
+        want_rows = ref.text_shift(clip_model, sub, n, norm, per_sample=True)
+    assert shift.shape == (3, len(TEXTS)) and shift_rows.shape == (3, 2) and (want > 0).all()
     torch.testing.assert_close(shift.double(), want, rtol=1e-4, atol=1e-7)
     torch.testing.assert_close(shift_rows.double(), want_rows, rtol=1e-4, atol=1e-7)
     torch.testing.assert_close(feats, expected.features, atol=1e-5, rtol=1e-5)
@@ -270,7 +271,7 @@ def test_trace_is_zero_without_prompts(clip_model, images):
         enc = PromptedTextEncoder(clip_model)
         tokens = clip.tokenize(TEXTS)
         _, t = enc(enc.embed(tokens), tokens.argmax(-1), (), 0, trace=True)
-    assert torch.equal(v, torch.zeros(3)) and torch.equal(t, torch.zeros(3))
+    assert torch.equal(v, torch.zeros(3, 2)) and torch.equal(t, torch.zeros(3, len(TEXTS)))
 
 
 def test_trace_does_not_change_features(clip_model, images):

@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 
 import restore
-from restore.feature_shift import gram_norm
+from restore.errors import UserError
+from restore.feature_shift import FeatureShift, consistency_loss, estimate, gram_norm
 
 CLASSES = ["red circle", "blue square", "green triangle", "striped star", "dotted moon"]
 DEPTH = 3
@@ -211,28 +212,120 @@ def test_text_classes_subset_sees_k_sequences_and_is_unbiased(batch, monkeypatch
     images, _ = batch
     model = build("RESTORE_m", FS__TEXT_CLASSES=2).train()
     seen = []
-    original = restore.prompting.shift_magnitude
+    original = restore.prompting.shift_per_sample
 
     def spy(prompted, plain, norm="relative", valid=None):
         seen.append(prompted.shape[1])
         return original(prompted, plain, norm, valid)
 
-    monkeypatch.setattr(restore.prompting, "shift_magnitude", spy)
+    monkeypatch.setattr(restore.prompting, "shift_per_sample", spy)
     rows = model.training_trace()
     assert rows.numel() == 2 and len(set(rows.tolist())) == 2
     model.encode(images, trace=rows)
     vision_layers = model.image_encoder.num_layers
     assert seen[:vision_layers] == [4] * vision_layers  # every image
     assert seen[vision_layers:] == [2] * model.text_encoder.num_layers  # k classes
-    monkeypatch.setattr(restore.prompting, "shift_magnitude", original)
+    monkeypatch.setattr(restore.prompting, "shift_per_sample", original)
 
     with torch.no_grad():
-        full = model.encode_text(trace=True)[1]
-        draws = torch.stack([model.encode_text(trace=model.training_trace())[1]
-                             for _ in range(300)])
+        full, full_var = model.encode_text(trace=True)[1]
+        draws = [model.encode_text(trace=model.training_trace())[1] for _ in range(300)]
+    means = torch.stack([m for m, _ in draws])
+    assert full_var is None and all(v is not None for _, v in draws)
     # The mean over a uniform subset is unbiased; 300 draws put it within 5% of the full value.
-    torch.testing.assert_close(draws.mean(0), full, rtol=0.05, atol=0)
-    assert draws.std(0).sum() > 0  # the subsets really differ
+    torch.testing.assert_close(means.mean(0), full, rtol=0.05, atol=0)
+    assert means.std(0).sum() > 0  # the subsets really differ
+
+
+def test_vision_images_subset_sees_k_images_in_training_only(batch, monkeypatch):
+    images, labels = batch
+    model = build("RESTORE_m", FS__VISION_IMAGES=2).train()
+    seen = []
+    original = restore.prompting.shift_per_sample
+
+    def spy(prompted, plain, norm="relative", valid=None):
+        seen.append(prompted.shape[1])
+        return original(prompted, plain, norm, valid)
+
+    monkeypatch.setattr(restore.prompting, "shift_per_sample", spy)
+    model.loss(images, labels)
+    vision_layers = model.image_encoder.num_layers
+    assert seen[:vision_layers] == [2] * vision_layers  # k of the 4 images
+    assert seen[vision_layers:] == [len(CLASSES)] * model.text_encoder.num_layers
+    seen.clear()
+    model.eval()
+    model.feature_shift(images)  # evaluation traces every image
+    assert seen[:vision_layers] == [4] * vision_layers
+
+
+def test_prompt_free_recompute_is_exact_and_keeps_less(batch):
+    """FS.PROMPT_FREE recompute: the same loss and gradients, bit for bit, as the default; fewer
+    bytes saved for backward (the prompt-free pass's activations are recomputed)."""
+    images, labels = batch
+
+    def step(mode):
+        model = build("RESTORE_m", FS__PROMPT_FREE=mode).train()
+        saved = {}
+
+        def pack(t):
+            saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            loss, _ = model.loss(images, labels)
+        loss.backward()
+        grads = {k: p.grad for k, p in model.named_parameters() if p.grad is not None}
+        return loss.detach(), grads, sum(saved.values())
+
+    loss, grads, kept = step("grad")
+    loss_r, grads_r, kept_r = step("recompute")
+    assert torch.equal(loss, loss_r) and grads.keys() == grads_r.keys()
+    assert all(torch.equal(grads[k], grads_r[k]) for k in grads)
+    assert kept_r < 0.8 * kept
+    with pytest.raises(ValueError, match="FS.PROMPT_FREE"):
+        build("RESTORE_m", FS__PROMPT_FREE="sometimes")
+
+
+def test_subset_estimate_is_unbiased_by_enumeration():
+    """Over every k-subset of a population of n per-sample shifts: the subset mean averages to the
+    population mean, the variance estimate to the subset mean's true variance, and the corrected
+    L_fs to the full-batch L_fs (uncorrected, it is biased upward by the two variances)."""
+    from itertools import combinations
+
+    g = torch.Generator().manual_seed(0)
+    n_v, n_t, k_v, k_t, layers = 6, 5, 3, 2, 2
+    vis = torch.rand(layers, n_v, generator=g, dtype=torch.float64)
+    txt = torch.rand(layers, n_t, generator=g, dtype=torch.float64)
+    full = consistency_loss(FeatureShift(vis.mean(1), txt.mean(1)))
+    means, variances, losses, naive = [], [], [], []
+    for sv in combinations(range(n_v), k_v):
+        v_mean, v_var = estimate(vis[:, list(sv)], torch.tensor(sv), n_v)
+        means.append(v_mean)
+        variances.append(v_var)
+        for st in combinations(range(n_t), k_t):
+            t_mean, t_var = estimate(txt[:, list(st)], torch.tensor(st), n_t)
+            losses.append(consistency_loss(FeatureShift(v_mean, t_mean, v_var, t_var)))
+            naive.append(consistency_loss(FeatureShift(v_mean, t_mean)))
+    means, variances = torch.stack(means), torch.stack(variances)
+    torch.testing.assert_close(means.mean(0), vis.mean(1))
+    true_var = ((means - vis.mean(1)) ** 2).mean(0)
+    torch.testing.assert_close(variances.mean(0), true_var)
+    torch.testing.assert_close(torch.stack(losses).mean(), full)
+    assert torch.stack(naive).mean() > full + 1e-3  # the bias the correction removes
+    # every sample traced: no variance; a subset of 1 has no variance estimate
+    assert estimate(vis, True, n_v)[1] is None
+    with pytest.raises(ValueError, match="at least 2"):
+        estimate(vis[:, :1], torch.tensor([0]), n_v)
+
+
+def test_subset_of_one_is_refused():
+    from restore.checks import check_config
+    for key in ("TEXT_CLASSES", "VISION_IMAGES"):
+        cfg = restore.get_cfg_default()
+        cfg.TRAINER.NAME = "RESTORE_m"
+        cfg.TRAINER.RESTORE.FS[key] = 1
+        with pytest.raises(UserError, match=f"TRAINER.RESTORE.FS.{key} is 1"):
+            check_config(cfg)
 
 
 def test_fixed_and_off_modes(batch):

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import UserError
-from ..feature_shift import FeatureShift
+from ..feature_shift import FeatureShift, estimate
 from ..adapters import UnsupportedBackbone, adapter_for
 from ..prompting import PromptedImageEncoder, PromptedTextEncoder
 from . import shards
@@ -58,6 +58,7 @@ class PromptedCLIP(nn.Module):
         self.image_encoder = PromptedImageEncoder(self.backbone)
         self.text_encoder = PromptedTextEncoder(self.backbone)
         self.fs_norm = cfg.TRAINER.RESTORE.FS.NORM
+        self.prompt_free = "grad"  # how the trace's prompt-free pass is differentiated
         self.n_slots = 0
         self._text_cache = None
 
@@ -119,24 +120,46 @@ class PromptedCLIP(nn.Module):
 
     # ------------------------------------------------------------------------------ forward
     def encode_text(self, trace=False):
+        """Class texts -> (features [C, D], text shift or None). trace: False, True (every class)
+        or the indices of a uniform random subset of classes; the shift is (N^t [L], the variance
+        of a subset estimate [L] or None), `restore.feature_shift.estimate`."""
         if self.distributed and shards.can_shard_text(self):
             return shards.encode_text_sharded(self, trace)
-        return self.text_encoder(self.token_embeds, self.eot, self.text_prompts(), self.n_slots,
-                                 trace, self.fs_norm)
+        features, samples = self.text_encoder(self.token_embeds, self.eot, self.text_prompts(),
+                                              self.n_slots, trace, self.fs_norm, self.prompt_free)
+        if trace is False:
+            return features, None
+        return features, estimate(samples, trace, self.token_embeds.shape[0])
 
-    def encode_image(self, images: Tensor, trace=False):
-        return self.image_encoder(images, self.vision_prompts(), trace, self.fs_norm)
+    def encode_image(self, images: Tensor, trace=False, subset: int = 0):
+        """images [B, 3, H, W] -> (features [B, D], vision shift or None), the shift as in
+        `encode_text`, over the batch or (0 < subset < B) a fresh uniform random subset of
+        `subset` images. In training over several processes, over the global batch."""
+        prompts = self.vision_prompts()
+        if trace is False:
+            return self.image_encoder(images, prompts, False, self.fs_norm)
+        if self.distributed and self.training:
+            return shards.encode_image_traced(self, images, subset)
+        n = images.shape[0]
+        rows = torch.randperm(n, device=images.device)[:subset] if 0 < subset < n else True
+        features, samples = self.image_encoder(images, prompts, rows, self.fs_norm,
+                                               self.prompt_free)
+        return features, estimate(samples, rows, n)
 
     def encode(self, images: Tensor, trace=False) -> Encoded:
         image, vision_shift = self.encode_image(images, trace is not False)
-        if self.distributed and self.training and vision_shift is not None:
-            vision_shift = shards.global_mean(vision_shift, images.shape[0])  # the global batch's
         if self._text_cache is not None:
             text, text_shift = self._text_cache
         else:
             text, text_shift = self.encode_text(trace)
-        shift = FeatureShift(vision_shift, text_shift) if trace is not False else None
-        return Encoded(image, text, shift)
+        return Encoded(image, text, self.feature_shift_of(vision_shift, text_shift))
+
+    @staticmethod
+    def feature_shift_of(vision, text) -> Optional[FeatureShift]:
+        """The (N_l, variance) pairs of `encode_image` and `encode_text` -> a FeatureShift."""
+        if vision is None or text is None:
+            return None
+        return FeatureShift(vision[0], text[0], vision[1], text[1])
 
     def logits(self, image: Tensor, text: Tensor) -> Tensor:
         image = F.normalize(image.float(), dim=-1)

@@ -5,7 +5,7 @@ from contextlib import nullcontext
 import torch.nn.functional as F
 from torch import nn
 
-from ..feature_shift import FeatureShift
+from ..feature_shift import estimate
 from .base import Encoded, PromptedCLIP, context_vectors
 
 
@@ -32,15 +32,15 @@ class CoCoOp(PromptedCLIP):
         ctx = self.prompt_learner.ctx.unsqueeze(0) + bias.unsqueeze(1)  # [B, n, W]
         ctx = ctx.repeat_interleave(c, dim=0)  # [B*C, n, W], image-major
         x = self.token_embeds.repeat(b, 1, 1)
-        features, shift = self.text_encoder(x, self.eot.repeat(b), [ctx], self.n_slots, trace,
-                                            self.fs_norm)
+        features, samples = self.text_encoder(x, self.eot.repeat(b), [ctx], self.n_slots, trace,
+                                              self.fs_norm)
+        shift = estimate(samples, trace, b * c) if trace is not False else None
         return features.view(b, c, -1), shift
 
     def encode(self, images, trace=False):
         image, vision_shift = self.encode_image(images, trace is not False)
         text, text_shift = self.encode_text(trace, image_features=image)
-        shift = FeatureShift(vision_shift, text_shift) if trace is not False else None
-        return Encoded(image, text, shift)
+        return Encoded(image, text, self.feature_shift_of(vision_shift, text_shift))
 
     def cached_text_features(self):
         # Prompts depend on each image: nothing can be encoded once.

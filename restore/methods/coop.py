@@ -10,6 +10,7 @@ and the feature-shift trace (defined for the slots 1..n) reports no text shift (
 import torch
 from torch import nn
 
+from ..feature_shift import estimate
 from .base import PromptedCLIP, context_vectors
 
 CLASS_TOKEN_POSITIONS = ("end", "middle", "front")
@@ -45,7 +46,8 @@ class CoOp(PromptedCLIP):
         if self.class_token_position == "end":
             return super().encode_text(trace)
         x = self.arrange_prompts(self.prompt_learner.ctx)
-        return self.text_encoder(x, self.eot, (), 0, trace, self.fs_norm)
+        features, samples = self.text_encoder(x, self.eot, (), 0, trace, self.fs_norm)
+        return features, (estimate(samples, trace, x.shape[0]) if trace is not False else None)
 
     def arrange_prompts(self, ctx):
         """[SOS, <ctx half 1>, <name>, <ctx half 2>, ". EOT ..."] ("middle") or

@@ -4,6 +4,10 @@ surgery on top of a base method. RESTORE_m = MaPLe + both, RESTORE_p = PromptSRC
 Keys live in TRAINER.RESTORE (docs/METHOD.md sections 2-5); the base method's stay in its own node.
 - FS.DEFINITION paper: L_fs = sum_l (N^v_l - N^t_l)^2 from the traced per-block shifts.
   FS.DEFINITION release: L_fs = sum_l (r^t_l - r^v_l)^2, r = Gram-norm ratio of the deep prompts.
+  Opt-in speed-ups of the paper's trace in training: FS.TEXT_CLASSES / FS.VISION_IMAGES (a random
+  subset of classes / images, variance-corrected), FS.PROMPT_FREE no_grad (no gradient through the
+  prompt-free pass); FS.PROMPT_FREE recompute is exact and keeps less memory. Evaluation traces
+  every sample.
 - SURGERY.MODE fs_guided: z + alpha * Surgery(z), alpha_v = GAMMA * sum_l N^v_l and
   alpha_t = BETA * sum_l N^t_l (detached) from the batch in training; an EMA of alpha is kept in
   the state and used at test (ALPHA_AT_TEST ema), or recomputed per test batch (live).
@@ -15,6 +19,7 @@ import torch
 from ..distributed import broadcast_from_primary
 from ..feature_shift import consistency_loss, gram_norm, release_loss, release_ratios
 from ..maple_fsa import release_variant
+from ..prompting import PROMPT_FREE
 from ..surgery import ReleaseCalibrator, Surgery
 from .base import Encoded
 from .maple import MaPLe
@@ -42,6 +47,8 @@ class RestoreMixin:
         self.alpha_at_test = _choice("SURGERY.ALPHA_AT_TEST", r.SURGERY.ALPHA_AT_TEST,
                                      ALPHA_AT_TEST)
         self.fs_weight, self.text_classes = r.FS.WEIGHT, r.FS.TEXT_CLASSES
+        self.vision_images = r.FS.VISION_IMAGES
+        self.prompt_free = _choice("FS.PROMPT_FREE", r.FS.PROMPT_FREE, PROMPT_FREE)
         self.gamma, self.beta, self.ema = r.SURGERY.GAMMA, r.SURGERY.BETA, r.SURGERY.EMA
         s = r.SURGERY
         self.release_gains = (s.RELEASE_VIS_GAIN, s.RELEASE_TEXT_GAIN)
@@ -84,6 +91,11 @@ class RestoreMixin:
             subset = torch.randperm(n, device=self.token_embeds.device)[: self.text_classes]
             return broadcast_from_primary(subset) if self.distributed else subset
         return True
+
+    def encode_image(self, images, trace=False, subset=0):
+        if trace is not False and self.training:  # the shift of a random subset of the images
+            subset = self.vision_images
+        return super().encode_image(images, trace, subset)
 
     def logits_per_image(self):
         # A live alpha comes from the shift of the whole evaluation batch.

@@ -19,7 +19,7 @@ import argparse
 import os
 import sys
 
-from sweep.plan import ABLATIONS, BASE2NEW, METHODS, plan
+from sweep.plan import ABLATIONS, BASE2NEW, FAST_TRACE, METHODS, plan
 from sweep.runner import status, submit
 
 # Slurm settings: key of the --slurm-config file (= flag without "--", "_" for "-") -> (default, help)
@@ -66,11 +66,12 @@ def slurm_settings(args):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("command", choices=["submit", "status"])
-    p.add_argument("--protocols", nargs="+", default=["base2new"], choices=["base2new", "xd", "dg", "ablation"])
+    p.add_argument("--protocols", nargs="+", default=["base2new"], choices=["base2new", "xd", "dg", "ablation", "fast"])
     p.add_argument("--methods", nargs="+", default=METHODS)
     p.add_argument("--datasets", nargs="+", default=BASE2NEW)
     p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     p.add_argument("--ablations", nargs="+", default=list(ABLATIONS), choices=list(ABLATIONS))
+    p.add_argument("--fast-trace", nargs="+", default=list(FAST_TRACE), choices=list(FAST_TRACE))
     p.add_argument("--data", default=os.environ.get("DATA", "./data"))
     p.add_argument("--output", default="output/testbed")
     p.add_argument("--folder", default="output/slurm", help="submitit's folder (job scripts and logs)")

@@ -29,11 +29,6 @@ class FeatureShift:
                             detach(self.text_var))
 
 
-def layer_means(samples: torch.Tensor) -> torch.Tensor:
-    """Per-sample shifts [L, k] (every sample of the batch / every class) -> N_l [L]."""
-    return torch.stack([row.mean() for row in samples]) if samples.shape[0] else samples.sum(1)
-
-
 def subset_estimate(sums: torch.Tensor, k: int, n: int):
     """N_l and the variance of that estimate, from a uniform random subset (without replacement) of
     k of the n samples (docs/METHOD.md section 3).
@@ -55,7 +50,7 @@ def estimate(samples: torch.Tensor, rows, n: int):
     rows: True (all n samples were traced: the mean, no variance) or the indices of the k traced
     samples, a uniform random subset of the n (`subset_estimate`)."""
     if rows is True or samples.shape[0] == 0:
-        return layer_means(samples), None
+        return samples.mean(1), None
     sums = torch.stack([samples.sum(1), samples.pow(2).sum(1)])
     return subset_estimate(sums, samples.shape[1], n)
 

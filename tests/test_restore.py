@@ -194,6 +194,34 @@ def test_eval_uses_ema_alpha_and_live_recomputes(batch):
             torch.testing.assert_close(model(images), live)
 
 
+def test_cached_text_is_traced_only_when_a_shift_is_asked(batch, monkeypatch):
+    """Evaluation with an EMA alpha needs no text trace: the cache encodes the classes without
+    one; the first traced encode (the analysis, a live alpha) traces them once."""
+    images, _ = batch
+    model = build("RESTORE_m").eval()
+    calls = []
+    original = restore.prompting.shift_per_sample
+
+    def spy(*args, **kw):
+        calls.append(1)
+        return original(*args, **kw)
+
+    with torch.no_grad():
+        want = model.feature_shift(images)
+        monkeypatch.setattr(restore.prompting, "shift_per_sample", spy)
+        with model.cached_text_features():
+            model(images)
+            model(images)
+            assert calls == []  # no prompt-free pass for plain logits
+            first = model.feature_shift(images)
+            n = len(calls)
+            second = model.feature_shift(images)
+    layers_v, layers_t = model.image_encoder.num_layers, model.text_encoder.num_layers
+    assert n == layers_v + layers_t and len(calls) == n + layers_v  # the text traced once
+    for got in (first, second):
+        assert torch.equal(got.vision, want.vision) and torch.equal(got.text, want.text)
+
+
 def test_state_round_trip_into_new_classes_keeps_alpha(batch):
     images, labels = batch
     model = build("RESTORE_m").train()

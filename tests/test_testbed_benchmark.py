@@ -89,3 +89,46 @@ def test_report_tables(tmp_path):
     text = open(os.path.join(args.output, "results.md")).read()
     assert "| CoOp |" in text and "CoOp vs ZeroshotCLIP: base +8.50 (+8.5 SE), novel -5.00" in text
     assert os.path.getsize(os.path.join(args.output, "base2new_accuracy.png")) > 5000
+
+
+def test_fast_trace_plan_and_table(tmp_path, monkeypatch):
+    """The fast protocol plans RESTORE_m runs with each speed-up's overrides (the exact row is the main
+    base-to-novel run); its table gives each option's difference to exact in standard errors and the
+    discrepancy of the trained models."""
+    import torch
+
+    import restore.analysis.feature_shift_study as study
+    import sweep.report
+    from restore.feature_shift import FeatureShift
+
+    args = args_for(tmp_path, protocols=["fast"], methods=["RESTORE_m"], fast_trace=list(tb.FAST_TRACE))
+    jobs = tb.plan(args)
+    assert len(jobs) == (len(tb.FAST_TRACE) - 1) * 2 * 2  # options x datasets x seeds, exact not rerun
+    label, ((train_dir, argv), _) = jobs[0]
+    assert label == "fast nograd shapes s1"
+    assert train_dir.endswith("fast/nograd/base2new/train_base/shapes/shots_16/RESTORE_m/testbed/seed1")
+    assert argv[argv.index("TRAINER.RESTORE.FS.PROMPT_FREE") + 1] == "no_grad"
+    assert tb.job_cost(label) == tb.job_cost("b2n RESTORE_m shapes s1")
+
+    out = args.output
+    acc = {"exact": (90.0, 80.0), "nograd": (89.0, 80.0), "nograd_subsets": (90.0, 79.0)}
+    for name, (b, n) in acc.items():
+        root = out if name == "exact" else f"{out}/fast/{name}"
+        for dataset in args.datasets:
+            for seed in args.seeds:
+                common = f"{dataset}/shots_16/RESTORE_m/testbed/seed{seed}"
+                write_log(f"{root}/base2new/train_base/{common}", b + seed)  # seeds differ by 1
+                write_log(f"{root}/base2new/test_new/{common}", n + seed)
+    gap = {out: 0.01, f"{out}/fast/nograd": 0.02, f"{out}/fast/nograd_subsets": 0.03}
+    monkeypatch.setattr(sweep.report, "load_trained",
+                        lambda trainer, dataset, seed, subsample, args, out: argparse.Namespace(
+                            model=gap[out], test_loader=None, device=None))
+    monkeypatch.setattr(study, "average_feature_shift", lambda model, loader, device: FeatureShift(
+        torch.tensor([model, 0.0]), torch.zeros(2)))
+    tb.fast_trace_report(args)
+    text = open(os.path.join(out, "results.md")).read()
+    # seed means 91.5 / 90.5 (std 0.71 each, SE of the difference 0.71): base -1.00 = -1.4 SE
+    assert "| exact | (defaults) | 91.50 ± 0.71 | 81.50 ± 0.71 |" in text
+    assert "| nograd | FS.PROMPT_FREE no_grad | 90.50 ± 0.71 | 81.50 ± 0.71 |" in text
+    assert "-1.00 (-1.4) / +0.00 (+0.0) /" in text
+    assert "| 0.0200 | 2 |" in text and "| 0.0300 | 2 |" in text

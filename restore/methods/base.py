@@ -148,10 +148,13 @@ class PromptedCLIP(nn.Module):
 
     def encode(self, images: Tensor, trace=False) -> Encoded:
         image, vision_shift = self.encode_image(images, trace is not False)
-        if self._text_cache is not None:
-            text, text_shift = self._text_cache
-        else:
+        if self._text_cache is None:
             text, text_shift = self.encode_text(trace)
+        else:
+            if trace is not False and self._text_cache[1] is None:  # traced once, when first asked
+                with torch.no_grad():
+                    self._text_cache = self.encode_text(trace=True)
+            text, text_shift = self._text_cache
         return Encoded(image, text, self.feature_shift_of(vision_shift, text_shift))
 
     @staticmethod
@@ -180,9 +183,10 @@ class PromptedCLIP(nn.Module):
 
     @contextmanager
     def cached_text_features(self):
-        """Encode the class texts once (with their feature shift) for a whole evaluation."""
+        """Encode the class texts once for a whole evaluation; their feature shift is traced
+        once too, when an encode first asks for it (not at all for plain logits)."""
         with torch.no_grad():
-            self._text_cache = self.encode_text(trace=True)
+            self._text_cache = self.encode_text()
         try:
             yield
         finally:

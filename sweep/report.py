@@ -262,20 +262,23 @@ def fast_trace_report(args):
     """The table of RESTORE_m's trace speed-ups (sweep.plan.FAST_TRACE) against the exact default: base,
     novel and HM (dataset averages, mean ± std over seeds), each option's difference of seed means in
     standard errors of that difference, and the exact inter-modal discrepancy sum_l |N^v_l - N^t_l| of
-    the trained models on the base test images (mean over datasets and seeds); appended to results.md."""
+    the trained models on the base test images (mean over datasets and seeds); appended to results.md.
+    MaPLe's base-to-novel runs, where present for the same seeds, give a reference row (no L_fs)."""
     from restore.analysis.feature_shift_study import average_feature_shift
     from restore.feature_shift import discrepancy
     out, results = args.output, {}
-    for name in args.fast_trace:
-        root = out if name == "exact" else f"{out}/fast/{name}"
-        avg = seed_averages(base2new_results(root, "RESTORE_m", args.datasets, args.seeds),
-                            args.datasets, args.seeds)
+    rows = [(name, "RESTORE_m", out if name == "exact" else f"{out}/fast/{name}")
+            for name in args.fast_trace] + [("MaPLe (reference)", "MaPLe", out)]
+    for name, trainer, root in rows:
+        res = base2new_results(root, trainer, args.datasets, args.seeds)
+        avg = seed_averages(res, args.datasets, args.seeds)
         if not avg:
             continue
+        seeds = [s for s in args.seeds if all(s in res[d] for d in args.datasets)]
         gaps = []
         for dataset in args.datasets:
-            for seed in args.seeds:
-                t = load_trained("RESTORE_m", dataset, seed, "base", args, out=root)
+            for seed in seeds:
+                t = load_trained(trainer, dataset, seed, "base", args, out=root)
                 gaps.append(discrepancy(average_feature_shift(t.model, t.test_loader,
                                                               device=t.device)).item())
         results[name] = (avg, gaps)
@@ -288,7 +291,7 @@ def fast_trace_report(args):
     for name, (avg, gaps) in results.items():
         cols = [fmt([a[i] for a in avg]) for i in range(3)]
         vs = "-"
-        if exact and name != "exact":
+        if exact and name in FAST_TRACE and name != "exact":
             parts = []
             for i in range(3):
                 a, e = [x[i] for x in avg], [x[i] for x in exact]
@@ -296,7 +299,8 @@ def fast_trace_report(args):
                 diff = statistics.mean(a) - statistics.mean(e)
                 parts.append(f"{diff:+.2f} ({diff / se:+.1f})" if se > 0 else f"{diff:+.2f}")
             vs = " / ".join(parts)
-        overrides = " ".join(FAST_TRACE[name]).replace("TRAINER.RESTORE.", "") or "(defaults)"
+        overrides = " ".join(FAST_TRACE.get(name, [])).replace("TRAINER.RESTORE.", "") or (
+            "(defaults)" if name in FAST_TRACE else "no L_fs, no surgery")
         lines.append(f"| {name} | {overrides} | " + " | ".join(cols) +
                      f" | {vs} | {statistics.mean(gaps):.4f} | {len(avg)} |")
     text = "\n".join(lines) + "\n"

@@ -123,6 +123,7 @@ def test_label_outside_classes_in_imagenet_preprocessed_cache(tmp_path):
     ("OPTIM.LR", 0.0, "greater than 0 (the learning rate, > 0)"),
     ("TRAIN.PRINT_FREQ", 0, "at least 1 (print every this many batches)"),
     ("DATALOADER.NUM_WORKERS", -1, "at least 0"),
+    ("TRAINER.RESTORE.FS.VISION_IMAGES", -2, "at least 0 (images per step in the vision feature shift"),
 ])
 def test_out_of_range_value_stops_before_any_work(key, value, needs, data_root, tmp_path, capsys):
     out = tmp_path / "out"

@@ -119,10 +119,15 @@ def test_fast_trace_plan_and_table(tmp_path, monkeypatch):
                 common = f"{dataset}/shots_16/RESTORE_m/testbed/seed{seed}"
                 write_log(f"{root}/base2new/train_base/{common}", b + seed)  # seeds differ by 1
                 write_log(f"{root}/base2new/test_new/{common}", n + seed)
-    gap = {out: 0.01, f"{out}/fast/nograd": 0.02, f"{out}/fast/nograd_subsets": 0.03}
+    for dataset in args.datasets:  # the MaPLe reference, seed 1 only
+        common = f"{dataset}/shots_16/MaPLe/testbed/seed1"
+        write_log(f"{out}/base2new/train_base/{common}", 88.0)
+        write_log(f"{out}/base2new/test_new/{common}", 78.0)
+    gap = {("RESTORE_m", out): 0.01, ("RESTORE_m", f"{out}/fast/nograd"): 0.02,
+           ("RESTORE_m", f"{out}/fast/nograd_subsets"): 0.03, ("MaPLe", out): 0.5}
     monkeypatch.setattr(sweep.report, "load_trained",
                         lambda trainer, dataset, seed, subsample, args, out: argparse.Namespace(
-                            model=gap[out], test_loader=None, device=None))
+                            model=gap[trainer, out], test_loader=None, device=None))
     monkeypatch.setattr(study, "average_feature_shift", lambda model, loader, device: FeatureShift(
         torch.tensor([model, 0.0]), torch.zeros(2)))
     tb.fast_trace_report(args)
@@ -132,3 +137,4 @@ def test_fast_trace_plan_and_table(tmp_path, monkeypatch):
     assert "| nograd | FS.PROMPT_FREE no_grad | 90.50 ± 0.71 | 81.50 ± 0.71 |" in text
     assert "-1.00 (-1.4) / +0.00 (+0.0) /" in text
     assert "| 0.0200 | 2 |" in text and "| 0.0300 | 2 |" in text
+    assert "| MaPLe (reference) | no L_fs, no surgery | 88.00 | 78.00 | 82.70 | - | 0.5000 | 1 |" in text

@@ -140,9 +140,14 @@ class Step:
         return statistics.median(self.times)
 
 
-def run_case(case, args, device, autocast_dtype):
+def case_settings(case, args):
+    """(CLIP size, classes, prompt depth, timed rounds, warm-up rounds) with --steps / --warmup."""
     size, n_classes, depth, steps, warmup = CASES[case]
-    steps, warmup = args.steps or steps, args.warmup if args.warmup is not None else warmup
+    return size, n_classes, depth, args.steps or steps, args.warmup if args.warmup is not None else warmup
+
+
+def run_case(case, args, device, autocast_dtype):
+    size, n_classes, depth, steps, warmup = case_settings(case, args)
     clip_model = restore.tiny_clip(seed=0, **SIZES[size]).to(device)
     res = input_resolution(clip_model)
     g = torch.Generator().manual_seed(0)
@@ -197,7 +202,8 @@ def main():
     print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), "
           f"torch {torch.__version__}, threads {torch.get_num_threads()}, batch {args.batch}"
           f"{', bf16 autocast' if args.bf16 else ''}; cases (CLIP, classes, prompt depth, timed "
-          f"rounds, warm-up): " + "; ".join(f"{c} {CASES[c]}" for c in filter(None, args.cases.split(","))))
+          f"rounds, warm-up): " + "; ".join(f"{c} {case_settings(c, args)}"
+                                            for c in filter(None, args.cases.split(","))))
     print("| case | method | step (s) | GFLOP | floor | ratio | ratio / floor | activation memory |")
     print("|---|---|---|---|---|---|---|---|")
     for case in filter(None, args.cases.split(",")):

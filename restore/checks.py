@@ -5,6 +5,7 @@ or less (epochs, batch sizes, context tokens) would not fail at once: MAX_EPOCH 
 reports the untrained model's accuracy as the result, a batch size of 0 fails deep in the DataLoader.
 """
 from .errors import UserError
+from .suggest import did_you_mean
 
 # DATALOADER.TRAIN_X.BATCH_SIZE_SCOPE under torchrun: BATCH_SIZE is one step's batch over all processes,
 # or each process's (restore/engine/parallel.py).
@@ -21,12 +22,25 @@ COMMON_MINIMA = {
     "DATALOADER.NUM_WORKERS": (0, "the number of DataLoader worker processes (0: load in the main process)"),
     "DATALOADER.K_TRANSFORMS": (1, "the number of augmented views per image"),
     "TRAIN.PRINT_FREQ": (1, "print every this many batches"),
-    "TRAINER.RESTORE.FS.TEXT_CLASSES": (0, "classes per step in the text feature shift (0: all)"),
-    "TRAINER.RESTORE.FS.VISION_IMAGES": (0, "images per step in the vision feature shift (0: all)"),
 }
-# Subset sizes of the feature-shift estimate: 0 (every sample) or at least 2, since the estimate's
-# variance, which the consistency loss subtracts, needs two samples (restore.feature_shift).
-SUBSET_KEYS = ("TRAINER.RESTORE.FS.TEXT_CLASSES", "TRAINER.RESTORE.FS.VISION_IMAGES")
+# Subset sizes of the feature-shift estimate: 0 (all) or at least 2, since the estimate's variance,
+# which the consistency loss subtracts, needs two samples (restore.feature_shift).
+SUBSET_KEYS = {"TRAINER.RESTORE.FS.TEXT_CLASSES": "classes", "TRAINER.RESTORE.FS.VISION_IMAGES": "images"}
+
+
+def choice_keys() -> dict:
+    """key -> its valid values, each from the module that uses the key."""
+    from .data.base import SUBSAMPLE_CHOICES
+    from .data.transforms import INTERPOLATION_MODES
+    from .feature_shift import NORMS
+    from .methods.coop import CLASS_TOKEN_POSITIONS
+    from .methods.restore import ALPHA_AT_TEST, DEFINITIONS, MODES
+    from .prompting import PROMPT_FREE
+    return {"TRAINER.RESTORE.FS.DEFINITION": DEFINITIONS, "TRAINER.RESTORE.FS.NORM": NORMS,
+            "TRAINER.RESTORE.FS.PROMPT_FREE": PROMPT_FREE, "TRAINER.RESTORE.SURGERY.MODE": MODES,
+            "TRAINER.RESTORE.SURGERY.ALPHA_AT_TEST": ALPHA_AT_TEST,
+            "TRAINER.COOP.CLASS_TOKEN_POSITION": CLASS_TOKEN_POSITIONS,
+            "DATASET.SUBSAMPLE_CLASSES": SUBSAMPLE_CHOICES, "INPUT.INTERPOLATION": tuple(INTERPOLATION_MODES)}
 
 # Per method node: its context-length keys, each with the prompt depth that makes it used (None: always).
 CONTEXT_KEYS = {
@@ -73,10 +87,17 @@ def check_config(cfg):
     context lengths against the text context are checked when the model is built."""
     for key, (minimum, what) in COMMON_MINIMA.items():
         require_at_least(key, lookup(cfg, key), minimum, what)
-    for key in SUBSET_KEYS:
-        if lookup(cfg, key) == 1:
-            raise UserError(f"{key} is 1; it must be 0 (every sample) or at least 2 (a random subset "
-                            "whose variance the consistency loss corrects for). Set it to 0 or >= 2.")
+    for key, samples in SUBSET_KEYS.items():
+        value = lookup(cfg, key)
+        if isinstance(value, int) and not isinstance(value, bool) and (value < 0 or value == 1):
+            raise UserError(f"{key} is {value}; it must be 0 (all {samples}) or at least 2 (a random "
+                            f"subset of that many {samples} per step, whose variance the consistency "
+                            f"loss corrects for). Set {key} to 0 or a number >= 2.")
+    for key, valid in choice_keys().items():
+        value = lookup(cfg, key)
+        if value is not None and value not in valid:
+            raise UserError(f"{key} is {value!r}; it must be one of {', '.join(map(str, valid))}."
+                            f"{did_you_mean(value, valid)} Set {key} to one of them.")
     scope = lookup(cfg, "DATALOADER.TRAIN_X.BATCH_SIZE_SCOPE")
     if scope is not None and scope not in BATCH_SCOPES:
         raise UserError(f"DATALOADER.TRAIN_X.BATCH_SIZE_SCOPE is {scope!r}; valid: {', '.join(BATCH_SCOPES)} "

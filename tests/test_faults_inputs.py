@@ -115,6 +115,23 @@ def test_label_outside_classes_in_imagenet_preprocessed_cache(tmp_path):
 
 
 @pytest.mark.parametrize("key,value,needs", [
+    ("TRAINER.RESTORE.FS.VISION_IMAGES", -2, "0 (all images) or at least 2"),
+    ("TRAINER.RESTORE.FS.TEXT_CLASSES", 1, "0 (all classes) or at least 2"),
+    ("TRAINER.RESTORE.FS.PROMPT_FREE", "no-grad", "one of grad, recompute, no_grad. Did you mean no_grad?"),
+    ("TRAINER.RESTORE.FS.NORM", "l2", "one of relative, rms, fro."),
+    ("TRAINER.RESTORE.SURGERY.MODE", "sometimes", "one of fs_guided, fixed, off, release."),
+    ("TRAINER.COOP.CLASS_TOKEN_POSITION", "End", "one of end, middle, front. Did you mean end?"),
+    ("DATASET.SUBSAMPLE_CLASSES", "novel", "one of all, base, new."),
+])
+def test_bad_count_or_choice_stops_before_any_work(key, value, needs, data_root, tmp_path, capsys):
+    out = tmp_path / "out"
+    line = fails(capsys, data_root, out, opts=[*SHOTS, key, str(value)])
+    shown = value if isinstance(value, int) else repr(value)
+    assert line.startswith(f"Error: {key} is {shown}; it must be {needs}"), line
+    assert not out.exists()  # stopped before the output folder, the log or the few-shot cache
+
+
+@pytest.mark.parametrize("key,value,needs", [
     ("OPTIM.MAX_EPOCH", 0, "at least 1 (the number of training epochs)"),
     ("OPTIM.MAX_EPOCH", -3, "at least 1 (the number of training epochs)"),
     ("DATALOADER.TRAIN_X.BATCH_SIZE", 0, "at least 1 (the training batch size)"),
@@ -123,7 +140,6 @@ def test_label_outside_classes_in_imagenet_preprocessed_cache(tmp_path):
     ("OPTIM.LR", 0.0, "greater than 0 (the learning rate, > 0)"),
     ("TRAIN.PRINT_FREQ", 0, "at least 1 (print every this many batches)"),
     ("DATALOADER.NUM_WORKERS", -1, "at least 0"),
-    ("TRAINER.RESTORE.FS.VISION_IMAGES", -2, "at least 0 (images per step in the vision feature shift"),
 ])
 def test_out_of_range_value_stops_before_any_work(key, value, needs, data_root, tmp_path, capsys):
     out = tmp_path / "out"

@@ -193,15 +193,16 @@ def plot_accuracy(summary, path):
 
 
 # ------------------------------------------------------------------------ shift analysis
-def load_trained(trainer, dataset, seed, subsample, args, out=None):
+def load_trained(trainer, dataset, seed, subsample, args, out=None, extra=()):
     """A Trainer (native engine) holding the base-trained model of a finished run, built for
-    `subsample` classes ("base" or "new") of `dataset`."""
+    `subsample` classes ("base" or "new") of `dataset`; `extra`: the run's config overrides (KEY VALUE ...)."""
     import train
     from restore.engine import Trainer
     out = out or args.output
     model_dir = f"{out}/base2new/train_base/{dataset}/shots_{SHOTS}/{trainer}/{CFG}/seed{seed}"
     argv = common_args(dataset, trainer, seed, args.data) + [
-        "DATASET.NUM_SHOTS", str(SHOTS), "DATASET.SUBSAMPLE_CLASSES", subsample, "VERBOSE", "False"]
+        "DATASET.NUM_SHOTS", str(SHOTS), "DATASET.SUBSAMPLE_CLASSES", subsample, "VERBOSE", "False",
+        *extra]
     cfg = train.setup_cfg(train.build_parser().parse_args(argv), "native")
     console = sys.stdout
     with open(os.devnull, "w") as quiet:
@@ -278,7 +279,8 @@ def fast_trace_report(args):
         gaps = []
         for dataset in args.datasets:
             for seed in seeds:
-                t = load_trained(trainer, dataset, seed, "base", args, out=root)
+                t = load_trained(trainer, dataset, seed, "base", args, out=root,
+                                 extra=FAST_TRACE.get(name, []))
                 gaps.append(discrepancy(average_feature_shift(t.model, t.test_loader,
                                                               device=t.device)).item())
         results[name] = (avg, gaps)

@@ -126,7 +126,7 @@ def test_fast_trace_plan_and_table(tmp_path, monkeypatch):
     gap = {("RESTORE_m", out): 0.01, ("RESTORE_m", f"{out}/fast/nograd"): 0.02,
            ("RESTORE_m", f"{out}/fast/nograd_subsets"): 0.03, ("MaPLe", out): 0.5}
     monkeypatch.setattr(sweep.report, "load_trained",
-                        lambda trainer, dataset, seed, subsample, args, out: argparse.Namespace(
+                        lambda trainer, dataset, seed, subsample, args, out, extra: argparse.Namespace(
                             model=gap[trainer, out], test_loader=None, device=None))
     monkeypatch.setattr(study, "average_feature_shift", lambda model, loader, device: FeatureShift(
         torch.tensor([model, 0.0]), torch.zeros(2)))

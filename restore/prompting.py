@@ -117,11 +117,12 @@ class PromptedImageEncoder:
         return bb.pool_image(x), (torch.stack(shifts) if shifts is not None else None)
 
     def _shift(self, layer, x, y, n_tokens, rows, norm, prompt_free):
-        # Contiguous, as an index gather would give: the block's kernels (and the norm's reduction
-        # order) then see the same layout whether all samples or a subset are traced.
-        prompted = y[:n_tokens, rows].contiguous()
+        prompted = y[:n_tokens, rows]
         if x.shape[0] == n_tokens:  # no prompt tokens in this block's input: no shift
             return prompted.new_zeros(prompted.shape[1], dtype=torch.float32)
+        # Contiguous, as an index gather would give: the block's kernels (and the norm's reduction
+        # order) then see the same layout whether all samples or a subset are traced.
+        prompted = prompted.contiguous()
         plain = _prompt_free(partial(self.backbone.image_block, layer),
                              x[:n_tokens, rows].contiguous(), prompt_free)
         return shift_per_sample(prompted, plain, norm)

@@ -155,7 +155,7 @@ def run_case(case, args, device, autocast_dtype):
     labels = torch.randint(0, n_classes, (args.batch,), generator=g).to(device)
     classnames = [f"class {i}" for i in range(n_classes)]
     memory = case in args.memory.split(",")
-    for base, ours in PAIRS:
+    for base, ours in [p for p in PAIRS if p[0] in args.pairs.split(",")]:
         runs = {}
         for name, fs in [(base, None)] + [(f"{ours} {v}", o) for v, o in variants(args.batch).items()]:
             torch.manual_seed(0)
@@ -188,6 +188,8 @@ def main():
                         help=f"comma-separated, of {', '.join(CASES)} ('' for none)")
     parser.add_argument("--memory", default="vitb16",
                         help="cases whose activation memory is measured")
+    parser.add_argument("--pairs", default=",".join(b for b, _ in PAIRS),
+                        help="base methods to time with their RESTORE variant (comma-separated)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--steps", type=int, default=None, help="timed rounds (default: per case)")
     parser.add_argument("--warmup", type=int, default=None, help="warm-up rounds, >= 1 (default: per case)")

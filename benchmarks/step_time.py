@@ -197,6 +197,12 @@ def main():
     parser.add_argument("--coop-models", default="rn50", help="sizes to time CoOp on ('' for none)")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (GPU)")
     args = parser.parse_args()
+    for flag, given, valid in (("--cases", args.cases, CASES), ("--memory", args.memory, CASES),
+                               ("--pairs", args.pairs, [b for b, _ in PAIRS]),
+                               ("--coop-models", args.coop_models, SIZES)):
+        unknown = [v for v in filter(None, given.split(",")) if v not in valid]
+        if unknown:
+            parser.error(f"{flag}: unknown {', '.join(unknown)}; choose from {', '.join(valid)}")
 
     device = torch.device(args.device)
     autocast_dtype = torch.bfloat16 if args.bf16 else None

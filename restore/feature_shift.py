@@ -51,8 +51,12 @@ def estimate(samples: torch.Tensor, rows, n: int):
     samples, a uniform random subset of the n (`subset_estimate`)."""
     if rows is True or samples.shape[0] == 0:
         return samples.mean(1), None
-    sums = torch.stack([samples.sum(1), samples.pow(2).sum(1)])
-    return subset_estimate(sums, samples.shape[1], n)
+    return subset_estimate(sample_sums(samples), samples.shape[1], n)
+
+
+def sample_sums(samples: torch.Tensor) -> torch.Tensor:
+    """Per-sample shifts [L, k] -> [2, L]: their sums and the sums of their squares over k."""
+    return torch.stack([samples.sum(1), samples.pow(2).sum(1)])
 
 
 def shift_per_sample(prompted: torch.Tensor, plain: torch.Tensor, norm: str = "relative",

@@ -194,21 +194,27 @@ def test_eval_uses_ema_alpha_and_live_recomputes(batch):
             torch.testing.assert_close(model(images), live)
 
 
+def trace_counts(monkeypatch):
+    """Patch the per-block shift computation to record how many samples each call traces."""
+    seen = []
+    original = restore.prompting.shift_per_sample
+
+    def spy(prompted, plain, norm="relative", valid=None):
+        seen.append(prompted.shape[1])
+        return original(prompted, plain, norm, valid)
+
+    monkeypatch.setattr(restore.prompting, "shift_per_sample", spy)
+    return seen
+
+
 def test_cached_text_is_traced_only_when_a_shift_is_asked(batch, monkeypatch):
     """Evaluation with an EMA alpha needs no text trace: the cache encodes the classes without
     one; the first traced encode (the analysis, a live alpha) traces them once."""
     images, _ = batch
     model = build("RESTORE_m").eval()
-    calls = []
-    original = restore.prompting.shift_per_sample
-
-    def spy(*args, **kw):
-        calls.append(1)
-        return original(*args, **kw)
-
     with torch.no_grad():
         want = model.feature_shift(images)
-        monkeypatch.setattr(restore.prompting, "shift_per_sample", spy)
+        calls = trace_counts(monkeypatch)
         with model.cached_text_features():
             model(images)
             model(images)
@@ -239,21 +245,14 @@ def test_state_round_trip_into_new_classes_keeps_alpha(batch):
 def test_text_classes_subset_sees_k_sequences_and_is_unbiased(batch, monkeypatch):
     images, _ = batch
     model = build("RESTORE_m", FS__TEXT_CLASSES=2).train()
-    seen = []
-    original = restore.prompting.shift_per_sample
-
-    def spy(prompted, plain, norm="relative", valid=None):
-        seen.append(prompted.shape[1])
-        return original(prompted, plain, norm, valid)
-
-    monkeypatch.setattr(restore.prompting, "shift_per_sample", spy)
+    seen = trace_counts(monkeypatch)
     rows = model.training_trace()
     assert rows.numel() == 2 and len(set(rows.tolist())) == 2
     model.encode(images, trace=rows)
     vision_layers = model.image_encoder.num_layers
     assert seen[:vision_layers] == [4] * vision_layers  # every image
     assert seen[vision_layers:] == [2] * model.text_encoder.num_layers  # k classes
-    monkeypatch.setattr(restore.prompting, "shift_per_sample", original)
+    monkeypatch.undo()
 
     with torch.no_grad():
         full, full_var = model.encode_text(trace=True)[1]
@@ -268,14 +267,7 @@ def test_text_classes_subset_sees_k_sequences_and_is_unbiased(batch, monkeypatch
 def test_vision_images_subset_sees_k_images_in_training_only(batch, monkeypatch):
     images, labels = batch
     model = build("RESTORE_m", FS__VISION_IMAGES=2).train()
-    seen = []
-    original = restore.prompting.shift_per_sample
-
-    def spy(prompted, plain, norm="relative", valid=None):
-        seen.append(prompted.shape[1])
-        return original(prompted, plain, norm, valid)
-
-    monkeypatch.setattr(restore.prompting, "shift_per_sample", spy)
+    seen = trace_counts(monkeypatch)
     model.loss(images, labels)
     vision_layers = model.image_encoder.num_layers
     assert seen[:vision_layers] == [2] * vision_layers  # k of the 4 images

@@ -13,7 +13,7 @@ import torch
 
 from ..distributed import (all_gather_rows, all_reduce_sum, broadcast_from_primary, rank,
                            shard_bounds, world_size)
-from ..feature_shift import subset_estimate
+from ..feature_shift import sample_sums, subset_estimate
 
 
 def can_shard_text(model) -> bool:
@@ -38,7 +38,7 @@ def _local_trace(trace, lo: int, hi: int, n: int):
 def _global_estimate(samples, count: int, k: int, n: int, subset: bool):
     """Per-sample shifts [L, k_local] of this rank -> (N_l [L], variance or None) over every rank's
     traced samples: k of n, all of them unless `subset` (restore.feature_shift.subset_estimate)."""
-    local = torch.stack([samples.sum(1), samples.pow(2).sum(1)])
+    local = sample_sums(samples)
     sums = all_reduce_sum(local if count else local * 0)  # a rank with no counted rows adds zeros
     if not subset:
         return sums[0] / k, None

@@ -19,7 +19,7 @@ import argparse
 import os
 import sys
 
-from sweep.plan import ABLATIONS, BASE2NEW, FAST_TRACE, METHODS, plan
+from sweep.plan import ABLATIONS, BASE2NEW, FAST_TRACE, methods, plan
 from sweep.runner import status, submit
 
 # Slurm settings: key of the --slurm-config file (= flag without "--", "_" for "-") -> (default, help)
@@ -67,7 +67,10 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("command", choices=["submit", "status"])
     p.add_argument("--protocols", nargs="+", default=["base2new"], choices=["base2new", "xd", "dg", "ablation", "fast"])
-    p.add_argument("--methods", nargs="+", default=METHODS)
+    p.add_argument("--methods", nargs="+", default=None,
+                   help="trainers (default: the benchmark's methods, MethodSpec.benchmark)")
+    p.add_argument("--method-module", action="append", default=[], metavar="MODULE",
+                   help="import MODULE first: a method of another package (then name it in --methods)")
     p.add_argument("--datasets", nargs="+", default=BASE2NEW)
     p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     p.add_argument("--ablations", nargs="+", default=list(ABLATIONS), choices=list(ABLATIONS))
@@ -81,6 +84,14 @@ def main(argv=None):
         p.add_argument(f"--{key.replace('_', '-')}", type=str if key == "partition" else int, default=None,
                        help=text if default is None else f"{text} (default {default})")
     args = p.parse_args(argv)
+    try:  # other packages' methods, then every method named must be registered: one line if not
+        from restore.methods import registry
+        registry.import_modules(args.method_module)
+        args.methods = args.methods or methods()
+        for name in args.methods:
+            registry.get(name)
+    except ValueError as err:
+        sys.exit(f"Error: {err}")
     slurm = slurm_settings(args)  # before the chdir: the file is relative to the caller's folder
     os.chdir(os.path.dirname(os.path.abspath(__file__)))
     tasks, gpus = slurm["tasks_per_node"], slurm["gpus"]

@@ -25,9 +25,10 @@ Writes to --output (default output/testbed): results.md, results.csv, and PNG pl
 """
 import argparse
 import os
+import sys
 
-from sweep.plan import (ABLATIONS, BASE2NEW, DG_TARGETS, EPOCH_COST, FAST_TRACE, METHODS,  # noqa: F401
-                        SOURCE, XD_EPOCHS, XD_TARGETS, finished, job_cost, max_epoch, plan)
+from sweep.plan import (ABLATIONS, BASE2NEW, DG_TARGETS, FAST_TRACE, SOURCE, XD_EPOCHS,  # noqa: F401
+                        XD_TARGETS, epoch_cost, finished, job_cost, max_epoch, methods, plan)
 from sweep.report import fast_trace_report, report, shift_analysis, tsne_analysis
 from sweep.runner import finished_with, run_all, run_job, take_device  # noqa: F401
 
@@ -36,7 +37,10 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--protocols", nargs="+", default=["base2new"],
                    choices=["base2new", "xd", "dg", "ablation", "fast"])
-    p.add_argument("--methods", nargs="+", default=METHODS)
+    p.add_argument("--methods", nargs="+", default=None,
+                   help="trainers (default: the benchmark's methods, MethodSpec.benchmark)")
+    p.add_argument("--method-module", action="append", default=[], metavar="MODULE",
+                   help="import MODULE first: a method of another package (then name it in --methods)")
     p.add_argument("--datasets", nargs="+", default=BASE2NEW)
     p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     p.add_argument("--ablations", nargs="+", default=list(ABLATIONS), choices=list(ABLATIONS))
@@ -51,6 +55,14 @@ def main(argv=None):
     p.add_argument("--report-only", action="store_true")
     p.add_argument("--no-analysis", action="store_true", help="skip feature-shift and t-SNE")
     args = p.parse_args(argv)
+    try:  # other packages' methods, then every method named must be registered: one line if not
+        from restore.methods import registry
+        registry.import_modules(args.method_module)
+        args.methods = args.methods or methods()
+        for name in args.methods:
+            registry.get(name)
+    except ValueError as err:
+        sys.exit(f"Error: {err}")
     os.chdir(os.path.dirname(os.path.abspath(__file__)))
     args.jobs = len(args.gpus) or args.jobs
     from restore.engine.cpus import available_cpus

@@ -8,7 +8,9 @@
 
 --engine auto (default) runs Dassl when it is installed, else the native engine (restore.engine); both
 read the same configs and write the same logs and checkpoints. Config precedence (as CoOp): defaults ->
-the project's keys -> dataset yaml -> method yaml -> command-line flags -> trailing KEY VALUE pairs.
+the project's keys -> dataset yaml -> method yaml -> the method's per-dataset overrides -> command-line
+flags -> trailing KEY VALUE pairs. A method of another package is imported first (--method-module, or
+METHOD_MODULES in a yaml file), since its config keys exist only once it has registered.
 """
 import argparse
 import errno
@@ -22,9 +24,9 @@ import warnings
 
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
 
-from restore import maple_fsa  # noqa: E402
-from restore.config import merge_from_file, merge_from_list  # noqa: E402
+from restore.config import canonical_opts, merge_from_file, merge_from_list  # noqa: E402
 from restore.errors import UserError  # noqa: E402
+from restore.methods import registry  # noqa: E402  (the method specs; no torch)
 from restore.suggest import did_you_mean  # noqa: E402
 
 ENGINES = ("auto", "dassl", "native")
@@ -73,11 +75,34 @@ def build_parser():
     p.add_argument("--check-finished", action="store_true",
                    help="only say whether --output-dir holds a finished run of this command: exit 0 "
                         "(finished, same settings), 3 (not finished) or 1 (made with other settings)")
-    maple_fsa.add_flags(p)  # the official release's --vis_calib_r, --text_calib_r, --fs_loss_r
+    p.add_argument("--method-module", action="append", default=[], metavar="MODULE",
+                   help="import MODULE (e.g. my_lab.my_method) first: a method of another package that "
+                        "registers itself (docs/ADDING_A_METHOD.md); repeatable; recorded as METHOD_MODULES")
+    add_method_flags(p)  # e.g. the official release's --vis_calib_r, --text_calib_r, --fs_loss_r
     p.add_argument("opts", default=None, nargs=argparse.REMAINDER,
                    help="KEY VALUE pairs that override the config, applied last (e.g. OPTIM.MAX_EPOCH 5)")
     p.epilog = help_epilog()
     return p
+
+
+def add_method_flags(parser):
+    """The command-line flags the registered methods declare (MethodSpec.flags); default None = keep the
+    config's value. ConfigError when a flag's name is taken."""
+    for spec in registry.specs():
+        for flag, key in spec.flags.items():
+            option = f"--{flag}"
+            if option in parser._option_string_actions:
+                raise ConfigError(f"{registry.module_of(spec.name)}: method {spec.name}'s flag {option} is "
+                                  "already a train.py option; choose another flag name.")
+            declared = registry.keys()[key]
+            parser.add_argument(option, type=declared.type, default=None,
+                                help=f"{spec.name}: sets {key}, {declared.help}")
+
+
+def trainers_help():
+    """The "trainers" lines of --help, from the method specs (no torch)."""
+    return ["trainers (--trainer; other packages' methods with --method-module):",
+            *textwrap_names(registry.names())]
 
 
 def help_epilog():
@@ -87,7 +112,6 @@ def help_epilog():
     from restore.backbone import available_backbones
     import restore.data.testbed  # noqa: F401  (registers the testbed datasets)
     from restore.data import DATASETS
-    from restore.methods import METHODS
     configs = {}
     for path in sorted(glob.glob(os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                               "configs", "datasets", "*.yaml"))):
@@ -97,8 +121,7 @@ def help_epilog():
             configs[m.group(1)] = os.path.basename(path)[:-len(".yaml")]
     datasets = [f"{configs[n]} ({n})" if n in configs else n for n in DATASETS]
     return "\n".join([
-        "trainers (--trainer):",
-        "  " + " ".join(METHODS),
+        *trainers_help(),
         "datasets (--dataset-config-file configs/datasets/<name>.yaml; DATASET.NAME in brackets):",
         *textwrap_names(datasets),
         "backbones (MODEL.BACKBONE.NAME, set by the method config or --backbone):",
@@ -148,6 +171,68 @@ def choose_engine(requested, processes=1):
     if requested == "auto":
         return "dassl" if have_dassl else "native"
     return requested
+
+
+# ----------------------------------------------------------------------------------- method modules
+def _yaml_modules(path):
+    """METHOD_MODULES of a yaml config file ([] when it has none or cannot be read: merging it reports
+    that with the file's name)."""
+    import yaml
+    try:
+        with open(path) as f:
+            tree = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError):
+        return []
+    modules = tree.get("METHOD_MODULES") if isinstance(tree, dict) else None
+    if modules is None:
+        return []
+    if not isinstance(modules, list):
+        raise ConfigError(f"METHOD_MODULES in {path} must be a list of module names, e.g. [my_lab.my_method].")
+    return modules
+
+
+def method_modules(args):
+    """Import the modules of other packages' methods this run needs, before its config is built (yacs
+    refuses their keys until they register), and return their names in order: --method-module, the yaml
+    files' and the KEY VALUE pairs' METHOD_MODULES, and those recorded in the run being evaluated
+    (--eval-only: --model-dir) or resumed (--resume, --output-dir)."""
+    sources = [(list(getattr(args, "method_module", None) or []), "--method-module")]
+    for path in (getattr(args, "dataset_config_file", ""), getattr(args, "config_file", "")):
+        if path:
+            sources.append((_yaml_modules(path), f"METHOD_MODULES in {path}"))
+    opts = list(getattr(args, "opts", None) or [])
+    for i in range(len(opts) - 1):
+        if opts[i] == "METHOD_MODULES":
+            from yacs.config import CfgNode
+            value = CfgNode._decode_cfg_value(opts[i + 1])
+            sources.append((value if isinstance(value, (list, tuple)) else [value],
+                            "METHOD_MODULES on the command line"))
+    if getattr(args, "eval_only", False):
+        folders = [getattr(args, "model_dir", "")]
+    else:
+        folders = [getattr(args, "resume", ""), getattr(args, "output_dir", "")]
+    for folder in filter(None, folders):
+        sources.append((registry.recorded_modules(folder),
+                        f"METHOD_MODULES of {os.path.join(folder, 'run_info.json')}"))
+    modules = []
+    for names, source in sources:
+        for module in registry.import_modules(names, source):
+            if module not in modules:
+                modules.append(module)
+    return modules
+
+
+def preparse_method_modules(argv):
+    """`method_modules` from the raw command line, before the parser exists (the parser's flags and
+    --help include the methods those modules register)."""
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    pre.add_argument("--method-module", action="append", default=[])
+    pre.add_argument("--eval-only", action="store_true")
+    for flag in ("--config-file", "--dataset-config-file", "--model-dir", "--output-dir", "--resume"):
+        pre.add_argument(flag, default="")
+    args, rest = pre.parse_known_args(list(argv))
+    args.opts = rest
+    return method_modules(args)
 
 
 # ---------------------------------------------------------------------------------------- config
@@ -215,6 +300,7 @@ def merge_file(cfg, path, flag):
 def merge_opts(cfg, opts):
     if len(opts) % 2:
         raise ConfigError(f"Config overrides must be KEY VALUE pairs; got an odd number: {' '.join(opts)}")
+    opts = canonical_opts(opts)  # a method key's alias (as its authors write it) names its canonical key
     for key in opts[0::2]:
         node, _, missing = _node_keys(cfg, key.split("."))
         if missing is not None:
@@ -228,44 +314,93 @@ def merge_opts(cfg, opts):
         raise ConfigError(type_mismatch_message(err, "on the command line")) from None
 
 
+# CoOp's flags -> the keys they set; a flag sets its key when given (truthy: CoOp's quirk, kept: --seed 0
+# leaves SEED unchanged).
+FLAG_KEYS = {"root": "DATASET.ROOT", "output_dir": "OUTPUT_DIR", "resume": "RESUME", "seed": "SEED",
+             "source_domains": "DATASET.SOURCE_DOMAINS", "target_domains": "DATASET.TARGET_DOMAINS",
+             "transforms": "INPUT.TRANSFORMS", "trainer": "TRAINER.NAME", "backbone": "MODEL.BACKBONE.NAME",
+             "head": "MODEL.HEAD.NAME", "trust_files": "TRUST_FILES"}
+
+
+def _set(cfg, key, value):
+    *parents, leaf = key.split(".")
+    node = cfg
+    for part in parents:
+        node = node[part]
+    node[leaf] = value
+
+
 def reset_cfg(cfg, args):
-    if args.root:
-        cfg.DATASET.ROOT = args.root
-    if args.output_dir:
-        cfg.OUTPUT_DIR = args.output_dir
-    if args.resume:
-        cfg.RESUME = args.resume
-    if args.seed:  # CoOp's quirk, kept: --seed 0 leaves SEED unchanged
-        cfg.SEED = args.seed
-    if args.source_domains:
-        cfg.DATASET.SOURCE_DOMAINS = args.source_domains
-    if args.target_domains:
-        cfg.DATASET.TARGET_DOMAINS = args.target_domains
-    if args.transforms:
-        cfg.INPUT.TRANSFORMS = args.transforms
-    if args.trainer:
-        cfg.TRAINER.NAME = args.trainer
-    if args.backbone:
-        cfg.MODEL.BACKBONE.NAME = args.backbone
-    if args.head:
-        cfg.MODEL.HEAD.NAME = args.head
-    if args.trust_files:
-        cfg.TRUST_FILES = True
+    """Write the given flags into `cfg` (FLAG_KEYS); returns the keys they set."""
+    given = [(key, getattr(args, flag)) for flag, key in FLAG_KEYS.items() if getattr(args, flag, None)]
+    for key, value in given:
+        _set(cfg, key, value)
+    return [key for key, _ in given]
+
+
+def apply_method_flags(cfg, args):
+    """Write the given method flags (MethodSpec.flags) into `cfg`; ConfigError for another trainer's flag.
+    Returns the keys they set."""
+    keys = []
+    for spec in registry.specs():
+        for flag, key in spec.flags.items():
+            value = getattr(args, flag, None)
+            if value is None:
+                continue
+            if cfg.TRAINER.NAME != spec.name:
+                raise ConfigError(f"--{flag} is the flag of --trainer {spec.name} ({key}: "
+                                  f"{registry.keys()[key].help}); remove it for "
+                                  f"{cfg.TRAINER.NAME or 'this trainer'}.")
+            _set(cfg, key, value)
+            keys.append(key)
+    return keys
+
+
+def apply_dataset_overrides(cfg, keep=()):
+    """Write the running method's overrides for DATASET.NAME (MethodSpec.dataset_overrides) into `cfg`,
+    except the keys in `keep` (given on the command line, which wins); print each. Returns them as
+    "KEY VALUE" strings (recorded as DATASET_OVERRIDES)."""
+    name = cfg.TRAINER.NAME
+    if name not in registry.names():
+        return []
+    from restore.checks import lookup
+    applied = []
+    for key, value in registry.get(name).dataset_overrides.get(cfg.DATASET.NAME, {}).items():
+        if key in keep:
+            print(f"Note: {name}'s override for {cfg.DATASET.NAME}, {key} {value!r}, is not applied: the "
+                  "command line sets the key.")
+            continue
+        old = lookup(cfg, key)
+        value = float(value) if isinstance(old, float) and type(value) is int else value
+        _set(cfg, key, value)
+        applied.append(f"{key} {value!r}")
+        print(f"Per-dataset override of {name} for {cfg.DATASET.NAME}: {key} {old!r} -> {value!r}")
+    return applied
 
 
 def setup_cfg(args, engine="native"):
+    """The run's config: defaults, the dataset yaml, the method yaml, the method's per-dataset overrides,
+    the flags, the KEY VALUE pairs (those two as the command line: applied before the overrides here,
+    which then skip the keys they set, as if applied after); then the method's derive_cfg, the smoke
+    fitting and the value checks. Frozen."""
+    modules = method_modules(args)
     cfg = default_cfg(engine)
     if args.dataset_config_file:
         merge_file(cfg, args.dataset_config_file, "--dataset-config-file")
     if args.config_file:
         merge_file(cfg, args.config_file, "--config-file")
-    reset_cfg(cfg, args)
-    try:
-        maple_fsa.apply_flags(cfg, args)
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
-    merge_opts(cfg, args.opts or [])
-    maple_fsa.map_node(cfg)  # --trainer MaPLe_FSA: the release's node onto RESTORE_m's keys
+    given = reset_cfg(cfg, args) + apply_method_flags(cfg, args)
+    opts = args.opts or []
+    merge_opts(cfg, opts)
+    given += canonical_opts(opts)[0::2]
+    written = list(cfg.DATASET_OVERRIDES)
+    cfg.DATASET_OVERRIDES = apply_dataset_overrides(cfg, keep=given)
+    if written and written != list(cfg.DATASET_OVERRIDES):  # e.g. a config printed by another run
+        print(f"Note: DATASET_OVERRIDES {written} of the config files or the command line is replaced by "
+              f"the overrides this run applied, {list(cfg.DATASET_OVERRIDES)}: train.py writes that key.")
+    cfg.METHOD_MODULES = modules
+    if cfg.TRAINER.NAME in registry.names() and registry.get(cfg.TRAINER.NAME).derive_cfg:
+        registry.get(cfg.TRAINER.NAME).derive_cfg(cfg)  # e.g. MaPLe_FSA: its node onto RESTORE_m's keys
     fit_smoke_backbone(cfg)
     from restore.checks import check_config
     check_config(cfg)
@@ -370,8 +505,7 @@ def run_native(args, cfg, lock=None):
 
     from restore.distributed import is_primary
     from restore.engine import Trainer, set_random_seed, setup_logger
-    from restore.methods import METHODS
-    check_trainer(cfg.TRAINER.NAME, METHODS)
+    registry.get(cfg.TRAINER.NAME)  # UserError naming the registered methods
     if not is_primary():  # under torchrun, rank 0 alone writes the log and prints
         sys.stdout = open(os.devnull, "w")
     if cfg.SEED >= 0:
@@ -397,6 +531,8 @@ def run_dassl(args, cfg, lock=None):
     from dassl.utils import collect_env_info, set_random_seed, setup_logger
     import_registering("datasets")
     import_registering("trainers")
+    import trainers
+    trainers.register_methods()  # the methods registered since `trainers` was first imported
     check_trainer(cfg.TRAINER.NAME, TRAINER_REGISTRY.registered_names())
     if cfg.SEED >= 0:
         print(f"Setting fixed seed: {cfg.SEED}")
@@ -443,9 +579,7 @@ def run_trainer(trainer, args, cfg, engine):
     record_run(trainer, args, cfg, engine)
     if args.no_train:
         return None
-    if cfg.TRAINER.NAME == "ZeroshotCLIP":  # nothing to train: evaluate directly
-        return trainer.test()
-    return trainer.train()
+    return trainer.train()  # a method with nothing to train (ZeroshotCLIP) is evaluated directly
 
 
 def user_errors():
@@ -497,7 +631,15 @@ OS_FIXES = {
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        preparse_method_modules(argv)  # their methods' names and flags are in the parser and --help
+        parser = build_parser()
+    except UserError as err:
+        if os.environ.get("RESTORE_TRACEBACK"):
+            raise
+        sys.exit(f"Error: {err}")
+    args = parser.parse_args(argv)
     if args.seed == 0:
         print("Note: --seed 0 is ignored, as in CoOp (`if args.seed:`); pass `SEED 0` as an option "
               "to fix the seed to 0.")

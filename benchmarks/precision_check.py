@@ -19,7 +19,7 @@ sys.path[:0] = [HERE, os.path.join(HERE, "tests")]
 from test_engine_fakes import make_cfg, make_oxford_pets  # noqa: E402
 
 from restore.engine import Trainer, set_random_seed  # noqa: E402
-from restore.methods import CONFIG_NODES  # noqa: E402
+from restore.methods import registry  # noqa: E402
 
 
 def main():
@@ -34,9 +34,8 @@ def main():
     failures = 0
     for trainer in args.trainers:
         for prec in ("fp16", "fp32", "amp", "bf16"):
-            node = CONFIG_NODES[trainer]
             cfg = make_cfg(trainer, os.path.join(tmp, "data"), os.path.join(tmp, f"{trainer}_{prec}"),
-                           "USE_CUDA", True, f"TRAINER.{node}.PREC", prec, "OPTIM.MAX_EPOCH", 2,
+                           "USE_CUDA", True, registry.precision_key(trainer), prec, "OPTIM.MAX_EPOCH", 2,
                            "OPTIM.WARMUP_EPOCH", 0, "DATASET.NUM_SHOTS", 4, "SEED", 1)
             set_random_seed(1)
             out = io.StringIO()

@@ -15,7 +15,7 @@ import argparse
 import torch
 
 import restore
-import restore.methods.promptsrc as promptsrc_module
+import restore.methods.promptsrc.model as promptsrc_module
 from step_time import time_steps  # benchmarks/ is the script's directory
 
 METHODS = ["CoOp", "CoCoOp", "MaPLe", "PromptSRC", "RESTORE_m", "RESTORE_p"]

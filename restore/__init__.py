@@ -15,12 +15,26 @@ import warnings
 # OpenAI's clip imports pkg_resources (hence setuptools<81), which warns on every import.
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
 
-from .backbone import BackboneError, build_backbone, load_clip, tiny_clip
-from .config import extend_cfg, get_cfg_default
-from .feature_shift import FeatureShift
-from .methods import METHODS, CheckpointError, PromptedCLIP, build_model
-from .smoke import fit_cfg_to_backbone
+import importlib
+import importlib.util
 
-__all__ = ["get_cfg_default", "extend_cfg", "load_clip", "tiny_clip", "build_backbone",
-           "build_model", "METHODS", "PromptedCLIP", "FeatureShift", "BackboneError",
-           "CheckpointError", "fit_cfg_to_backbone"]
+# Public names -> the module that defines them, imported on first use: `import restore` (and reading
+# the method registry, restore.methods.registry) needs no torch.
+_EXPORTS = {
+    "BackboneError": "backbone", "build_backbone": "backbone", "load_clip": "backbone", "tiny_clip": "backbone",
+    "extend_cfg": "config", "get_cfg_default": "config",
+    "FeatureShift": "feature_shift",
+    "build_model": "methods", "CheckpointError": "methods", "PromptedCLIP": "methods",
+    "fit_cfg_to_backbone": "smoke",
+}
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        return importlib.import_module(f"{__name__}.{name}")  # a submodule: restore.engine, ...
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = list(_EXPORTS)

@@ -3,6 +3,8 @@
 yacs already refuses unknown keys and values of the wrong type; this adds the ranges. A count of zero
 or less (epochs, batch sizes, context tokens) would not fail at once: MAX_EPOCH 0 "trains" nothing and
 reports the untrained model's accuracy as the result, a batch size of 0 fails deep in the DataLoader.
+The keys of the method nodes are checked against their declarations (restore.methods.spec.Key: type,
+choices, bounds); the general keys against the tables below.
 """
 from .errors import UserError
 from .suggest import did_you_mean
@@ -23,36 +25,14 @@ COMMON_MINIMA = {
     "DATALOADER.K_TRANSFORMS": (1, "the number of augmented views per image"),
     "TRAIN.PRINT_FREQ": (1, "print every this many batches"),
 }
-# Subset sizes of the feature-shift estimate: 0 (all) or at least 2, since the estimate's variance,
-# which the consistency loss subtracts, needs two samples (restore.feature_shift).
-SUBSET_KEYS = {"TRAINER.RESTORE.FS.TEXT_CLASSES": "classes", "TRAINER.RESTORE.FS.VISION_IMAGES": "images"}
 
 
 def choice_keys() -> dict:
-    """key -> its valid values, each from the module that uses the key."""
+    """General key -> its valid values, each from the module that uses the key (the method keys'
+    choices are declared with them)."""
     from .data.base import SUBSAMPLE_CHOICES
     from .data.transforms import INTERPOLATION_MODES
-    from .feature_shift import NORMS
-    from .methods.coop import CLASS_TOKEN_POSITIONS
-    from .methods.restore import ALPHA_AT_TEST, DEFINITIONS, MODES
-    from .prompting import PROMPT_FREE
-    return {"TRAINER.RESTORE.FS.DEFINITION": DEFINITIONS, "TRAINER.RESTORE.FS.NORM": NORMS,
-            "TRAINER.RESTORE.FS.PROMPT_FREE": PROMPT_FREE, "TRAINER.RESTORE.SURGERY.MODE": MODES,
-            "TRAINER.RESTORE.SURGERY.ALPHA_AT_TEST": ALPHA_AT_TEST,
-            "TRAINER.COOP.CLASS_TOKEN_POSITION": CLASS_TOKEN_POSITIONS,
-            "DATASET.SUBSAMPLE_CLASSES": SUBSAMPLE_CHOICES, "INPUT.INTERPOLATION": tuple(INTERPOLATION_MODES)}
-
-# Per method node: its context-length keys, each with the prompt depth that makes it used (None: always).
-CONTEXT_KEYS = {
-    "COOP": {"N_CTX": None},
-    "COCOOP": {"N_CTX": None},
-    "MAPLE": {"N_CTX": None},
-    "LPT": {"N_CTX_TEXT": "PROMPT_DEPTH_TEXT"},
-    "VPT": {"N_CTX_VISION": "PROMPT_DEPTH_VISION"},
-    "IVLP": {"N_CTX_TEXT": "PROMPT_DEPTH_TEXT", "N_CTX_VISION": "PROMPT_DEPTH_VISION"},
-    "PROMPTSRC": {"N_CTX_TEXT": "PROMPT_DEPTH_TEXT", "N_CTX_VISION": "PROMPT_DEPTH_VISION"},
-}
-DEPTH_KEYS = ("PROMPT_DEPTH", "PROMPT_DEPTH_TEXT", "PROMPT_DEPTH_VISION")
+    return {"DATASET.SUBSAMPLE_CLASSES": SUBSAMPLE_CHOICES, "INPUT.INTERPOLATION": tuple(INTERPOLATION_MODES)}
 
 
 def lookup(cfg, key):
@@ -75,24 +55,31 @@ def require_at_least(key, value, minimum, what):
     raise UserError(f"{key} is {value}; it must be {bound} ({what}). Set {key} to a valid value.")
 
 
-def method_node(cfg):
-    """TRAINER.<node> of cfg.TRAINER.NAME's own keys, or None for an unknown trainer."""
-    from .methods import CONFIG_NODES
-    return CONFIG_NODES.get(lookup(cfg, "TRAINER.NAME"))
+def check_method_keys(cfg) -> None:
+    """UserError naming the key for a value of a registered method node that its declaration refuses
+    (restore.methods.spec.Key.problem): every node, whichever method runs, as yacs checks every key."""
+    from .methods import registry
+    for node in registry.nodes():
+        for key in node.keys:
+            full = node.full(key)
+            value = lookup(cfg, full)
+            sibling = lookup(cfg, f"{node.path}.{key.used_if}") if key.used_if else None
+            problem = key.problem(value, sibling)
+            if problem is None:
+                continue
+            shown = value if isinstance(value, (int, float)) else repr(value)
+            if key.choices is not None and problem.startswith("must be one of"):
+                raise UserError(f"{full} is {shown}; it {problem}.{did_you_mean(value, key.choices)} "
+                                f"Set {full} to one of them.")
+            raise UserError(f"{full} is {shown}; it {problem}. Set {full} to a valid value.")
 
 
 def check_config(cfg):
-    """Refuse out-of-range values of the keys above, and of the running method's context lengths and
-    prompt depths, with a UserError naming the key. Depth upper bounds (the encoder's layers) and
-    context lengths against the text context are checked when the model is built."""
+    """Refuse out-of-range values of the keys above and of every method node's declared keys, with a
+    UserError naming the key. Depth upper bounds (the encoder's layers) and context lengths against
+    the text context are checked when the model is built."""
     for key, (minimum, what) in COMMON_MINIMA.items():
         require_at_least(key, lookup(cfg, key), minimum, what)
-    for key, samples in SUBSET_KEYS.items():
-        value = lookup(cfg, key)
-        if isinstance(value, int) and not isinstance(value, bool) and (value < 0 or value == 1):
-            raise UserError(f"{key} is {value}; it must be 0 (all {samples}) or at least 2 (a random "
-                            f"subset of that many {samples} per step, whose variance the consistency "
-                            f"loss corrects for). Set {key} to 0 or a number >= 2.")
     for key, valid in choice_keys().items():
         value = lookup(cfg, key)
         if value is not None and value not in valid:
@@ -102,13 +89,4 @@ def check_config(cfg):
     if scope is not None and scope not in BATCH_SCOPES:
         raise UserError(f"DATALOADER.TRAIN_X.BATCH_SIZE_SCOPE is {scope!r}; valid: {', '.join(BATCH_SCOPES)} "
                         "(how a run over several processes shares TRAIN_X.BATCH_SIZE).")
-    node = method_node(cfg)
-    if node is None:
-        return
-    prefix = f"TRAINER.{node}"
-    for depth in DEPTH_KEYS:
-        require_at_least(f"{prefix}.{depth}", lookup(cfg, f"{prefix}.{depth}"), 0, "a number of layers")
-    for key, depth in CONTEXT_KEYS.get(node, {}).items():
-        used = depth is None or (lookup(cfg, f"{prefix}.{depth}") or 0) > 0
-        require_at_least(f"{prefix}.{key}", lookup(cfg, f"{prefix}.{key}"), 1 if used else 0,
-                         "the number of learnable context tokens")
+    check_method_keys(cfg)

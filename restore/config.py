@@ -1,12 +1,13 @@
-"""Configuration: Dassl's keys (the subset CoOp-lineage configs use) plus every trainer's node.
+"""Configuration: Dassl's keys (the subset CoOp-lineage configs use), the project's general keys, and
+the config node of every registered method (declared with the method: restore.methods.spec).
 
 `get_cfg_default()` gives a standalone yacs tree for the native engine; `extend_cfg(cfg)` adds the
-project's nodes to any CfgNode, Dassl's included, so both engines read the same keys and defaults.
-Defaults are the anchors' (docs/REPRODUCING.md section 2).
+project's keys and the method nodes to any CfgNode, Dassl's included, so both engines read the same keys
+and defaults. Defaults are the anchors' (docs/REPRODUCING.md section 2). Files and KEY VALUE pairs are
+merged through `merge_from_file` / `merge_from_list`, which translate a method's key aliases first.
 """
 from yacs.config import CfgNode as CN
 
-from . import maple_fsa
 from .checks import lookup
 from .errors import UserError
 
@@ -129,8 +130,8 @@ def _dassl_defaults() -> CN:
     return c
 
 
-def extend_cfg(cfg: CN) -> CN:
-    """Add the project's keys to `cfg` (ours or Dassl's) in place and return it."""
+def add_general_keys(cfg: CN) -> CN:
+    """The project's keys outside the method nodes, added to `cfg` (ours or Dassl's) in place."""
     # Not a Dassl key: every CoOp-lineage train.py adds it. "all" | "base" | "new".
     cfg.DATASET.SUBSAMPLE_CLASSES = "all"
     # A local CLIP file; overrides the name -> ~/.cache/clip resolution of MODEL.BACKBONE.NAME.
@@ -141,92 +142,74 @@ def extend_cfg(cfg: CN) -> CN:
     # Under torchrun with N processes: "global" = TRAIN_X.BATCH_SIZE is the batch of one step over all
     # processes (BATCH_SIZE / N each); "per_process" = each process takes BATCH_SIZE (N times larger steps).
     cfg.DATALOADER.TRAIN_X.BATCH_SIZE_SCOPE = "global"
-
-    t = cfg.TRAINER
-    t.COOP = CN()
-    t.COOP.N_CTX = 16
-    t.COOP.CSC = False
-    t.COOP.CTX_INIT = ""
-    t.COOP.PREC = "fp16"
-    t.COOP.CLASS_TOKEN_POSITION = "end"
-
-    t.COCOOP = CN()
-    t.COCOOP.N_CTX = 16
-    t.COCOOP.CTX_INIT = ""
-    t.COCOOP.PREC = "fp16"
-
-    # Language prompt tuning: deep text prompts only (the anchors' IVLP "language_only" config).
-    t.LPT = CN()
-    t.LPT.N_CTX_TEXT = 4
-    t.LPT.CTX_INIT = "a photo of a"
-    t.LPT.PREC = "fp16"
-    t.LPT.PROMPT_DEPTH_TEXT = 12
-
-    t.VPT = CN()
-    t.VPT.N_CTX_VISION = 2
-    t.VPT.CTX_INIT = "a photo of a"
-    t.VPT.PREC = "fp16"
-    t.VPT.PROMPT_DEPTH_VISION = 1
-
-    t.IVLP = CN()
-    t.IVLP.N_CTX_VISION = 2
-    t.IVLP.N_CTX_TEXT = 2
-    t.IVLP.CTX_INIT = "a photo of a"
-    t.IVLP.PREC = "fp16"
-    t.IVLP.PROMPT_DEPTH_VISION = 9
-    t.IVLP.PROMPT_DEPTH_TEXT = 9
-
-    t.MAPLE = CN()
-    t.MAPLE.N_CTX = 2
-    t.MAPLE.CTX_INIT = "a photo of a"
-    t.MAPLE.PREC = "fp16"
-    t.MAPLE.PROMPT_DEPTH = 9
-
-    t.PROMPTSRC = CN()
-    t.PROMPTSRC.N_CTX_VISION = 4
-    t.PROMPTSRC.N_CTX_TEXT = 4
-    t.PROMPTSRC.CTX_INIT = "a photo of a"
-    t.PROMPTSRC.PREC = "fp16"
-    t.PROMPTSRC.PROMPT_DEPTH_VISION = 9
-    t.PROMPTSRC.PROMPT_DEPTH_TEXT = 9
-    t.PROMPTSRC.TEXT_LOSS_WEIGHT = 25.0
-    t.PROMPTSRC.IMAGE_LOSS_WEIGHT = 10.0
-    t.PROMPTSRC.GPA_MEAN = 15.0
-    t.PROMPTSRC.GPA_STD = 1.0
-
-    # RESTORE's own keys (docs/METHOD.md sections 2-5); the base method's stay in its node.
-    t.RESTORE = CN()
-    t.RESTORE.FS = CN()
-    t.RESTORE.FS.DEFINITION = "paper"  # paper | release
-    t.RESTORE.FS.NORM = "relative"  # relative | rms | fro
-    t.RESTORE.FS.WEIGHT = 1.0
-    t.RESTORE.FS.TEXT_CLASSES = 0  # 0 = all classes; k >= 2 = a fresh random subset of k per step
-    # Opt-in speed-ups of the trace in training (docs/METHOD.md section 3); the defaults are exact.
-    t.RESTORE.FS.VISION_IMAGES = 0  # 0 = all images of the batch; k >= 2 = a random subset of k
-    t.RESTORE.FS.PROMPT_FREE = "grad"  # grad | recompute (exact, less memory) | no_grad (approximate)
-    t.RESTORE.SURGERY = CN()
-    t.RESTORE.SURGERY.MODE = "fs_guided"  # fs_guided | fixed | off | release
-    t.RESTORE.SURGERY.GAMMA = 0.05
-    t.RESTORE.SURGERY.BETA = 0.05
-    t.RESTORE.SURGERY.RATIO = 4
-    t.RESTORE.SURGERY.EMA = 0.9
-    t.RESTORE.SURGERY.ALPHA_AT_TEST = "ema"  # ema | live
-    # The official release's calibrator (docs/METHOD.md section 5); its CLI defaults.
-    t.RESTORE.SURGERY.RELEASE_VIS_R = 0.1
-    t.RESTORE.SURGERY.RELEASE_TEXT_R = 0.1
-    t.RESTORE.SURGERY.RELEASE_VIS_GAIN = 0.005
-    t.RESTORE.SURGERY.RELEASE_TEXT_GAIN = 0.02
-    t.RESTORE.SURGERY.RELEASE_UPDATE_EPOCH = -1  # -1 = after epoch MAX_EPOCH // 3 (0-based)
-    # The release's own node (trainer MaPLe_FSA), mapped onto the keys above by restore.maple_fsa.
-    maple_fsa.add_node(t)
+    # Modules of other packages that register methods (train.py --method-module, or set here in a yaml
+    # file): imported before the config is built, recorded so that resume, --eval-only, sweep workers and
+    # python -m restore.legacy import them again.
+    cfg.METHOD_MODULES = []
+    # Written by train.py: the running method's per-dataset overrides it applied ("KEY VALUE" each).
+    cfg.DATASET_OVERRIDES = []
     return cfg
 
 
+def general_cfg() -> CN:
+    """Dassl's defaults and the project's general keys, without any method node."""
+    return add_general_keys(_dassl_defaults())
+
+
+def add_method_nodes(cfg: CN) -> CN:
+    """Add the config node of every registered method (restore.methods.registry) to `cfg` in place, with
+    the declared defaults, in the order the methods list them."""
+    from .methods import registry
+    for node in registry.nodes():
+        parent = cfg
+        for part in node.path.split("."):
+            if part not in parent:
+                parent[part] = CN()
+            parent = parent[part]
+        for key in node.keys:
+            *subs, leaf = key.name.split(".")
+            target = parent
+            for part in subs:
+                if part not in target:
+                    target[part] = CN()
+                target = target[part]
+            target[leaf] = list(key.default) if isinstance(key.default, list) else key.default
+    return cfg
+
+
+def extend_cfg(cfg: CN) -> CN:
+    """Add the project's keys and every registered method's node to `cfg` (ours or Dassl's) in place."""
+    return add_method_nodes(add_general_keys(cfg))
+
+
 def get_cfg_default() -> CN:
-    """A fresh config with Dassl's defaults and every trainer's node."""
+    """A fresh config with Dassl's defaults, the project's keys and every registered method's node."""
     return extend_cfg(_dassl_defaults())
 
 
+# --------------------------------------------------------------------------------- config as data
+def plain(node):
+    """A config (yacs CfgNode, nested) as JSON-able dicts and lists (tuples become lists)."""
+    if isinstance(node, dict):
+        return {str(k): plain(v) for k, v in node.items()}
+    if isinstance(node, (list, tuple)):
+        return [plain(v) for v in node]
+    return node
+
+
+def flatten(tree, prefix="") -> dict:
+    """{"OPTIM.MAX_EPOCH": 5, ...} from a nested dict."""
+    out = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+# ------------------------------------------------------------------------------------------ merging
 def _ints_to_floats(defaults: CN, other: CN) -> None:
     for key, value in other.items():
         default = defaults.get(key) if isinstance(defaults, dict) else None
@@ -236,25 +219,73 @@ def _ints_to_floats(defaults: CN, other: CN) -> None:
             other[key] = float(value)
 
 
+def _aliases() -> dict:
+    from .methods import registry
+    return registry.aliases()
+
+
+def _pop(tree: dict, key: str):
+    """Remove the dotted `key` from a nested dict (and the nodes it leaves empty); returns its value."""
+    head, _, rest = key.partition(".")
+    if not rest:
+        return tree.pop(head)
+    value = _pop(tree[head], rest)
+    if not tree[head]:
+        del tree[head]
+    return value
+
+
+def translate_aliases(tree: CN, source: str) -> CN:
+    """Rewrite the method key aliases in a loaded yaml tree (restore.methods.spec.ConfigNode.aliases) to
+    their canonical keys, in place; UserError when a file sets both spellings."""
+    for alias, canonical in _aliases().items():
+        parent, _, leaf = alias.rpartition(".")
+        node = lookup(tree, parent) if parent else tree
+        if not isinstance(node, dict) or leaf not in node:
+            continue
+        value = _pop(tree, alias)
+        cparent, _, cleaf = canonical.rpartition(".")
+        target = tree
+        for part in cparent.split("."):
+            if part not in target:
+                target[part] = CN()
+            target = target[part]
+        if cleaf in target:
+            raise UserError(f"{source} sets both {alias} and {canonical}, two spellings of one key: keep one.")
+        target[cleaf] = value
+    return tree
+
+
+def canonical_opts(opts: list) -> list:
+    """KEY VALUE pairs with each alias key replaced by its canonical key."""
+    aliases = _aliases()
+    opts = list(opts)
+    for i in range(0, len(opts) - 1, 2):
+        opts[i] = aliases.get(opts[i], opts[i])
+    return opts
+
+
 YAML_SUFFIXES = (".yaml", ".yml")
 
 
 def merge_from_file(cfg: CN, path: str) -> None:
-    """`cfg.merge_from_file` for yaml files only (yacs would execute a `.py` config: UserError), and
-    integers are accepted for float keys: the anchors' yaml files write e.g. `GPA_MEAN: 6` where the
-    default is a float, which plain yacs rejects."""
+    """`cfg.merge_from_file` for yaml files only (yacs would execute a `.py` config: UserError), with the
+    method key aliases translated, and integers accepted for float keys: the anchors' yaml files write
+    e.g. `GPA_MEAN: 6` where the default is a float, which plain yacs rejects."""
     if not path.lower().endswith(YAML_SUFFIXES):
         raise UserError(f"Config file {path}: only yaml files (.yaml, .yml) are read, since a Python "
                         "config would run as code; write its keys in yaml.")
     with open(path) as f:
         other = cfg.load_cfg(f.read())  # a string: parsed as yaml whatever the file name says
+    translate_aliases(other, path)
     _ints_to_floats(cfg, other)
     cfg.merge_from_other_cfg(other)
 
 
 def merge_from_list(cfg: CN, opts: list) -> None:
-    """`cfg.merge_from_list` with the same int -> float tolerance as `merge_from_file`."""
-    opts = list(opts)
+    """`cfg.merge_from_list` with the method key aliases translated and the same int -> float tolerance
+    as `merge_from_file`."""
+    opts = canonical_opts(opts)
     for i in range(0, len(opts) - 1, 2):
         value = CN._decode_cfg_value(opts[i + 1])
         if isinstance(lookup(cfg, opts[i]), float) and type(value) is int:

@@ -8,7 +8,7 @@ from typing import Optional
 
 import torch
 
-NORMS = ("relative", "rms", "fro")
+from .methods.restore import NORMS  # the choices of TRAINER.RESTORE.FS.NORM, declared with the key
 
 
 @dataclass

@@ -175,13 +175,12 @@ def _release_bookkeeping(original: dict, converted: dict) -> dict:
 
 
 def describe_mismatch(trainer_name: str, state_dict: dict) -> str:
-    """A hint for a state that does not fit `trainer_name`: which original trainer wrote it."""
+    """A hint for a state that does not fit `trainer_name`: which original trainer wrote it (when its
+    layout is none of the method's `original_layouts`)."""
+    from .methods import registry
     layout = original_layout(state_dict)
-    expected = {"CoOp": "CoOp", "CoCoOp": "CoOp", "MaPLe": "MaPLe", "RESTORE_m": "MaPLe",
-                "IVLP": "IVLP", "VPT": "IVLP", "LPT": "IVLP", "PromptSRC": "IVLP",
-                "RESTORE_p": "IVLP", "MaPLe_FSA": "MaPLe"}.get(trainer_name)
-    release = layout == "MaPLe_FSA" and trainer_name in ("RESTORE_m", "MaPLe_FSA")
-    if layout is None or layout == expected or release:
+    loads = registry.get(trainer_name).original_layouts if trainer_name in registry.names() else ()
+    if layout is None or layout in loads:
         return ""
     family = {"CoOp": "CoOp or CoCoOp", "IVLP": "IVLP, VPT or PromptSRC", "MaPLe": "MaPLe",
               "MaPLe_FSA": "MaPLe_FSA (official RESTORE)"}[layout]
@@ -189,11 +188,8 @@ def describe_mismatch(trainer_name: str, state_dict: dict) -> str:
 
 
 # ------------------------------------------------------------------------ the other direction
-# The original trainer family whose layout each of our trainers exports to. LPT is IVLP with text
-# prompts only; RESTORE_m exports only as its release variant (the original MaPLe_FSA).
-EXPORT_LAYOUTS = {"CoOp": "CoOp", "CoCoOp": "CoOp", "VPT": "IVLP", "IVLP": "IVLP", "LPT": "IVLP",
-                  "PromptSRC": "IVLP", "MaPLe": "MaPLe", "RESTORE_m": "MaPLe_FSA",
-                  "MaPLe_FSA": "MaPLe_FSA"}
+# The original layout each trainer exports to is its spec's `export_layout` (registry.exportable()): LPT
+# is IVLP with text prompts only; RESTORE_m exports only as its release variant (the original MaPLe_FSA).
 # Our bookkeeping that no original keeps (the release recomputes its normalisers, PromptSRC's GPA
 # running sum lives in the trainer there).
 _OURS_ONLY = ("calib_updated", "release_init", "release_init_ready", "alpha_ema", "alpha_ema_ready")
@@ -205,10 +201,12 @@ def to_original_state_dict(trainer_name: str, state_dict: dict) -> dict:
     the originals load with strict=False and rebuild the frozen CLIP and class buffers themselves.
     ValueError for a trainer no original has (RESTORE_p, ZeroshotCLIP, RESTORE_m outside its
     release variant)."""
-    layout = EXPORT_LAYOUTS.get(trainer_name)
+    from .methods import registry
+    exportable = registry.exportable()
+    layout = exportable.get(trainer_name)
     if layout is None:
         raise ValueError(f"No original trainer holds {trainer_name} checkpoints; exportable: "
-                         f"{', '.join(EXPORT_LAYOUTS)}.")
+                         f"{', '.join(exportable)}.")
     state = unwrap(state_dict)
     if original_layout(state) is not None:
         raise ValueError("This state is already in an original trainer's layout.")
@@ -234,7 +232,7 @@ def export_checkpoint(trainer_name: str, model_dir: str, output_dir: str, epoch=
     None) as `output_dir/<registered name>/model.pth.tar-<epoch>` in the original layout, for the
     original code's `--model-dir output_dir --load-epoch <epoch> --eval-only`. Returns the path."""
     from .engine.checkpoint import load_checkpoint, model_file, save_checkpoint
-    from .engine.names import registered_name
+    from .methods.registry import registered_name
     name = registered_name(trainer_name)
     source = model_file(model_dir, name, epoch)
     checkpoint = load_checkpoint(source)
@@ -246,15 +244,24 @@ def export_checkpoint(trainer_name: str, model_dir: str, output_dir: str, epoch=
 
 def main(argv=None):
     import argparse
+
+    from .methods import registry
     p = argparse.ArgumentParser(
         prog="python -m restore.legacy",
         description="Export a checkpoint of ours into the original trainer's layout.")
-    p.add_argument("--trainer", required=True, help=f"one of {', '.join(EXPORT_LAYOUTS)}")
+    p.add_argument("--trainer", required=True,
+                   help=f"one of {', '.join(registry.exportable())} (or a method of --method-module)")
     p.add_argument("--model-dir", required=True, help="our --output-dir of the training run")
     p.add_argument("--load-epoch", type=int, default=None, help="epoch to export (default: latest)")
     p.add_argument("--output-dir", required=True, help="where the original code reads --model-dir")
+    p.add_argument("--method-module", action="append", default=[],
+                   help="a module registering a method of another package (the modules the training run "
+                        "recorded in its run_info.json are imported too)")
     args = p.parse_args(argv)
     try:
+        registry.import_modules(args.method_module)
+        registry.import_modules(registry.recorded_modules(args.model_dir),
+                                f"METHOD_MODULES of {os.path.join(args.model_dir, 'run_info.json')}")
         export_checkpoint(args.trainer, args.model_dir, args.output_dir, args.load_epoch)
     except (ValueError, KeyError, OSError) as err:
         raise SystemExit(f"Error: {err}") from None

@@ -29,6 +29,7 @@ from torch.utils.checkpoint import checkpoint
 
 from .adapters import BackboneAdapter, UnsupportedBackbone, adapter_for
 from .feature_shift import shift_per_sample
+from .methods.restore import PROMPT_FREE  # the choices of TRAINER.RESTORE.FS.PROMPT_FREE
 
 Prompts = Sequence[Optional[Tensor]]
 Trace = Union[bool, Tensor]  # False, True (all samples), or indices of the samples to trace
@@ -51,9 +52,6 @@ def _rows(trace: Trace, device):
     if trace is True:
         return slice(None)
     return trace.to(device)
-
-
-PROMPT_FREE = ("grad", "recompute", "no_grad")
 
 
 def _prompt_free(block, x: Tensor, mode: str, *args) -> Tensor:

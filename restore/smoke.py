@@ -15,9 +15,12 @@ SMOKE_NOTE = ("Note: MODEL.BACKBONE.NAME {name!r} is a small RANDOM CLIP for smo
 
 
 def fit_cfg_to_backbone(cfg, clip_model) -> List[str]:
-    """Set cfg.INPUT.SIZE to the model's input size and cap every TRAINER.<node>.PROMPT_DEPTH*
-    at the layers of the encoder it prompts (MaPLe's PROMPT_DEPTH: the smaller of the two).
-    A no-op for a config that fits. cfg must not be frozen. Returns "KEY: old -> new" lines."""
+    """Set cfg.INPUT.SIZE to the model's input size and cap every prompt depth of the method nodes (a
+    key declared with `layers`) at the layers of the encoder it prompts ("both", MaPLe's PROMPT_DEPTH:
+    the smaller of the two). A no-op for a config that fits. cfg must not be frozen. Returns
+    "KEY: old -> new" lines."""
+    from .checks import lookup
+    from .methods import registry
     bb = adapter_for(clip_model)
     text_layers = len(bb.text_blocks)
     vision_layers = len(bb.image_blocks) if bb.image_blocks is not None else text_layers
@@ -26,15 +29,12 @@ def fit_cfg_to_backbone(cfg, clip_model) -> List[str]:
     if tuple(cfg.INPUT.SIZE) != size:
         changes.append(f"INPUT.SIZE: {tuple(cfg.INPUT.SIZE)} -> {size}")
         cfg.INPUT.SIZE = size
-    for node_name, node in cfg.TRAINER.items():
-        if not hasattr(node, "items"):
+    towers = {"text": text_layers, "vision": vision_layers, "both": min(text_layers, vision_layers)}
+    for full, key in registry.keys().items():
+        value = lookup(cfg, full)
+        if key.layers is None or value is None or value <= towers[key.layers]:
             continue
-        for key, value in node.items():
-            if not key.startswith("PROMPT_DEPTH"):
-                continue
-            layers = {"PROMPT_DEPTH_TEXT": text_layers, "PROMPT_DEPTH_VISION": vision_layers}.get(
-                key, min(text_layers, vision_layers))
-            if value > layers:
-                changes.append(f"TRAINER.{node_name}.{key}: {value} -> {layers}")
-                node[key] = layers
+        changes.append(f"{full}: {value} -> {towers[key.layers]}")
+        parent, _, leaf = full.rpartition(".")
+        lookup(cfg, parent)[leaf] = towers[key.layers]
     return changes

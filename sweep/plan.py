@@ -1,12 +1,16 @@
 """The testbed benchmark's plan: the jobs of a protocol (methods x datasets x seeds; each job a train step
 then its test steps), each step's train.py arguments and output folder, the "finished" rule on a folder,
 and a job's rough cost. Every way of running the plan (sweep.runner: serially, a local process pool, Slurm)
-and the report (sweep.report) read the same folders from here."""
+and the report (sweep.report) read the same folders from here. The methods, their configs and costs come
+from the method registry (restore.methods.registry): a method declared with `benchmark=True` is in the
+default plan, and one of another package (--method-module) is planned with its module, so that every
+worker and Slurm task imports it again."""
 import glob
 import os
 import re
 
-METHODS = ["ZeroshotCLIP", "CoOp", "CoCoOp", "IVLP", "MaPLe", "PromptSRC", "RESTORE_m", "RESTORE_p"]
+from restore.methods import registry
+
 BASE2NEW = ["shapes", "patterns", "digits"]
 SOURCE = "objects"
 XD_TARGETS = ["shapes", "patterns", "digits"]
@@ -29,10 +33,6 @@ FAST_TRACE = {  # name -> overrides of RESTORE_m
     "nograd_subsets": ["TRAINER.RESTORE.FS.PROMPT_FREE", "no_grad",
                        "TRAINER.RESTORE.FS.VISION_IMAGES", "16", "TRAINER.RESTORE.FS.TEXT_CLASSES", "8"],
 }
-# Rough cost of one epoch per training class, relative to CoOp (from the testbed logs, 2 cores).
-# Only used to start the heaviest jobs first, so that no long job runs alone at the end.
-EPOCH_COST = {"ZeroshotCLIP": 0.05, "CoOp": 1.0, "CoCoOp": 10.0, "IVLP": 1.45, "MaPLe": 1.45,
-              "PromptSRC": 1.75, "RESTORE_m": 2.3, "RESTORE_p": 2.9}
 SHOTS = 16
 CFG = "testbed"
 XD_EPOCHS = 2  # as the release's cross-dataset runs; the source has 128 classes (8x the base-class steps per epoch)
@@ -53,10 +53,29 @@ def finished(folder):
     return None
 
 
+def methods():
+    """The methods the benchmark runs by default (MethodSpec.benchmark), in the registry's order."""
+    return registry.benchmark_methods()
+
+
+def epoch_cost(trainer):
+    """Rough cost of one epoch per training class, relative to CoOp (MethodSpec.cost, from the testbed
+    logs on 2 cores). Only used to start the heaviest jobs first, so that no long job runs alone at the end."""
+    return registry.get(trainer).cost
+
+
+def config_file(trainer):
+    """The trainer's testbed config: relative to the repository (where the sweep runs) for the built-in
+    configs, as the scripts write it."""
+    path = registry.config_file(trainer, CFG)
+    inside = os.path.relpath(path, registry.REPOSITORY)
+    return path if inside.startswith(os.pardir) else inside
+
+
 def common_args(dataset, trainer, seed, data):
-    return ["--root", data, "--seed", str(seed), "--trainer", trainer, "--engine", "native",
-            "--dataset-config-file", f"configs/datasets/{dataset}.yaml",
-            "--config-file", f"configs/trainers/{trainer}/{CFG}.yaml"]
+    module = [] if registry.is_builtin(trainer) else ["--method-module", registry.module_of(trainer)]
+    return ["--root", data, "--seed", str(seed), "--trainer", trainer, "--engine", "native", *module,
+            "--dataset-config-file", f"configs/datasets/{dataset}.yaml", "--config-file", config_file(trainer)]
 
 
 def base2new_job(out, trainer, dataset, seed, data, extra=()):
@@ -99,7 +118,7 @@ def max_epoch(trainer, overrides=()):
         return int(given[-1])
     from restore.config import get_cfg_default, merge_from_file
     cfg = get_cfg_default()
-    merge_from_file(cfg, f"configs/trainers/{trainer}/{CFG}.yaml")
+    merge_from_file(cfg, registry.config_file(trainer, CFG))
     return cfg.OPTIM.MAX_EPOCH
 
 
@@ -149,6 +168,6 @@ def job_cost(label):
         epochs, n_classes = XD_EPOCHS, len(get(SOURCE).classes)
     else:
         epochs, n_classes = max_epoch(trainer), get(words[-2]).num_base
-    return EPOCH_COST.get(trainer, 1.0) * epochs * n_classes
+    return epoch_cost(trainer) * epochs * n_classes
 
 

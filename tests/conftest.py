@@ -24,30 +24,19 @@ import clip  # noqa: E402
 from clip.model import ResidualAttentionBlock  # noqa: E402
 
 import restore  # noqa: E402
+from restore.methods import registry  # noqa: E402
 
 # The test models are tiny: one intra-op thread is fastest, and on shared cores several threads
 # are many times slower (measured: 3 s vs 17 s for test_prompting.py on 2 busy cores).
 torch.set_num_threads(int(os.environ.get("RESTORE_TEST_THREADS", "1")))
 
-# Small prompt configs that fit the 3-layer tiny CLIP. Depth 2 < 3 layers everywhere, so that the
-# last layer shows propagation past the prompt depth; vision and text prompt counts differ where
-# the method allows it, so that a mix-up cannot pass.
-SMALL_CFG = {
-    "ZeroshotCLIP": [],
-    "CoOp": ["TRAINER.COOP.N_CTX", 3],
-    "CoCoOp": ["TRAINER.COCOOP.N_CTX", 3],
-    "LPT": ["TRAINER.LPT.PROMPT_DEPTH_TEXT", 2],
-    "VPT": ["TRAINER.VPT.PROMPT_DEPTH_VISION", 2, "TRAINER.VPT.N_CTX_VISION", 3],
-    "IVLP": ["TRAINER.IVLP.PROMPT_DEPTH_TEXT", 2, "TRAINER.IVLP.PROMPT_DEPTH_VISION", 2,
-             "TRAINER.IVLP.N_CTX_TEXT", 2, "TRAINER.IVLP.N_CTX_VISION", 3],
-    "MaPLe": ["TRAINER.MAPLE.PROMPT_DEPTH", 2, "TRAINER.MAPLE.N_CTX", 2],
-    "PromptSRC": ["TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT", 2,
-                  "TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION", 2,
-                  "TRAINER.PROMPTSRC.N_CTX_VISION", 3, "OPTIM.MAX_EPOCH", 4,
-                  "TRAINER.PROMPTSRC.GPA_MEAN", 3.0, "TRAINER.PROMPTSRC.GPA_STD", 1.5],
-}
-METHOD_NAMES = list(SMALL_CFG)
-PROMPTED = [m for m in METHOD_NAMES if m != "ZeroshotCLIP"]
+
+
+def small_opts(name):
+    """KEY VALUE pairs that fit method `name` to the 3-layer tiny CLIP: its spec's `tiny` (prompt depth 2
+    < 3 layers, so that the last layer shows propagation past the prompt depth; vision and text prompt
+    counts differing where the method allows it, so that a mix-up cannot pass)."""
+    return list(registry.get(name).tiny) if name in registry.names() else []
 
 # Class names of different token lengths (so EOT positions differ), one with an underscore.
 CLASSNAMES = ["cat", "golden_retriever", "sports car"]
@@ -71,7 +60,7 @@ def make_cfg():
     def make(name, *opts):
         cfg = restore.get_cfg_default()
         cfg.TRAINER.NAME = name
-        cfg.merge_from_list(list(SMALL_CFG.get(name, [])) + list(opts))
+        cfg.merge_from_list(small_opts(name) + list(opts))
         return cfg
     return make
 

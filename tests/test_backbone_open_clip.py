@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 
 import restore
-from restore.adapters import TEXT_ONLY_METHODS, UnsupportedBackbone, adapter_for
+from restore.adapters import UnsupportedBackbone, adapter_for
+from restore.methods import registry
 from restore.backbone import BackboneError, freeze
 from restore.prompting import PromptedImageEncoder, PromptedTextEncoder
 
@@ -174,12 +175,12 @@ def method_cfg(method, model):
     return cfg
 
 
-# The support table, row by row: every method on the token-pooled ViTs (plain CLIP, and CustomTextCLIP
-# with eos pooling, a Linear projection and LayerScale); the text-prompt methods on avg pooling,
-# ResNet and timm towers.
-SUPPORTED = ([(m, name) for name in ("restore-test-vit", "restore-test-custom") for m in restore.METHODS]
+# The support table, row by row: every registered method on the token-pooled ViTs (plain CLIP, and
+# CustomTextCLIP with eos pooling, a Linear projection and LayerScale); the methods whose spec supports
+# towers without token blocks ("resnet") on avg pooling, ResNet and timm towers.
+SUPPORTED = ([(m, name) for name in ("restore-test-vit", "restore-test-custom") for m in registry.names()]
              + [(m, name) for name in ("restore-test-avg", "restore-test-rn", "restore-test-timm")
-                for m in TEXT_ONLY_METHODS])
+                for m in registry.supporting("resnet")])
 
 
 @pytest.mark.parametrize("method,name", SUPPORTED)

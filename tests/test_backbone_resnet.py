@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 
 import restore
-from restore.adapters import TEXT_ONLY_METHODS, UnsupportedBackbone
+from restore.adapters import UnsupportedBackbone
+from restore.methods import registry
 from restore.analysis.feature_shift_study import summarize
 from restore.backbone import tiny_resnet_clip
 from restore.templates import template_for
@@ -17,7 +18,8 @@ from restore.templates import template_for
 from test_engine_fakes import ROOT, make_oxford_pets
 
 CLASSNAMES = ["cat", "golden_retriever", "sports car"]
-VISION_PROMPT_METHODS = ["VPT", "IVLP", "MaPLe", "PromptSRC", "RESTORE_m", "RESTORE_p"]
+TEXT_ONLY_METHODS = registry.supporting("resnet")
+VISION_PROMPT_METHODS = [m for m in registry.names() if m not in TEXT_ONLY_METHODS]
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import train
 from restore.backbone import available_backbones
 from restore.config import get_cfg_default
 from restore.data import DATASETS
-from restore.methods import METHODS
+from restore.methods import registry
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -15,7 +15,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_help_lists_every_registered_name():
     text = train.build_parser().format_help()
     import restore.data.testbed  # noqa: F401  (the testbed datasets register on import)
-    for name in list(METHODS) + list(DATASETS) + available_backbones():
+    for name in registry.names() + list(DATASETS) + available_backbones():
         assert f" {name} " in text.replace("\n", " ").replace("(", " ").replace(")", " "), name
     for must in ("KEY VALUE", "MODEL.BACKBONE.PATH", "example", "--print-config", "RESTORE_NUM_THREADS"):
         assert must in text

@@ -85,7 +85,7 @@ def test_requeue_resumes_from_the_last_checkpoint(tmp_path, monkeypatch):
     import submitit
     import torch
 
-    from restore.engine import REGISTERED_NAMES
+    from restore.engine import registered_name
     from sweep.runner import steps_runner
     from test_engine_fakes import cli_opts, make_oxford_pets
     monkeypatch.chdir(cluster.__file__.rsplit(os.sep, 1)[0])
@@ -101,7 +101,7 @@ def test_requeue_resumes_from_the_last_checkpoint(tmp_path, monkeypatch):
     executor.update_parameters(timeout_min=10)
     out = tmp_path / "task"
     job = executor.submit(steps_runner(), [(str(out), argv(out))])
-    first = out / REGISTERED_NAMES["CoOp"] / "model.pth.tar-1"
+    first = out / registered_name("CoOp") / "model.pth.tar-1"
     deadline = time.time() + 240
     while not first.exists() and time.time() < deadline and not job.done():
         time.sleep(0.05)
@@ -114,7 +114,7 @@ def test_requeue_resumes_from_the_last_checkpoint(tmp_path, monkeypatch):
     # thread count): an in-process run would inherit whatever thread count earlier tests set
     whole = tmp_path / "whole"
     executor.submit(steps_runner(), [(str(whole), argv(whole))]).result()
-    name = f"{REGISTERED_NAMES['CoOp']}/model.pth.tar-{epochs}"
+    name = f"{registered_name('CoOp')}/model.pth.tar-{epochs}"
     a = torch.load(tmp_path / "whole" / name, weights_only=True)["state_dict"]
     b = torch.load(out / name, weights_only=True)["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)

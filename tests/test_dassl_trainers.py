@@ -24,7 +24,8 @@ import restore  # noqa: E402
 import trainers  # noqa: E402
 from dassl.config import get_cfg_default  # noqa: E402
 from dassl.engine import TRAINER_REGISTRY, build_trainer  # noqa: E402
-from restore.engine.names import registered_name  # noqa: E402
+from restore.engine import registered_name  # noqa: E402
+from restore.methods import registry  # noqa: E402
 from restore.engine.schedule import epoch_lr  # noqa: E402
 
 import datasets  # noqa: E402,F401  (registers OxfordPets in Dassl)
@@ -32,8 +33,7 @@ import datasets  # noqa: E402,F401  (registers OxfordPets in Dassl)
 # wilds (imported by Dassl) asks PyPI for its latest version in a thread; offline it warns.
 pytestmark = pytest.mark.filterwarnings("ignore:Failed to check for latest version")
 
-ALL = ["ZeroshotCLIP", "CoOp", "CoCoOp", "LPT", "VPT", "IVLP", "MaPLe", "PromptSRC", "RESTORE_m",
-       "RESTORE_p"]
+ALL = registry.names()
 CLASSES = ["abyssinian", "bengal", "birman", "bombay", "boxer", "chihuahua"]
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]

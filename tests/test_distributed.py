@@ -17,7 +17,7 @@ import torch
 
 import train
 from restore.distributed import shard_bounds
-from restore.engine import REGISTERED_NAMES
+from restore.engine import registered_name
 from restore.engine.sharding import GlobalBatchSlices
 from restore.testbed import datasets as D
 from restore.testbed import generate as G
@@ -99,7 +99,7 @@ def torchrun(runs, tmp):
 
 
 def state(folder, trainer, epoch=2):
-    path = os.path.join(folder, REGISTERED_NAMES[trainer], f"model.pth.tar-{epoch}")
+    path = os.path.join(folder, registered_name(trainer), f"model.pth.tar-{epoch}")
     return torch.load(path, weights_only=True)
 
 
@@ -117,8 +117,8 @@ def runs(data_root, tmp_path_factory):
               (argv(data_root, "CoOp", tmp / "dassl", [], engine="dassl"), False),
               (argv(data_root, "RESTORE_m", tmp / "killed", RUNS["RESTORE_m-adam"][1]), True)]
     stderr, status = torchrun(first, tmp)
-    assert os.path.isfile(tmp / "killed" / REGISTERED_NAMES["RESTORE_m"] / "model.pth.tar-1"), stderr[-3000:]
-    assert not os.path.isfile(tmp / "killed" / REGISTERED_NAMES["RESTORE_m"] / "model.pth.tar-2")
+    assert os.path.isfile(tmp / "killed" / registered_name("RESTORE_m") / "model.pth.tar-1"), stderr[-3000:]
+    assert not os.path.isfile(tmp / "killed" / registered_name("RESTORE_m") / "model.pth.tar-2")
     assert len(first) - 1 not in status  # killed: never finished
     resume_stderr, resume_status = torchrun(
         [(argv(data_root, "RESTORE_m", tmp / "killed", RUNS["RESTORE_m-adam"][1]), False)], tmp)

@@ -14,20 +14,19 @@ if ROOT not in sys.path:
 
 CLASSNAMES = ["abyssinian", "beagle", "boxer", "chihuahua", "persian", "pug"]
 
-# Per trainer: options that make the method small enough for the 3-layer tiny CLIP and fast.
-TINY_OPTS = {
-    "ZeroshotCLIP": [],
-    "CoOp": ["TRAINER.COOP.N_CTX", 2],
-    "CoCoOp": ["TRAINER.COCOOP.N_CTX", 2],
-    "LPT": ["TRAINER.LPT.PROMPT_DEPTH_TEXT", 2],
-    "VPT": ["TRAINER.VPT.PROMPT_DEPTH_VISION", 2],
-    "IVLP": ["TRAINER.IVLP.PROMPT_DEPTH_TEXT", 2, "TRAINER.IVLP.PROMPT_DEPTH_VISION", 2],
-    "MaPLe": ["TRAINER.MAPLE.PROMPT_DEPTH", 2],
-    "PromptSRC": ["TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT", 2, "TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION", 2],
-    "RESTORE_m": ["TRAINER.MAPLE.PROMPT_DEPTH", 2],
-    "RESTORE_p": ["TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT", 2, "TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION", 2],
-}
-TRAINERS = list(TINY_OPTS)
+
+
+def tiny_opts(trainer):
+    """Options that make the method small enough for the 3-layer tiny CLIP and fast: its spec's `tiny`."""
+    from restore.methods import registry
+    return list(registry.get(trainer).tiny)
+
+
+def trainers():
+    """Every registered method."""
+    from restore.methods import registry
+    return registry.names()
+
 
 # Common options: tiny random CLIP, 32 px, small batches, CPU, no workers.
 BASE_OPTS = [
@@ -83,10 +82,10 @@ def make_cfg(trainer, root, output_dir, *opts):
     cfg = restore.get_cfg_default()
     cfg.merge_from_list(["DATASET.NAME", "OxfordPets", "DATASET.ROOT", str(root),
                          "OUTPUT_DIR", str(output_dir), "TRAINER.NAME", trainer]
-                        + BASE_OPTS + TINY_OPTS[trainer] + list(opts))
+                        + BASE_OPTS + tiny_opts(trainer) + list(opts))
     return cfg
 
 
 def cli_opts(trainer, *extra):
-    """BASE_OPTS + TINY_OPTS as strings for train.py's trailing KEY VALUE pairs."""
-    return [str(x) for x in BASE_OPTS + TINY_OPTS[trainer] + list(extra)]
+    """BASE_OPTS + tiny_opts as strings for train.py's trailing KEY VALUE pairs."""
+    return [str(x) for x in BASE_OPTS + tiny_opts(trainer) + list(extra)]

@@ -12,9 +12,9 @@ import torch
 
 import parse_test_res
 import train
-from restore.engine import REGISTERED_NAMES, Trainer, epoch_lr, set_random_seed
+from restore.engine import Trainer, epoch_lr, registered_name, set_random_seed
 from restore.engine.logger import close_logger
-from test_engine_fakes import TRAINERS, cli_opts, make_cfg, make_oxford_pets
+from test_engine_fakes import cli_opts, make_cfg, make_oxford_pets, trainers
 
 DATASET_CFG = "configs/datasets/oxford_pets.yaml"
 
@@ -49,7 +49,7 @@ def accuracy(log):
     return float(re.findall(r"^\* accuracy: ([\d.]+)%$", log, re.M)[-1])
 
 
-@pytest.mark.parametrize("trainer", TRAINERS)
+@pytest.mark.parametrize("trainer", trainers())
 def test_base_to_novel(trainer, data_root, tmp_path, capsys):
     root = tmp_path / "output" / "base2new"
     common = f"oxford_pets/shots_4/{trainer}/tiny/seed1"
@@ -62,7 +62,7 @@ def test_base_to_novel(trainer, data_root, tmp_path, capsys):
     assert re.search(r"^=> result\n\* total: 9\n\* correct: \d+\n\* accuracy: [\d.]+%\n\* error: "
                      r"[\d.]+%\n\* macro_f1: [\d.]+%$", log, re.M)
     assert accuracy(log) == pytest.approx(base_acc, abs=0.05)
-    name = REGISTERED_NAMES[trainer]
+    name = registered_name(trainer)
     if trainer != "ZeroshotCLIP":
         assert re.search(r"^epoch \[1/1\] batch \[2/3\] time [\d.]+ \([\d.]+\) data [\d.]+ \([\d.]+\) "
                          r"loss [\d.]+ \([\d.]+\) .*lr 1\.0000e-05 eta \d+:\d\d:\d\d$", log, re.M)
@@ -95,7 +95,7 @@ def test_base_to_novel(trainer, data_root, tmp_path, capsys):
 
 
 def final_state(folder, trainer, epoch):
-    return torch.load(os.path.join(folder, REGISTERED_NAMES[trainer], f"model.pth.tar-{epoch}"),
+    return torch.load(os.path.join(folder, registered_name(trainer), f"model.pth.tar-{epoch}"),
                       weights_only=True)["state_dict"]
 
 
@@ -118,7 +118,7 @@ def test_resume_equals_uninterrupted(trainer, opts, data_root, tmp_path, monkeyp
     monkeypatch.setattr(Trainer, "run_epoch", interrupted)
     with pytest.raises(KeyboardInterrupt):
         run(data_root, trainer, tmp_path / "parts", opts=opts)
-    assert os.path.isfile(tmp_path / "parts" / REGISTERED_NAMES[trainer] / "model.pth.tar-2")
+    assert os.path.isfile(tmp_path / "parts" / registered_name(trainer) / "model.pth.tar-2")
     monkeypatch.setattr(Trainer, "run_epoch", original)
 
     resumed = run(data_root, trainer, tmp_path / "parts", opts=opts)
@@ -167,7 +167,7 @@ def test_eval_only_loads_requested_epoch(data_root, tmp_path, capsys):
     assert "No model at" in err and "model.pth.tar-3" in err and "Saved epochs there: 1, 2" in err
 
 
-@pytest.mark.parametrize("trainer", [t for t in TRAINERS])
+@pytest.mark.parametrize("trainer", trainers())
 def test_cached_text_equals_per_batch(trainer, data_root, tmp_path):
     cfg = make_cfg(trainer, data_root, tmp_path, "DATASET.SUBSAMPLE_CLASSES", "new")
     set_random_seed(0)

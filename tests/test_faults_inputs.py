@@ -18,7 +18,7 @@ import torch
 
 import train
 from restore.data import Datum, save_pickle
-from restore.engine import REGISTERED_NAMES, Trainer
+from restore.engine import registered_name, Trainer
 from restore.engine import checkpoint as ckpt
 from restore.errors import UserError
 from restore.lock import LOCK_NAME, OutputLock, output_lock
@@ -172,7 +172,7 @@ def test_class_name_longer_than_text_context(data_root, tmp_path, capsys):
             if entry[1] == 5:
                 entry[2] = long_name
     json.dump(split, open(path, "w"))
-    line = fails(capsys, data_root, tmp_path / "out", opts=SHOTS)
+    line = fails(capsys, data_root, tmp_path / "out", opts=[*SHOTS, "TRAINER.COOP.N_CTX", 2])
     assert line.startswith(f"Error: Class name {long_name!r} is too long: its prompt 'X X very very")
     assert line.endswith("takes 78 tokens, more than the text encoder's 77. Use a shorter class name (the "
                          "split file's third column) or fewer context tokens (TRAINER.COOP.N_CTX / CTX_INIT).")
@@ -202,7 +202,7 @@ def test_disk_full_or_read_only_while_saving(code, data_root, tmp_path, capsys, 
     monkeypatch.setattr(ckpt.torch, "save", failing_save)
     out = tmp_path / "out"
     line = fails(capsys, data_root, out, opts=SHOTS)
-    target = out / REGISTERED_NAMES["CoOp"] / "model.pth.tar-1"
+    target = out / registered_name("CoOp") / "model.pth.tar-1"
     fix = {errno.ENOSPC: "Free disk space (or choose another --output-dir) and run again (it resumes "
                          "from the last saved epoch).",
            errno.EROFS: "The file system is read-only: choose a writable --output-dir."}[code]
@@ -345,7 +345,7 @@ def test_ranks_share_rank0_lock_outcome(tmp_path):
 
 def test_partial_checkpoint_writes_removed_at_next_start(data_root, tmp_path):
     out = tmp_path / "out"
-    save_dir = out / REGISTERED_NAMES["CoOp"]
+    save_dir = out / registered_name("CoOp")
     os.makedirs(save_dir)
     left = [save_dir / ".model.pth.tar-1.k3j2h1.tmp", save_dir / ".checkpoint.a8d7f6.tmp"]
     for path in left:
@@ -379,7 +379,7 @@ def test_killed_testbed_generation_removed_at_next_start(tmp_path):
 
 
 def final_state(folder, epoch):
-    return torch.load(os.path.join(folder, REGISTERED_NAMES["CoOp"], f"model.pth.tar-{epoch}"),
+    return torch.load(os.path.join(folder, registered_name("CoOp"), f"model.pth.tar-{epoch}"),
                       weights_only=True)["state_dict"]
 
 
@@ -398,7 +398,7 @@ def test_truncated_newest_checkpoint_resumes_from_newest_readable(data_root, tmp
     with pytest.raises(KeyboardInterrupt):
         run(data_root, tmp_path / "parts", opts=opts)
     monkeypatch.setattr(Trainer, "run_epoch", original)
-    save_dir = tmp_path / "parts" / REGISTERED_NAMES["CoOp"]
+    save_dir = tmp_path / "parts" / registered_name("CoOp")
     first = (save_dir / "model.pth.tar-1").read_bytes()
     newest = save_dir / "model.pth.tar-2"
     newest.write_bytes(newest.read_bytes()[:1000])  # cut short (a full disk, an interrupted copy)

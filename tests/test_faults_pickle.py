@@ -24,7 +24,7 @@ import restore
 import train
 from restore import safe_pickle
 from restore.data import Datum, load_pickle
-from restore.engine import REGISTERED_NAMES, load_checkpoint
+from restore.engine import registered_name, load_checkpoint
 from restore.engine.checkpoint import CheckpointFileError
 from restore.safe_pickle import UntrustedFileError
 from test_backbone import plain_known  # noqa: F401  (fixture: the small CLIP passes as OpenAI-shaped)
@@ -108,7 +108,7 @@ def control_pickle(path, marker):
 # ------------------------------------------------------------------------------------- checkpoints
 def test_eval_model_dir_refuses_crafted_checkpoint(data_root, tmp_path, capsys):
     marker = tmp_path / "marker"
-    path = crafted_checkpoint(tmp_path / "model" / REGISTERED_NAMES[TRAINER] / "model.pth.tar-1", marker,
+    path = crafted_checkpoint(tmp_path / "model" / registered_name(TRAINER) / "model.pth.tar-1", marker,
                               model_state(tmp_path))
     code, _ = cli(data_root, tmp_path / "out", "--eval-only", "--model-dir", str(tmp_path / "model"),
                   "--load-epoch", "1")
@@ -120,7 +120,7 @@ def test_eval_model_dir_refuses_crafted_checkpoint(data_root, tmp_path, capsys):
 def test_trust_files_loads_crafted_checkpoint(data_root, tmp_path, capsys):
     """--trust-files is the opt-in: the same file loads (and its payload runs)."""
     marker = tmp_path / "marker"
-    crafted_checkpoint(tmp_path / "model" / REGISTERED_NAMES[TRAINER] / "model.pth.tar-1", marker,
+    crafted_checkpoint(tmp_path / "model" / registered_name(TRAINER) / "model.pth.tar-1", marker,
                        model_state(tmp_path))
     code, _ = cli(data_root, tmp_path / "out", "--eval-only", "--model-dir", str(tmp_path / "model"),
                   "--load-epoch", "1", "--trust-files")
@@ -133,7 +133,7 @@ def test_resume_refuses_crafted_checkpoint(data_root, tmp_path, capsys):
     """The crafted newest checkpoint stops the resume: it is not taken for a damaged file and skipped
     for the intact older epoch."""
     marker, out = tmp_path / "marker", tmp_path / "out"
-    folder = out / REGISTERED_NAMES[TRAINER]
+    folder = out / registered_name(TRAINER)
     state = model_state(tmp_path)
     folder.mkdir(parents=True)
     torch.save({"state_dict": state, "epoch": 1}, folder / "model.pth.tar-1")
@@ -152,7 +152,7 @@ def test_init_weights_refuses_crafted_checkpoint(data_root, tmp_path, capsys):
     code, _ = cli(data_root, tmp_path / "out", opts=("MODEL.INIT_WEIGHTS", path))
     stopped(capsys, code, path, MKDIR, OPT_IN)
     assert not marker.exists()
-    assert not (tmp_path / "out" / REGISTERED_NAMES[TRAINER]).exists()
+    assert not (tmp_path / "out" / registered_name(TRAINER)).exists()
     control_torch(path, marker)
 
 
@@ -173,7 +173,7 @@ def test_python_api_refuses_crafted_checkpoint(tmp_path):
 def test_random_bytes_checkpoint_is_one_line(data_root, tmp_path):
     """A file of random bytes: one error line naming it; no note, no retry message, no traceback
     (the real command line, in a subprocess)."""
-    path = tmp_path / "model" / REGISTERED_NAMES[TRAINER] / "model.pth.tar-1"
+    path = tmp_path / "model" / registered_name(TRAINER) / "model.pth.tar-1"
     path.parent.mkdir(parents=True)
     path.write_bytes(random.Random(0).randbytes(4096))
     args = ["--root", data_root, "--trainer", TRAINER, "--engine", "native", "--dataset-config-file",

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 import restore
+from restore.methods import registry
 from restore.legacy import (convert_state_dict, describe_mismatch, main, original_layout,
                             to_original_state_dict, unwrap)
 
@@ -214,8 +215,7 @@ def test_restore_m_from_official_release(images):
         assert torch.allclose(loaded(images), direct(images), atol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["ZeroshotCLIP", "CoOp", "CoCoOp", "LPT", "VPT", "IVLP", "MaPLe",
-                                  "PromptSRC", "RESTORE_m", "RESTORE_p"])
+@pytest.mark.parametrize("name", registry.names())
 def test_our_checkpoints_pass_unchanged(name):
     model = perturb(build(name, BASE))
     ours = model.state_to_save()

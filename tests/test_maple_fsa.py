@@ -4,8 +4,8 @@ import pytest
 
 import restore
 import train
-from restore.engine.names import registered_name
-from restore.methods import METHODS, MaPLe_FSA, RESTORE_m
+from restore.engine import registered_name
+from restore.methods import MaPLe_FSA, RESTORE_m, registry
 
 RELEASE = "configs/trainers/MaPLe_FSA/"
 
@@ -59,12 +59,12 @@ def test_other_trainers_are_untouched_and_refuse_the_flags(capsys, tmp_path):
         train.main(["--engine", "native", "--output-dir", str(tmp_path), "--trainer", "RESTORE_m",
                     "--vis_calib_r", "0.2"])
     err = capsys.readouterr().err
-    assert "--vis_calib_r is the release's flag for --trainer MaPLe_FSA" in err
+    assert "--vis_calib_r is the flag of --trainer MaPLe_FSA (TRAINER.MAPLE_FSA.VIS_CALIB_R" in err
     assert "TRAINER.RESTORE.SURGERY.RELEASE_VIS_R" in err and "Traceback" not in err
 
 
 def test_registered_as_restore_m_release_variant():
-    assert issubclass(METHODS["MaPLe_FSA"], RESTORE_m)
+    assert issubclass(registry.model_class("MaPLe_FSA"), RESTORE_m)
     assert registered_name("MaPLe_FSA") == "MultiModalPromptLearner"  # the release's folder
     import trainers
     assert issubclass(trainers.TRAINERS["MaPLe_FSA"], trainers.TRAINERS["RESTORE_m"])

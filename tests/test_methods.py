@@ -14,12 +14,14 @@ import torch.nn.functional as F
 from clip.model import convert_weights
 
 import restore
-from restore.methods import gpa_weights
+from restore.methods import gpa_weights, registry
 from restore.templates import PROMPTSRC_TEMPLATES
 
-from conftest import METHOD_NAMES, PROMPTED, causal_block  # noqa: F401  (tests/ is on sys.path)
+from conftest import causal_block  # noqa: F401  (tests/ is on sys.path)
 
-# The tensors that must train, per method (with the small configs of conftest).
+# The tensors that must train, per method (with the small configs of the method specs' `tiny`). The
+# methods checked here against the hand reference below; RESTORE's are in test_restore.py, and every
+# registered method trains a step in test_registry.py.
 TRAINABLE = {
     "ZeroshotCLIP": set(),
     "CoOp": {"prompt_learner.ctx"},
@@ -37,6 +39,10 @@ TRAINABLE = {
     "PromptSRC": {"prompt_learner.ctx", "prompt_learner.text_deep.0",
                   "prompt_learner.vision_ctx", "prompt_learner.vision_deep.0"},
 }
+METHOD_NAMES = list(TRAINABLE)
+PROMPTED = [m for m in METHOD_NAMES if m != "ZeroshotCLIP"]
+# Gaussian prompt aggregation over 4 epochs, centred inside them.
+GPA = ("OPTIM.MAX_EPOCH", 4, "TRAINER.PROMPTSRC.GPA_MEAN", 3.0, "TRAINER.PROMPTSRC.GPA_STD", 1.5)
 
 
 def build(make_cfg, name, classnames, *opts, seed=0, randomize=True, clip_seed=0):
@@ -112,9 +118,9 @@ def test_build_model_unknown_name_lists_valid(make_cfg, classnames, clip_model):
         restore.build_model(cfg, classnames, clip_model)
     msg = str(err.value)
     assert "NoSuchTrainer" in msg
-    for name in restore.METHODS:
+    for name in registry.names():
         assert name in msg
-    assert set(METHOD_NAMES) | {"RESTORE_m", "RESTORE_p"} <= set(restore.METHODS)
+    assert set(METHOD_NAMES) | {"RESTORE_m", "RESTORE_p", "MaPLe_FSA"} <= set(registry.names())
 
 
 @pytest.mark.parametrize("name", METHOD_NAMES)
@@ -505,7 +511,7 @@ def _epoch_prompts(model, epoch):
 
 
 def test_gpa_aggregates_the_epoch_prompts(make_cfg, classnames, capsys):
-    cfg, model = build(make_cfg, "PromptSRC", classnames)
+    cfg, model = build(make_cfg, "PromptSRC", classnames, *GPA)
     max_epoch = cfg.OPTIM.MAX_EPOCH
     clip_before = {k: v.clone() for k, v in model.clip.state_dict().items()}
     dens = [math.exp(-0.5 * ((e + 1 - 3.0) / 1.5) ** 2) for e in range(max_epoch)]
@@ -531,8 +537,8 @@ def test_gpa_aggregates_the_epoch_prompts(make_cfg, classnames, capsys):
 def test_gpa_resumes_from_saved_state(make_cfg, classnames):
     """The running sum is saved with the prompts: stopping after epoch 1 and resuming in a new
     model gives the same aggregate as one uninterrupted run."""
-    cfg, a = build(make_cfg, "PromptSRC", classnames)
-    _, b = build(make_cfg, "PromptSRC", classnames, seed=5)
+    cfg, a = build(make_cfg, "PromptSRC", classnames, *GPA)
+    _, b = build(make_cfg, "PromptSRC", classnames, *GPA, seed=5)
     for epoch in range(4):
         if epoch == 2:
             b.load_state(a.state_to_save())

@@ -13,10 +13,9 @@ import torch
 from clip.model import CLIP
 
 import restore
-from restore import maple_fsa
 from restore.backbone import freeze, replay_openai_init
 from restore.engine.seed import set_random_seed
-from restore.methods import build_model
+from restore.methods import build_model, registry
 
 RECORDED_WITH = "2.14.1"
 pytestmark = pytest.mark.skipif(
@@ -97,7 +96,9 @@ def build_seeded(trainer, state):
     cfg = restore.get_cfg_default()
     cfg.TRAINER.NAME = trainer
     cfg.merge_from_list(["INPUT.SIZE", (32, 32)] + OPTIONS[trainer])
-    maple_fsa.map_node(cfg)
+    derive = registry.get(trainer).derive_cfg  # MaPLe_FSA: its release node onto RESTORE_m's keys
+    if derive:
+        derive(cfg)
     set_random_seed(1)
     clip_model = replay_openai_init(state)  # what the engines run for an OpenAI checkpoint
     clip_model.load_state_dict(state)

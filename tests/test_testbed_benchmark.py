@@ -69,8 +69,8 @@ def test_job_cost_ranks_every_planned_job(tmp_path):
     assert cost["b2n CoOp digits s1"] == pytest.approx(cost["b2n CoOp shapes s1"] * 40 / 32)
     assert cost["b2n CoCoOp digits s1"] > cost["b2n CoOp digits s1"] > cost["b2n ZeroshotCLIP digits s1"]
     assert cost["ablation fs0_off digits s2"] == pytest.approx(
-        tb.EPOCH_COST["RESTORE_m"] * tb.max_epoch("RESTORE_m") * 40)
-    assert cost["transfer CoOp s1"] == pytest.approx(tb.EPOCH_COST["CoOp"] * tb.XD_EPOCHS * 128)
+        tb.epoch_cost("RESTORE_m") * tb.max_epoch("RESTORE_m") * 40)
+    assert cost["transfer CoOp s1"] == pytest.approx(tb.epoch_cost("CoOp") * tb.XD_EPOCHS * 128)
 
 
 def test_report_tables(tmp_path):

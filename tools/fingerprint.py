@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Fingerprints of every method, to prove that a refactor changed no number.
 
-    python tools/fingerprint.py --out before.json            # on the old commit
-    python tools/fingerprint.py --out after.json             # on the new one
-    python tools/fingerprint.py --compare before.json after.json [--ignore-record KEY ...]
+    python tools/fingerprint.py --out /tmp/before.json       # on the old commit
+    python tools/fingerprint.py --out /tmp/after.json        # on the new one
+    python tools/fingerprint.py --compare /tmp/before.json /tmp/after.json [--ignore-record KEY ...]
 
 Per method (default: every trainer train.py knows) it records SHA-256 hashes of raw tensor bytes:
 
@@ -61,12 +61,8 @@ def hash_tree(obj):
 
 def trainer_names():
     import train  # noqa: F401
-    try:
-        from restore.methods import registry  # the method registry, once it exists
-        return list(registry.names())
-    except ImportError:
-        from restore.methods import METHODS
-        return list(METHODS)
+    from restore.methods import registry
+    return list(registry.names())
 
 
 def config_file(trainer):
@@ -132,7 +128,7 @@ def library_fingerprint(trainer):
 def engine_fingerprint(trainer, engine, work, data_root, epochs):
     import torch
     import train
-    from restore.engine import REGISTERED_NAMES
+    from restore.engine import registered_name
     from test_engine_fakes import BASE_OPTS
 
     out_dir = os.path.join(work, "runs", engine, trainer)
@@ -147,7 +143,7 @@ def engine_fingerprint(trainer, engine, work, data_root, epochs):
     with contextlib.redirect_stdout(io.StringIO()):
         accuracy = train.main(argv)
     result = {"accuracy": repr(accuracy)}
-    path = os.path.join(out_dir, REGISTERED_NAMES.get(trainer, ""), f"model.pth.tar-{epochs}")
+    path = os.path.join(out_dir, registered_name(trainer), f"model.pth.tar-{epochs}")
     if trainer != "ZeroshotCLIP" and os.path.exists(path):
         state = torch.load(path, map_location="cpu", weights_only=True)
         tensors = {k: state.get(k) for k in ("state_dict", "optimizer", "scheduler", "rng",

@@ -1,7 +1,5 @@
-"""CoCoOp: text context conditioned on each image; checkpoints in prompt_learner/."""
-from .base import PromptTrainer, register
+"""CoCoOp's Dassl trainer under the CoOp repository's import path
+(generated from the method specs: trainers.base.register_methods)."""
+from . import TRAINERS
 
-
-@register
-class CoCoOp(PromptTrainer):
-    pass
+CoCoOp = TRAINERS["CoCoOp"]

@@ -1,7 +1,5 @@
-"""CoOp: learnable text context; checkpoints in prompt_learner/ (as the original CoOp)."""
-from .base import PromptTrainer, register
+"""CoOp's Dassl trainer under the CoOp repository's import path
+(generated from the method specs: trainers.base.register_methods)."""
+from . import TRAINERS
 
-
-@register
-class CoOp(PromptTrainer):
-    pass
+CoOp = TRAINERS["CoOp"]

@@ -1,8 +1,5 @@
-"""IVLP: independent deep vision and language prompts; checkpoints in VLPromptLearner/.
-(Module name as in the MaPLe and PromptSRC repositories.)"""
-from .base import PromptTrainer, register
+"""IVLP's Dassl trainer under the MaPLe and PromptSRC repositories' import path
+(generated from the method specs: trainers.base.register_methods)."""
+from . import TRAINERS
 
-
-@register
-class IVLP(PromptTrainer):
-    pass
+IVLP = TRAINERS["IVLP"]

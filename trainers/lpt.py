@@ -1,7 +1,5 @@
-"""LPT: deep language prompts only; checkpoints in VLPromptLearner/."""
-from .base import PromptTrainer, register
+"""LPT's Dassl trainer (the language-only IVLP)
+(generated from the method specs: trainers.base.register_methods)."""
+from . import TRAINERS
 
-
-@register
-class LPT(PromptTrainer):
-    pass
+LPT = TRAINERS["LPT"]

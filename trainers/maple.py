@@ -1,7 +1,5 @@
-"""MaPLe: coupled deep vision-language prompts; checkpoints in MultiModalPromptLearner/."""
-from .base import PromptTrainer, register
+"""MaPLe's Dassl trainer under the MaPLe repository's import path
+(generated from the method specs: trainers.base.register_methods)."""
+from . import TRAINERS
 
-
-@register
-class MaPLe(PromptTrainer):
-    pass
+MaPLe = TRAINERS["MaPLe"]

@@ -1,8 +1,5 @@
-"""PromptSRC: IVLP prompts with self-regularisation and Gaussian prompt aggregation (both in
-restore.methods.promptsrc; GPA runs in the epoch-end hook); checkpoints in VLPromptLearner/."""
-from .base import PromptTrainer, register
+"""PromptSRC's Dassl trainer under the PromptSRC repository's import path
+(generated from the method specs: trainers.base.register_methods)."""
+from . import TRAINERS
 
-
-@register
-class PromptSRC(PromptTrainer):
-    pass
+PromptSRC = TRAINERS["PromptSRC"]

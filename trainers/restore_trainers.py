@@ -1,21 +1,7 @@
-"""RESTORE on MaPLe (RESTORE_m) and on PromptSRC (RESTORE_p): the base trainers unchanged, the
-method's feature-shift loss and surgery coming from restore.methods.restore. MaPLe_FSA is the official
-release's name for RESTORE_m's release variant (config node TRAINER.MAPLE_FSA, see restore.maple_fsa)."""
-from .base import register
-from .maple import MaPLe
-from .promptsrc import PromptSRC
+"""The Dassl trainers of RESTORE_m, RESTORE_p and the release's MaPLe_FSA
+(generated from the method specs: trainers.base.register_methods)."""
+from . import TRAINERS
 
-
-@register
-class RESTORE_m(MaPLe):
-    pass
-
-
-@register
-class RESTORE_p(PromptSRC):
-    pass
-
-
-@register
-class MaPLe_FSA(RESTORE_m):
-    pass
+RESTORE_m = TRAINERS["RESTORE_m"]
+RESTORE_p = TRAINERS["RESTORE_p"]
+MaPLe_FSA = TRAINERS["MaPLe_FSA"]

@@ -1,7 +1,5 @@
-"""VPT: deep vision prompts with a hand text template; checkpoints in prompt_learner/."""
-from .base import PromptTrainer, register
+"""VPT's Dassl trainer under the MaPLe repository's import path
+(generated from the method specs: trainers.base.register_methods)."""
+from . import TRAINERS
 
-
-@register
-class VPT(PromptTrainer):
-    pass
+VPT = TRAINERS["VPT"]

@@ -1,7 +1,5 @@
-"""ZeroshotCLIP: CLIP with CoOp's per-dataset hand template; nothing to train (eval-only)."""
-from .base import PromptTrainer, register
+"""ZeroshotCLIP's Dassl trainer under the CoOp repository's import path
+(generated from the method specs: trainers.base.register_methods)."""
+from . import TRAINERS
 
-
-@register
-class ZeroshotCLIP(PromptTrainer):
-    pass
+ZeroshotCLIP = TRAINERS["ZeroshotCLIP"]

@@ -17,8 +17,13 @@ import torch
 from torch import Tensor
 
 from ..errors import UserError
-# Methods whose prompts live in the text encoder only: they run on any backbone an adapter takes.
-TEXT_ONLY_METHODS = ("ZeroshotCLIP", "CoOp", "CoCoOp", "LPT")
+
+
+def methods_without_vision_prompts() -> str:
+    """The registered methods that run on an image tower without token blocks ("resnet" among their
+    spec's backbones), for messages: "ZeroshotCLIP, CoOp, CoCoOp, LPT"."""
+    from ..methods import registry
+    return ", ".join(registry.supporting("resnet"))
 
 
 class UnsupportedBackbone(UserError):

@@ -11,7 +11,7 @@ import torch
 from clip.model import CLIP, ModifiedResNet, VisionTransformer
 from torch import Tensor
 
-from .base import TEXT_ONLY_METHODS, BackboneAdapter, register_adapter
+from .base import BackboneAdapter, methods_without_vision_prompts, register_adapter
 
 
 @register_adapter
@@ -33,7 +33,7 @@ class OpenAIAdapter(BackboneAdapter):
             self.family = "OpenAI ResNet"
             self.vision_prompt_error = (
                 "a ResNet image encoder (ModifiedResNet) has no token blocks to take vision "
-                f"prompts; methods that can use it: {', '.join(TEXT_ONLY_METHODS)}")
+                f"prompts; methods that can use it: {methods_without_vision_prompts()}")
         self.text_blocks = list(model.transformer.resblocks)
         self.text_width = model.ln_final.weight.shape[0]
         self.context_length = model.context_length

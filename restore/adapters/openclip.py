@@ -22,7 +22,7 @@ import os
 
 import torch
 
-from .base import TEXT_ONLY_METHODS, BackboneAdapter, UnsupportedBackbone, register_adapter
+from .base import BackboneAdapter, UnsupportedBackbone, methods_without_vision_prompts, register_adapter
 
 SCHEMES = ("open_clip:", "openclip:")
 
@@ -99,7 +99,7 @@ class OpenClipAdapter(BackboneAdapter):
         if not (hasattr(visual, "transformer") and hasattr(visual, "_embeds")):
             self.vision_prompt_error = (
                 f"its image tower ({type(visual).__name__}) has no token blocks to take vision "
-                f"prompts; methods that can use it: {', '.join(TEXT_ONLY_METHODS)}")
+                f"prompts; methods that can use it: {methods_without_vision_prompts()}")
             return
         self.image_blocks = list(visual.transformer.resblocks)
         self.image_width = visual.transformer.width
@@ -110,7 +110,7 @@ class OpenClipAdapter(BackboneAdapter):
             self.vision_prompt_error = (
                 f"its image tower pools with {pool}, which would mix the appended vision "
                 "prompts into the image feature (vision prompts need class-token pooling, "
-                f"'tok'); methods that can use it: {', '.join(TEXT_ONLY_METHODS)}")
+                f"'tok'); methods that can use it: {methods_without_vision_prompts()}")
 
     @property
     def dtype(self):

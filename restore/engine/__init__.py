@@ -6,14 +6,14 @@
 
 Pieces usable on their own (the Dassl trainers use them too): `epoch_lr` / `EpochLR` (the per-epoch LR
 of Dassl's schedulers), `build_optimizer`, `Precision`, checkpoint files (`save_checkpoint`,
-`load_checkpoint`), `REGISTERED_NAMES` (checkpoint folder per trainer), `Classification` (Dassl's
-evaluator output), `setup_logger`, `set_random_seed`.
+`load_checkpoint`), `registered_name` (a trainer's checkpoint folder, from the method registry),
+`Classification` (Dassl's evaluator output), `setup_logger`, `set_random_seed`.
 """
+from ..methods.registry import registered_name
 from .checkpoint import (CheckpointFileError, latest_checkpoint, load_checkpoint, model_file,
                          save_checkpoint)
 from .evaluator import Classification
 from .logger import close_logger, setup_logger
-from .names import REGISTERED_NAMES, registered_name
 from .optim import OPTIMIZERS, OptimizerError, build_optimizer
 from .precision import PRECISIONS, Precision, PrecisionError
 from .schedule import EpochLR, ScheduleError, build_lr_scheduler, epoch_lr
@@ -23,5 +23,5 @@ from .trainer import NonFiniteLossError, Trainer
 __all__ = ["Trainer", "NonFiniteLossError", "epoch_lr", "EpochLR", "build_lr_scheduler",
            "ScheduleError", "build_optimizer", "OPTIMIZERS", "OptimizerError", "Precision",
            "PRECISIONS", "PrecisionError", "save_checkpoint", "load_checkpoint", "latest_checkpoint",
-           "model_file", "CheckpointFileError", "REGISTERED_NAMES", "registered_name",
+           "model_file", "CheckpointFileError", "registered_name",
            "Classification", "setup_logger", "close_logger", "set_random_seed"]

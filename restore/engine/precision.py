@@ -1,5 +1,5 @@
-"""Numerical precision from the trainer's PREC key (TRAINER.<node>.PREC), the one place that decides
-dtypes and devices:
+"""Numerical precision from the trainer's PREC key (its first config node's PREC: TRAINER.MAPLE.PREC for
+MaPLe, RESTORE_m and MaPLe_FSA), the one place that decides dtypes and devices:
 
 - CPU: always fp32 (a note is printed when PREC asks for something else).
 - CUDA "fp16": the frozen CLIP's weights in fp16 (`clip.model.convert_weights`), prompts, couplings and
@@ -12,7 +12,7 @@ import contextlib
 
 import torch
 
-PRECISIONS = ("fp16", "fp32", "amp", "bf16")
+from ..methods.spec import PRECISIONS
 
 
 class PrecisionError(ValueError):
@@ -25,13 +25,14 @@ def _grad_scaler():
     return torch.cuda.amp.GradScaler()  # torch < 2.3
 
 
-def config_node(cfg):
-    """(key, node) of the running trainer's own config node, e.g. ("TRAINER.MAPLE", cfg.TRAINER.MAPLE)."""
-    from ..methods import CONFIG_NODES
-    node = CONFIG_NODES.get(cfg.TRAINER.NAME)
-    if node is None:
-        return None, None
-    return f"TRAINER.{node}", cfg.TRAINER[node]
+def precision_key(cfg):
+    """(full key, value) of the running trainer's precision, e.g. ("TRAINER.MAPLE.PREC", "fp16"), or
+    (None, "fp32") for a method without one."""
+    from ..checks import lookup
+    from ..methods import registry
+    key = registry.precision_key(cfg.TRAINER.NAME)
+    value = lookup(cfg, key) if key else None
+    return (key, value) if value is not None else (None, "fp32")
 
 
 class Precision:
@@ -45,11 +46,10 @@ class Precision:
 
     @classmethod
     def from_cfg(cls, cfg, device):
-        key, node = config_node(cfg)
-        mode = node.PREC if node is not None and "PREC" in node else "fp32"
-        p = cls(mode, device, f"{key}.PREC")
+        key, mode = precision_key(cfg)
+        p = cls(mode, device, key or "PREC")
         if p.mode != p.requested:
-            print(f"Note: {key}.PREC is {p.requested!r}, but on {p.device.type} everything runs in fp32")
+            print(f"Note: {key} is {p.requested!r}, but on {p.device.type} everything runs in fp32")
         return p
 
     def prepare(self, model):

@@ -218,7 +218,8 @@ def skip_message(folder: str) -> str:
 
 def _has_checkpoint(folder, trainer):
     """Whether a training run into `folder` would resume (any model.pth.tar-<epoch> there)."""
+    from ..methods import registry
     from .checkpoint import available_epochs
-    from .names import REGISTERED_NAMES
-    name = REGISTERED_NAMES.get(trainer)
-    return bool(name) and bool(available_epochs(os.path.join(folder, name)))
+    if trainer not in registry.names():
+        return False
+    return bool(available_epochs(os.path.join(folder, registry.registered_name(trainer))))

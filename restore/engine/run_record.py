@@ -18,49 +18,31 @@ Config keys compared on resume: every key except
     EVALUATION_KEYS   what only the final test reads (test split, evaluator, test batch size).
 
 Files named by path (`PATH_KEYS`: the backbone file, MODEL.INIT_WEIGHTS) are compared by file name,
-so that a moved file still matches. Keys that one side lacks (a config from an older version,
-Dassl-only keys) are not compared. Original CoOp-lineage checkpoints record nothing of this; they
-load unchecked (said once).
+so that a moved file still matches. A key the saved record lacks (written by an older version, before
+the key existed) is compared as its default, the value that run used; a key only the saved record holds
+(Dassl-only keys, a key since removed) is not compared. Original CoOp-lineage checkpoints record nothing
+of this; they load unchecked (said once).
 """
 import os
 
+from ..config import flatten, plain  # noqa: F401  (config as data; imported from here by callers)
 from ..errors import UserError
 
+# (METHOD_MODULES: which modules registered methods, and DATASET_OVERRIDES: which values came from the
+# method's per-dataset overrides, say where things came from; the trainer and every value are compared.)
 OPERATIONAL_KEYS = ("OUTPUT_DIR", "RESUME", "DATASET.ROOT", "TRAIN.PRINT_FREQ",
-                    "TRAIN.CHECKPOINT_FREQ", "VERBOSE", "USE_CUDA", "TRUST_FILES")
+                    "TRAIN.CHECKPOINT_FREQ", "VERBOSE", "USE_CUDA", "TRUST_FILES", "METHOD_MODULES",
+                    "DATASET_OVERRIDES")
 EVALUATION_KEYS = ("TEST.SPLIT", "TEST.EVALUATOR", "TEST.PER_CLASS_RESULT", "TEST.COMPUTE_CMAT",
                    "DATALOADER.TEST")
 PATH_KEYS = ("MODEL.BACKBONE.PATH", "MODEL.INIT_WEIGHTS")
-# Method keys that only change how a saved state is evaluated (relative to the method's node).
-EVAL_TIME_METHOD_KEYS = ("PREC", "SURGERY.ALPHA_AT_TEST")
 
 
 class RunMismatchError(UserError):
     """A checkpoint, cache or output folder was made for another run than the one about to use it."""
 
 
-# ------------------------------------------------------------------------------------ config as data
-def plain(node):
-    """A config (yacs CfgNode, nested) as JSON-able dicts and lists (tuples become lists)."""
-    if isinstance(node, dict):
-        return {str(k): plain(v) for k, v in node.items()}
-    if isinstance(node, (list, tuple)):
-        return [plain(v) for v in node]
-    return node
-
-
-def flatten(tree, prefix="") -> dict:
-    """{"OPTIM.MAX_EPOCH": 5, ...} from a nested dict."""
-    out = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(flatten(value, name + "."))
-        else:
-            out[name] = value
-    return out
-
-
+# ------------------------------------------------------------------------------------ comparing
 def _comparable(cfg) -> dict:
     flat = flatten(plain(cfg))
     for key in PATH_KEYS:
@@ -73,17 +55,52 @@ def _matches(key, patterns):
     return any(key == p or key.startswith(p + ".") for p in patterns)
 
 
+class Default:
+    """The default of a key the saved record lacks (it predates the key): the value that run used."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def __eq__(self, other):
+        return self.value == (other.value if isinstance(other, Default) else other)
+
+    def __repr__(self):
+        return repr(self.value)
+
+
+def _defaults() -> dict:
+    from ..config import get_cfg_default
+    return _comparable(get_cfg_default())
+
+
 def differences(saved, current, ignore=()) -> list:
-    """[(key, saved value, current value)] for the keys both configs hold, outside `ignore`
-    (dotted keys or node prefixes), whose values differ. Configs: CfgNodes or plain dicts."""
+    """[(key, saved value, current value)] for the keys of `current` outside `ignore` (dotted keys or
+    node prefixes) whose values differ. A key `saved` lacks is compared as its default (a `Default`), a
+    key without a default (Dassl-only) is then skipped. Configs: CfgNodes or plain dicts."""
     a, b = _comparable(saved), _comparable(current)
-    return [(k, a[k], b[k]) for k in sorted(set(a) & set(b))
-            if not _matches(k, ignore) and a[k] != b[k]]
+    defaults = None
+    diffs = []
+    for k in sorted(b):
+        if _matches(k, ignore):
+            continue
+        if k in a:
+            old = a[k]
+        else:
+            defaults = _defaults() if defaults is None else defaults
+            if k not in defaults:
+                continue
+            old = Default(defaults[k])
+        if old != b[k]:
+            diffs.append((k, old, b[k]))
+    return diffs
 
 
 def describe(diffs, limit=5) -> str:
     """"OPTIM.MAX_EPOCH 3 (saved) vs 5 (now), ..." for the first `limit` differences."""
-    shown = "; ".join(f"{k} {old!r} (saved) vs {new!r} (now)" for k, old, new in diffs[:limit])
+    def saved(old):
+        return f"{old!r} (the default: the saved record predates the key)" if isinstance(old, Default) \
+            else f"{old!r} (saved)"
+    shown = "; ".join(f"{k} {saved(old)} vs {new!r} (now)" for k, old, new in diffs[:limit])
     return shown + (f"; and {len(diffs) - limit} more" if len(diffs) > limit else "")
 
 
@@ -91,25 +108,27 @@ RESUME_IGNORED = OPERATIONAL_KEYS + EVALUATION_KEYS
 
 
 # ------------------------------------------------------------------------------ checkpoint record
-def method_nodes(trainer: str) -> list:
-    """The config nodes holding `trainer`'s settings (RESTORE's own node after its base method's)."""
-    from ..methods import CONFIG_NODES
-    nodes = [CONFIG_NODES.get(trainer, "")] if trainer in CONFIG_NODES else []
-    if trainer.startswith("RESTORE"):
-        nodes.append("RESTORE")
-    return nodes
-
-
 def method_settings(cfg) -> dict:
-    """{dotted key: value} of the trainer's config node(s) plus the backbone (PATH's file name
-    when set, so that a moved backbone file still matches)."""
+    """{dotted key: value} of the trainer's config nodes (its spec's `nodes`) plus the backbone
+    (PATH's file name when set, so that a moved backbone file still matches)."""
+    from ..checks import lookup
+    from ..methods import registry
     settings = {}
-    for node in method_nodes(cfg.TRAINER.NAME):
-        if node in cfg.TRAINER:
-            settings.update(flatten(plain(cfg.TRAINER[node]), f"TRAINER.{node}."))
+    for path in registry.method_nodes(cfg.TRAINER.NAME):
+        node = lookup(cfg, path)
+        if isinstance(node, dict):
+            settings.update(flatten(plain(node), f"{path}."))
     path = cfg.MODEL.BACKBONE.get("PATH", "")
     settings["MODEL.BACKBONE"] = os.path.basename(path) if path else cfg.MODEL.BACKBONE.NAME
     return settings
+
+
+def evaluation_keys(trainer: str) -> list:
+    """The full keys of `trainer`'s nodes that only change how a saved state is evaluated (declared
+    with `evaluation=True`: PREC, SURGERY.ALPHA_AT_TEST): --eval-only may change them."""
+    from ..methods import registry
+    spec = registry.get(trainer) if trainer in registry.names() else None
+    return [n.full(k) for n in (spec.nodes if spec else ()) for k in n.keys if k.evaluation]
 
 
 def checkpoint_record(cfg, classnames) -> dict:
@@ -142,9 +161,13 @@ def check_checkpoint(state, cfg, classnames, class_specific: bool, path: str,
             f"{path} was trained with {saved}, not {trainer}: pass --trainer {saved} with the config "
             f"it was trained with, or point {'--resume/OUTPUT_DIR' if resume else '--model-dir'} at "
             f"a {trainer} run.")
-    ignore = [] if resume else [f"TRAINER.{n}.{k}" for n in method_nodes(trainer)
-                                for k in EVAL_TIME_METHOD_KEYS]
-    diffs = differences(state.get("method") or {}, method_settings(cfg), ignore)
+    ignore = [] if resume else evaluation_keys(trainer)
+    saved_method = dict(state.get("method") or {})
+    saved_config = flatten(state.get("config") or {})
+    for key in method_settings(cfg):  # a node the record's method settings did not hold yet
+        if key not in saved_method and key in saved_config:
+            saved_method[key] = saved_config[key]
+    diffs = differences(saved_method, method_settings(cfg), ignore)
     if diffs:
         raise RunMismatchError(
             f"{path} was trained with other {trainer} settings: {describe(diffs)}. Use the settings "

@@ -21,13 +21,12 @@ from ..adapters import input_resolution
 from ..backbone import build_backbone
 from ..checks import check_config
 from ..distributed import barrier, device_for, gather_objects, is_primary, rank
-from ..methods import METHODS, build_model
+from ..methods import build_model, registry
 from . import checkpoint as ckpt
 from . import run_record
 from .evaluator import Classification
 from .logger import stdout_is_terminal
 from .meters import AverageMeter, MetricMeter
-from .names import registered_name
 from .optim import build_optimizer
 from .parallel import distribute, gather_evaluation
 from .precision import Precision
@@ -40,8 +39,7 @@ class NonFiniteLossError(FloatingPointError):
 
 class Trainer:
     def __init__(self, cfg, data_manager=None):
-        if cfg.TRAINER.NAME not in METHODS:
-            raise ValueError(f"Unknown trainer {cfg.TRAINER.NAME!r}. Valid: {', '.join(METHODS)}")
+        registry.get(cfg.TRAINER.NAME)  # UserError naming the registered methods
         check_config(cfg)
         self.cfg = cfg
         self.device = device_for(cfg)  # cuda:<LOCAL_RANK> under torchrun
@@ -87,7 +85,7 @@ class Trainer:
             ckpt.load_pretrained_weights(self.model, cfg.MODEL.INIT_WEIGHTS, name,
                                        trust=cfg.TRUST_FILES)
         self.precision.prepare(self.model)
-        self.model_name = registered_name(name)
+        self.model_name = registry.registered_name(name)
         enabled = [n for n, p in self.model.named_parameters() if p.requires_grad]
         params = self.model.trainable_parameters()
         if params:

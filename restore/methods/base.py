@@ -278,15 +278,15 @@ def shorten(text: str, width: int = 60) -> str:
 
 
 def context_keys(cfg) -> str:
-    """The keys that set a method's text context, for messages: "TRAINER.MAPLE.N_CTX / CTX_INIT"."""
-    from . import CONFIG_NODES
-    node = CONFIG_NODES.get(cfg.TRAINER.NAME)
-    if node is None or node not in cfg.TRAINER:
-        return "the context length N_CTX / CTX_INIT"
-    if cfg.TRAINER.NAME == "ZeroshotCLIP":
+    """The keys that set a method's text prompt, for messages: "TRAINER.MAPLE.N_CTX / CTX_INIT" (its
+    spec's `context_keys`), or its hand prompt when it has none (ZeroshotCLIP)."""
+    from . import registry
+    name = cfg.TRAINER.NAME
+    keys = registry.get(name).context_keys if name in registry.names() else ()
+    if not keys:
         return f"the hand prompt of {cfg.DATASET.NAME or 'the dataset'} (restore.templates)"
-    n_ctx = "N_CTX_TEXT" if "N_CTX_TEXT" in cfg.TRAINER[node] else "N_CTX"
-    return f"TRAINER.{node}.{n_ctx} / CTX_INIT"
+    node = keys[0].rpartition(".")[0] + "."
+    return " / ".join([keys[0]] + [k[len(node):] if k.startswith(node) else k for k in keys[1:]])
 
 
 def deep_prompts(n_layers: int, n_tokens: int, width: int) -> nn.ParameterList:

@@ -1,7 +1,8 @@
 """RESTORE (Yang et al., arXiv 2403.06136): feature-shift consistency and feature-shift-guided
 surgery on top of a base method. RESTORE_m = MaPLe + both, RESTORE_p = PromptSRC + both.
 
-Keys live in TRAINER.RESTORE (docs/METHOD.md sections 2-5); the base method's stay in its own node.
+Keys live in TRAINER.RESTORE (declared in restore/methods/restore/__init__.py; docs/METHOD.md sections
+2-5); the base method's stay in its own node.
 - FS.DEFINITION paper: L_fs = sum_l (N^v_l - N^t_l)^2 from the traced per-block shifts.
   FS.DEFINITION release: L_fs = sum_l (r^t_l - r^v_l)^2, r = Gram-norm ratio of the deep prompts.
   Opt-in speed-ups of the paper's trace in training: FS.TEXT_CLASSES / FS.VISION_IMAGES (a random
@@ -16,18 +17,14 @@ Keys live in TRAINER.RESTORE (docs/METHOD.md sections 2-5); the base method's st
 """
 import torch
 
-from ..distributed import broadcast_from_primary
-from ..feature_shift import consistency_loss, gram_norm, release_loss, release_ratios
-from ..maple_fsa import release_variant
-from ..prompting import PROMPT_FREE
-from ..surgery import ReleaseCalibrator, Surgery
-from .base import Encoded
-from .maple import MaPLe
-from .promptsrc import PromptSRC
-
-DEFINITIONS = ("paper", "release")
-MODES = ("fs_guided", "fixed", "off", "release")
-ALPHA_AT_TEST = ("ema", "live")
+from ...distributed import broadcast_from_primary
+from ...feature_shift import consistency_loss, gram_norm, release_loss, release_ratios
+from ...surgery import ReleaseCalibrator, Surgery
+from ..base import Encoded
+from ..maple.model import MaPLe
+from ..promptsrc.model import PromptSRC
+from . import ALPHA_AT_TEST, DEFINITIONS, MODES, PROMPT_FREE
+from .maple_fsa import release_variant
 
 
 def _choice(key, value, valid):
@@ -196,7 +193,8 @@ class RESTORE_p(RestoreMixin, PromptSRC):
 class MaPLe_FSA(RESTORE_m):
     """The official release's trainer name: RESTORE_m's release variant. FS.DEFINITION and
     SURGERY.MODE are always "release"; the values of the release's TRAINER.MAPLE_FSA node reach
-    TRAINER.MAPLE and TRAINER.RESTORE through `restore.maple_fsa.map_node` (train.py applies it)."""
+    TRAINER.MAPLE and TRAINER.RESTORE through `maple_fsa.map_node` (its spec's derive_cfg, which
+    train.py applies)."""
 
     def __init__(self, cfg, classnames, clip_model):
         super().__init__(release_variant(cfg), classnames, clip_model)

@@ -1,6 +1,6 @@
 """ZeroshotCLIP: CoOp's per-dataset hand template, no learnable prompts."""
-from ..templates import template_for
-from .base import PromptedCLIP
+from ...templates import template_for
+from ..base import PromptedCLIP
 
 
 class ZeroshotCLIP(PromptedCLIP):

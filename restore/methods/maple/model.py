@@ -8,7 +8,7 @@ import copy
 
 from torch import nn
 
-from .base import PromptedCLIP, check_depth, context_vectors, deep_prompts
+from ..base import PromptedCLIP, check_depth, context_vectors, deep_prompts
 
 
 class MaPLe(PromptedCLIP):

@@ -5,8 +5,8 @@ from contextlib import nullcontext
 import torch.nn.functional as F
 from torch import nn
 
-from ..feature_shift import estimate
-from .base import Encoded, PromptedCLIP, context_vectors
+from ...feature_shift import estimate
+from ..base import Encoded, PromptedCLIP, context_vectors
 
 
 class CoCoOp(PromptedCLIP):

@@ -10,10 +10,9 @@ and the feature-shift trace (defined for the slots 1..n) reports no text shift (
 import torch
 from torch import nn
 
-from ..feature_shift import estimate
-from .base import PromptedCLIP, context_vectors
-
-CLASS_TOKEN_POSITIONS = ("end", "middle", "front")
+from ...feature_shift import estimate
+from ..base import PromptedCLIP, context_vectors
+from . import CLASS_TOKEN_POSITIONS
 
 
 class CoOp(PromptedCLIP):

@@ -8,7 +8,7 @@ prompts uses the hand template "<CTX_INIT> <class>.".
 import torch
 from torch import nn
 
-from .base import PromptedCLIP, check_depth, context_vectors, deep_prompts
+from ..base import PromptedCLIP, check_depth, context_vectors, deep_prompts
 
 
 class IVLP(PromptedCLIP):

@@ -15,8 +15,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..templates import PROMPTSRC_TEMPLATES
-from .ivlp import IVLP
+from ...templates import PROMPTSRC_TEMPLATES
+from ..ivlp.model import IVLP
 
 
 def gpa_weights(max_epoch: int, mean: float, std: float) -> list:

@@ -1,0 +1,22 @@
+"""CoOp (Zhou et al., IJCV 2022): learnable context vectors at the text input (the model: model.py)."""
+from ..registry import register
+from ..spec import PREC, ConfigNode, Key, MethodSpec, lazy_model
+
+CLASS_TOKEN_POSITIONS = ("end", "middle", "front")
+
+COOP = ConfigNode("TRAINER.COOP", (
+    Key("N_CTX", 16, "the number of learnable context tokens", min=1),
+    Key("CSC", False, "class-specific contexts: one set of context vectors per class"),
+    Key("CTX_INIT", "", "initial context words (N_CTX becomes their number); empty: random vectors"),
+    PREC,
+    Key("CLASS_TOKEN_POSITION", "end", "where the class name goes: after, inside or before the context",
+        choices=CLASS_TOKEN_POSITIONS),
+))
+
+register(MethodSpec(
+    "CoOp", model="restore.methods.coop.model:CoOp", nodes=(COOP,), registered_name="prompt_learner",
+    context_keys=("TRAINER.COOP.N_CTX", "TRAINER.COOP.CTX_INIT"),
+    original_layouts=("CoOp",), export_layout="CoOp", cost=1.0, benchmark=True,
+    tiny=("TRAINER.COOP.N_CTX", 3)))
+
+__getattr__ = lazy_model(__name__, ("CoOp",))

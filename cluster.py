@@ -88,8 +88,9 @@ def main(argv=None):
         from restore.methods import registry
         registry.import_modules(args.method_module)
         args.methods = args.methods or methods()
+        from sweep.plan import config_file
         for name in args.methods:
-            registry.get(name)
+            config_file(name)  # a registered method with a testbed config
     except ValueError as err:
         sys.exit(f"Error: {err}")
     slurm = slurm_settings(args)  # before the chdir: the file is relative to the caller's folder

@@ -59,8 +59,9 @@ def main(argv=None):
         from restore.methods import registry
         registry.import_modules(args.method_module)
         args.methods = args.methods or methods()
+        from sweep.plan import config_file
         for name in args.methods:
-            registry.get(name)
+            config_file(name)  # a registered method with a testbed config
     except ValueError as err:
         sys.exit(f"Error: {err}")
     os.chdir(os.path.dirname(os.path.abspath(__file__)))

@@ -66,8 +66,12 @@ def epoch_cost(trainer):
 
 def config_file(trainer):
     """The trainer's testbed config: relative to the repository (where the sweep runs) for the built-in
-    configs, as the scripts write it."""
+    configs, as the scripts write it. UserError when the method has none."""
     path = registry.config_file(trainer, CFG)
+    if not os.path.isfile(path):
+        from restore.errors import UserError
+        raise UserError(f"{trainer} has no testbed config ({path}): the benchmark runs each method with its "
+                        f"'{CFG}' config; write one there (see configs/trainers/CoOp/{CFG}.yaml).")
     inside = os.path.relpath(path, registry.REPOSITORY)
     return path if inside.startswith(os.pardir) else inside
 
@@ -118,7 +122,7 @@ def max_epoch(trainer, overrides=()):
         return int(given[-1])
     from restore.config import get_cfg_default, merge_from_file
     cfg = get_cfg_default()
-    merge_from_file(cfg, registry.config_file(trainer, CFG))
+    merge_from_file(cfg, os.path.join(registry.REPOSITORY, config_file(trainer)))
     return cfg.OPTIM.MAX_EPOCH
 
 

@@ -22,7 +22,8 @@ DATASET_CFG = os.path.join(ROOT, "configs", "datasets", "oxford_pets.yaml")
 def python(code, *args, path=(), check=True):
     """Run `code` in a fresh interpreter that finds the repository and tests/fixtures (not lab_method's
     registration); returns the completed process."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, FIXTURES, os.path.join(ROOT, "tests"), *path]))
+    paths = [ROOT, FIXTURES, os.path.join(ROOT, "tests"), *path, os.environ.get("PYTHONPATH", "")]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, paths)))
     proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code), *map(str, args)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=600)
     if check:
@@ -30,9 +31,9 @@ def python(code, *args, path=(), check=True):
     return proc
 
 
-def argv(data_root, out, *opts, flags=(), module=True):
+def argv(data_root, out, *opts, flags=(), module=True, engine="native"):
     return [*(["--method-module", "lab_method"] if module else []), *map(str, flags),
-            "--root", data_root, "--seed", "1", "--trainer", "AnchoredCoOp", "--engine", "native",
+            "--root", data_root, "--seed", "1", "--trainer", "AnchoredCoOp", "--engine", engine,
             "--dataset-config-file", DATASET_CFG, "--output-dir", str(out),
             *[str(x) for x in BASE_OPTS], "TRAINER.COOP.N_CTX", "2", "DATASET.NUM_SHOTS", "2",
             *[str(x) for x in opts]]
@@ -108,6 +109,29 @@ def test_train_resume_and_evaluate_through_train_py(data_root, tmp_path):
            "--trainer", "AnchoredCoOp", "--model-dir", out, "--output-dir", exported)
     state = record(exported / "prompt_learner" / "model.pth.tar-2")["state_dict"]
     assert set(state) == {"ctx"} and state["ctx"].shape == (2, 48)
+
+
+def _dassl_importable():
+    try:
+        import dassl.engine  # noqa: F401
+        return True
+    except Exception:  # not installed, or without its import-time deps
+        return False
+
+
+@pytest.mark.skipif(not _dassl_importable(), reason="Dassl cannot be imported: its engine is checked where "
+                                                    "it is installed (test_flag_help_and_dassl_trainer checks "
+                                                    "the generated class without it)")
+def test_the_dassl_engine_trains_and_evaluates_it(data_root, tmp_path):
+    out, test = tmp_path / "train", tmp_path / "test_new"
+    proc = python(MAIN, json.dumps(argv(data_root, out, "DATASET.SUBSAMPLE_CLASSES", "base", engine="dassl")))
+    assert "Engine: dassl" in proc.stdout and "accuracy" in proc.stdout, proc.stdout[-2000:]
+    state = record(out / "prompt_learner" / "model.pth.tar-1")
+    assert state["trainer"] == "AnchoredCoOp" and state["method"]["LAB.ANCHOR.W"] == 0.5
+    flags = ("--eval-only", "--model-dir", out, "--load-epoch", 1)
+    proc = python(MAIN, json.dumps(argv(data_root, test, "DATASET.SUBSAMPLE_CLASSES", "new", flags=flags,
+                                        module=False, engine="dassl")))
+    assert 'model.pth.tar-1" (epoch = 1)' in proc.stdout and "accuracy" in proc.stdout, proc.stdout[-2000:]
 
 
 def test_flag_help_and_dassl_trainer():

@@ -2,6 +2,8 @@
 #   TRAINER   trainer name (train.py --trainer)
 #   CFG       base-to-novel config (configs/trainers/$TRAINER/$CFG.yaml)
 #   XD_CFG    cross-dataset / domain-generalisation config (default: $CFG)
+#   CONFIG_DIR  the folder of those configs (default: configs/trainers/$TRAINER; a method of another package:
+#             its own folder, whose yaml files name its module in METHOD_MODULES; docs/ADDING_A_METHOD.md)
 # and calls one of: base2new_train, base2new_test, xd_train, xd_test with "$@" (DATASET SEED [KEY VALUE ...]).
 #
 # Environment (all optional except DATA for the real datasets):
@@ -44,7 +46,7 @@ usage() {  # usage ARGUMENTS: the help of every method script, kept in this one 
     datasets="$(cd configs/datasets && ls *.yaml 2>/dev/null | sed 's/\.yaml$//' | tr '\n' ' ' | fold -s -w 90)"
     cat <<EOF
 usage: [VARIABLE=value ...] bash ${0} ${1}
-Trainer ${TRAINER}, default config configs/trainers/${TRAINER}/${CFG}.yaml (cross-dataset / DG: ${XD_CFG}.yaml; on a
+Trainer ${TRAINER}, default config ${CONFIG_DIR:-configs/trainers/${TRAINER}}/${CFG}.yaml (cross-dataset / DG: ${XD_CFG}.yaml; on a
 testbed dataset: testbed.yaml). Trailing KEY VALUE pairs override the config (see python train.py --help).
 
 Datasets:
@@ -119,7 +121,7 @@ config_name() {
 }
 
 trainer_config() {
-    local file="configs/trainers/${TRAINER}/$1.yaml"
+    local file="${CONFIG_DIR:-configs/trainers/${TRAINER}}/$1.yaml"
     [ -f "$file" ] || die "config file $file not found"
     echo "$file"
 }

@@ -233,3 +233,23 @@ def test_an_entry_point_registers_it_and_a_taken_name_is_refused(tmp_path):
         "another name.",
         "METHOD_MODULES in x.yaml: module colorsys registers no method (call "
         "restore.methods.registry.register(MethodSpec(...)) in it)."]
+
+
+def test_a_script_of_its_own_runs_it(data_root, tmp_path):
+    """A lab's own script (outside the repository) sources scripts/common.sh with its method's config
+    folder; the yaml file names the module (METHOD_MODULES)."""
+    script = tmp_path / "anchored_base2new_train.sh"
+    script.write_text(f"TRAINER=AnchoredCoOp\nCFG=testbed\nCONFIG_DIR={FIXTURES}/lab_method/configs\n"
+                      f"source {ROOT}/scripts/common.sh\nbase2new_train \"$@\"\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("DATA", "OUTPUT", "SHOTS")}
+    paths = [ROOT, FIXTURES, os.environ.get("PYTHONPATH", "")]
+    env.update(DATA=data_root, OUTPUT=str(tmp_path / "output"), SHOTS="2", ENGINE="native",
+               PYTHONPATH=os.pathsep.join(filter(None, paths)))
+    tiny = ["MODEL.BACKBONE.NAME", "tiny-random", "INPUT.SIZE", "(32,32)", "DATALOADER.NUM_WORKERS", "0",
+            "OPTIM.MAX_EPOCH", "1", "USE_CUDA", "False"]
+    proc = subprocess.run(["bash", str(script), "oxford_pets", "1", *tiny], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    folder = tmp_path / "output" / "base2new" / "train_base" / "oxford_pets" / "shots_2" / "AnchoredCoOp" / "testbed"
+    state = record(folder / "seed1" / "prompt_learner" / "model.pth.tar-1")
+    assert state["config"]["METHOD_MODULES"] == ["lab_method"] and state["method"]["LAB.ANCHOR.W"] == 0.5

@@ -7,8 +7,9 @@
 
 Families: zsclip (ZeroshotCLIP), coop (CoOp), cocoop (CoCoOp), ivlp (IVLP, LPT, VPT), maple (MaPLe),
 promptsrc (PromptSRC), restore (RESTORE_m, RESTORE_p, MaPLe_FSA). Importing this package imports every
-family package found here, which registers its methods; `restore.methods.registry` lists them. `build_model(cfg, classnames, clip_model)` builds the method named
-by cfg.TRAINER.NAME; `from restore.methods import MaPLe` (or `restore.methods.maple`) gives a model class.
+family package found here, which registers its methods; `restore.methods.registry` lists them.
+`build_model(cfg, classnames, clip_model)` builds the method named by cfg.TRAINER.NAME;
+`from restore.methods import MaPLe` (or `from restore.methods.maple import MaPLe`) gives a model class.
 docs/ADDING_A_METHOD.md adds one.
 """
 import importlib

@@ -114,6 +114,11 @@ def _validate(spec: MethodSpec, module: str) -> None:
             default = own[key].default if key in own else general[key]
             if not _same_type(default, value):
                 fail(f"dataset_overrides[{dataset!r}][{key!r}] = {value!r} must be a {type(default).__name__}.")
+            problem = own[key].problem(value) if key in own else None
+            if problem:
+                fail(f"dataset_overrides[{dataset!r}][{key!r}] = {value!r} {problem}.")
+    if spec.derive_cfg is not None and not callable(spec.derive_cfg):
+        fail("derive_cfg must be a function of the config.")
     tiny = list(spec.tiny)
     if len(tiny) % 2 or not all(isinstance(k, str) and known(k) for k in tiny[0::2]):
         fail(f"tiny {spec.tiny!r} must be KEY VALUE pairs of keys of its nodes or the general config.")
@@ -162,6 +167,9 @@ def _validate_node(node: ConfigNode, module: str, fail) -> None:
         if alias in general or any(alias == n.full(k) for n in _nodes() for k in n.keys) or \
                 any(alias == node.full(k) for k in node.keys):
             fail(f"alias {alias} is a key of the config; an alias must be a spelling the config lacks.")
+        taken = [n for n in _nodes() if n is not node and alias in n.aliases and _node_owner(n) != module]
+        if taken:
+            fail(f"alias {alias} is already {taken[0].path}'s (declared by {_node_owner(taken[0])}).")
 
 
 def builtin_families() -> List[str]:

@@ -10,6 +10,8 @@ encoders, turns features into logits, and gives the engines their small interfac
     model.feature_shift(images) -> FeatureShift(vision=[L_v], text=[L_t])
     model.state_to_save() / model.load_state(state)
     with model.cached_text_features(): ...   # evaluation: class texts encoded once
+
+docs/ADDING_A_METHOD.md section 4 lists the hooks a method overrides.
 """
 from contextlib import contextmanager
 from typing import List, NamedTuple, Optional

@@ -31,6 +31,7 @@ from .names import registered_name
 from .optim import build_optimizer
 from .parallel import distribute, gather_evaluation
 from .precision import Precision
+from .progress import EpochProgress
 from .schedule import build_lr_scheduler
 
 
@@ -116,6 +117,7 @@ class Trainer:
         for self.epoch in range(self.start_epoch, self.max_epoch):
             self.run_epoch()
             self.after_epoch()
+            self.progress.epoch_done(self.epoch)
         return self.after_train()
 
     def before_train(self):
@@ -123,6 +125,7 @@ class Trainer:
         self.start_epoch = self.resume_model_if_exist(directory)
         self.init_writer(os.path.join(self.output_dir, "tensorboard"))
         self.time_start = time.time()
+        self.progress = EpochProgress(self.max_epoch, on_cpu=self.device.type == "cpu")
 
     def run_epoch(self):
         cfg = self.cfg

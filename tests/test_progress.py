@@ -25,12 +25,14 @@ def lines(capsys):
 
 def test_eta_is_the_mean_of_recent_epochs_times_the_epochs_left():
     assert eta_seconds([10.0], 4) == 40.0  # after the first epoch, from the first epoch
-    # Then without it (the run's start-up): 3 * mean(20, 30).
+    assert eta_seconds([10.0, 20.0], 2) == 30.0  # with one other: 2 * mean(10, 20)
+    # Then without the first (the run's start-up): 3 * mean(20, 30).
     assert eta_seconds([10.0, 20.0, 30.0], 3) == 75.0
     # And only the last WINDOW (5) epochs: 1 * mean(3, 4, 5, 6, 7).
     assert WINDOW == 5 and eta_seconds([600.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0], 1) == 5.0
     assert eta_seconds([9.0, 1.0, 1.0, 4.0], 2, window=2) == 5.0
-    assert recent([1, 2, 3, 4, 5, 6, 7, 8]) == [4, 5, 6, 7, 8] and recent([1, 2]) == [2] and recent([1]) == [1]
+    assert recent([1, 2, 3, 4, 5, 6, 7, 8]) == [4, 5, 6, 7, 8]
+    assert recent([1]) == [1] and recent([1, 2]) == [1, 2] and recent([1, 2, 3]) == [2, 3]
     assert duration(3725.4) == "1:02:05" and duration(0.4) == "0:00:00" and duration(59.6) == "0:01:00"
 
 
@@ -42,7 +44,7 @@ def test_progress_lines_from_the_clock(capsys):
         p.epoch_done(epoch)
     assert lines(capsys) == [
         "Progress: epoch 1/4 took 0:00:10; 3 epochs left, about 0:00:30 (from epoch 1)",
-        "Progress: epoch 2/4 took 0:00:20; 2 epochs left, about 0:00:40 (from epoch 2)",
+        "Progress: epoch 2/4 took 0:00:20; 2 epochs left, about 0:00:30 (from epochs 1-2)",
         "Progress: epoch 3/4 took 0:00:30; 1 epoch left, about 0:00:25 (from epochs 2-3)",
         "Progress: epoch 4/4 took 0:00:10",
     ]
@@ -52,7 +54,7 @@ def test_a_resumed_run_counts_from_its_own_first_epoch(capsys):
     p = EpochProgress(max_epoch=10, clock=Clock(0.0, 7200.0, 10800.0), load=lambda: 0.0, cores=2, threads=2)
     p.epoch_done(6), p.epoch_done(7)  # resumed at epoch 7 of 10
     assert lines(capsys) == ["Progress: epoch 7/10 took 2:00:00; 3 epochs left, about 6:00:00 (from epoch 7)",
-                             "Progress: epoch 8/10 took 1:00:00; 2 epochs left, about 2:00:00 (from epoch 8)"]
+                             "Progress: epoch 8/10 took 1:00:00; 2 epochs left, about 3:00:00 (from epochs 7-8)"]
 
 
 def test_oversubscription_hint_only_above_the_cores():

@@ -33,10 +33,10 @@ def plural(n: int) -> str:
 
 def recent(epoch_times, window: int = WINDOW) -> list:
     """The epoch times (seconds) the estimate averages: the last `window`, leaving out the run's first
-    epoch once another is measured (it carries the start-up: worker processes, first allocations; on the
-    testbed it takes twice as long as the others)."""
+    epoch once two others are measured. The first carries the start-up (worker processes, first
+    allocations: twice the others on the testbed); one other epoch alone is too noisy on a loaded machine."""
     times = list(epoch_times)
-    return (times[1:] if len(times) > 1 else times)[-window:]
+    return (times[1:] if len(times) > 2 else times)[-window:]
 
 
 def eta_seconds(epoch_times, epochs_left: int, window: int = WINDOW) -> float:

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""The paper's experiments in miniature, on the synthetic testbed (design: docs/TESTBED.md; results: README).
+"""The paper's experiments in miniature, on the synthetic testbed
+(design: docs/TESTBED.md; results: docs/RESULTS.md).
 
     python testbed_benchmark.py                                  # base-to-novel, all methods, 3 seeds
     python testbed_benchmark.py --protocols base2new xd dg ablation --jobs 2

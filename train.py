@@ -127,7 +127,7 @@ def help_epilog():
         "backbones (MODEL.BACKBONE.NAME, set by the method config or --backbone):",
         *textwrap_names(available_backbones()),
         "  and open_clip:MODEL/TAG, e.g. open_clip:ViT-B-16/laion2b_s34b_b88k (pip install open-clip-torch;",
-        "  README lists which methods run on which backbone)",
+        "  docs/BACKBONES.md lists which methods run on which backbone)",
         "  OpenAI weights are read from ~/.cache/clip/<file> (downloaded there when online); a local",
         "  file instead: MODEL.BACKBONE.PATH /path/to/ViT-B-16.pt",
         "",
@@ -166,7 +166,7 @@ def choose_engine(requested, processes=1):
     if requested == "dassl" and not have_dassl:
         raise ConfigError("--engine dassl: Dassl is not installed. Install it from its repository (git clone "
                           "https://github.com/KaiyangZhou/Dassl.pytorch, then pip install -r requirements.txt "
-                          "and pip install --no-build-isolation -e . there; README, \"Install and run\"), "
+                          "and pip install --no-build-isolation -e . there; README, \"Install\"), "
                           "or use --engine native.")
     if requested == "auto":
         return "dassl" if have_dassl else "native"

@@ -70,4 +70,4 @@ def test_testbed_benchmark_help_is_whole():
     proc = subprocess.run([sys.executable, "testbed_benchmark.py", "--help"], cwd=ROOT, capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0
-    assert "(design: docs/TESTBED.md; results: README)." in proc.stdout and "shared" not in proc.stdout
+    assert "(design: docs/TESTBED.md; results: docs/RESULTS.md)." in proc.stdout and "shared" not in proc.stdout

@@ -5,7 +5,8 @@ project's code (docstrings, help texts, messages) and the comments and docstring
 strings are fabricated file names). A citation fails when it
 - names a file (*.md, *.py, *.yaml, *.sh, *.json) that no path of the repository matches,
 - cites a numbered section of a Markdown file ("docs/METHOD.md section 2", "X.md 6.6", "§3") that is not
-  a numbered heading there,
+  a numbered heading there, or a section by its title (README, "Several GPUs"; DATASETS.md "Caches") that
+  is no heading there,
 - points into the reference material outside the repository (a `shared/...` path) or, with `../`, out of
   the repository.
 Not citations: URLs, absolute or home paths (/path/to/data/x.json), names with placeholders
@@ -31,6 +32,7 @@ EXTERNAL = [
     r"split_\w+\.json",             # a dataset's split file (DATASETS.md), in the user's data folder
     r"testbed\.json",               # written by the testbed generator into each dataset folder
     r"submitted\.json",             # written by cluster.py into the output folder
+    r"(before|after)\.json",        # tools/fingerprint.py's example output files
     r"(OUTPUT_DIR/)?run_info\.json",  # every run's record, written into its output folder
     r"cat_to_name\.json",           # Oxford Flowers' class names, in the user's data folder
     r"(\w+/)*setup\.py",            # Dassl's installer (README's install steps)
@@ -53,6 +55,9 @@ SECTION = re.compile(r"(?<![\w./\-<>{}*$~@:])([\w.\-/]*\w\.md)`?(?:'s)?,?\s+(?:(
                      r"(?:\s*(?:-|–|,|and)\s*" + NUM + r")*)|(\d+\.\d+(?:\.\d+)*)\b)")
 SECTION_SIGN = re.compile(r"([\w.\-/]*\w\.md)`?\s*§\s*(" + NUM + ")")
 HEADING = re.compile(r"^#+\s+(" + NUM + r")[.)]?\s", re.M)
+# A section cited by its title in double quotes (escaped in a Python string), after the file's name.
+NAMED = re.compile(r'(?<![\w./\-])(README(?:\.md)?|[\w.\-/]*\w\.md)`?(?:\'s)?,?\s+\\?"([^"\\\n]+)\\?"')
+TITLE = re.compile(r"^#+\s+(?:" + NUM + r"[.)]?\s+)?(.+?)\s*$", re.M)
 
 
 def repository_files():
@@ -138,6 +143,14 @@ def problems_in(path, text):
             if number not in headings:
                 found.append(f"{where}: cites {name} section {number}, but {target} has no heading "
                              f"numbered {number} (it has: {', '.join(sorted(headings)) or 'none'})")
+    for m in NAMED.finditer(text):
+        name = "README.md" if m.group(1) == "README" else m.group(1)
+        target = resolve(name, path)
+        if target is None:
+            continue  # reported as a file name above
+        titles = TITLE.findall((REPO / target).read_text(encoding="utf-8"))
+        if m.group(2) not in titles:
+            found.append(f'{where}: cites {name} "{m.group(2)}", but {target} has no heading of that title')
     return list(dict.fromkeys(found))
 
 
@@ -161,6 +174,11 @@ def test_every_citation_points_into_the_repository():
     ("https://github.com/KaiyangZhou/Dassl.pytorch/blob/master/setup_x.py", None),
     ('source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"', None),
     ("restore/data/loader.py and train.py", None),
+    ('see README, "Several GPUs"', None),
+    ('(README \\"Install\\")', None),  # as written inside a Python string
+    ('DATASETS.md "Checking a dataset folder"; docs/METHOD.md "Setting"', None),
+    ('README\'s "Deviations from the anchors"', 'has no heading of that title'),
+    ('DATASETS.md, "Caching"', 'has no heading of that title'),
 ])
 def test_checker_on_examples(text, expected):
     citing = REPO / "scripts" / "coop" / "example.sh"  # a file two folders deep

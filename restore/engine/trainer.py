@@ -30,6 +30,7 @@ from .meters import AverageMeter, MetricMeter
 from .optim import build_optimizer
 from .parallel import distribute, gather_evaluation
 from .precision import Precision
+from .progress import EpochProgress
 from .schedule import build_lr_scheduler
 
 
@@ -114,6 +115,7 @@ class Trainer:
         for self.epoch in range(self.start_epoch, self.max_epoch):
             self.run_epoch()
             self.after_epoch()
+            self.progress.epoch_done(self.epoch)
         return self.after_train()
 
     def before_train(self):
@@ -121,6 +123,7 @@ class Trainer:
         self.start_epoch = self.resume_model_if_exist(directory)
         self.init_writer(os.path.join(self.output_dir, "tensorboard"))
         self.time_start = time.time()
+        self.progress = EpochProgress(self.max_epoch, on_cpu=self.device.type == "cpu")
 
     def run_epoch(self):
         cfg = self.cfg

@@ -117,8 +117,8 @@ def load_clip(name_or_path: str, trust: bool = False) -> CLIP:
                                 "Check MODEL.BACKBONE.PATH.")
         hint = did_you_mean(name_or_path, available_backbones())
         raise BackboneError(f"Unknown CLIP backbone {name_or_path!r}.{hint} Valid names: "
-                            f"{', '.join(available_backbones())}; or set MODEL.BACKBONE.PATH "
-                            "to a local weights file.")
+                            f"{', '.join(available_backbones())}, open_clip:MODEL/TAG (open_clip's "
+                            "models); or set MODEL.BACKBONE.PATH to a local weights file.")
     path = openai_cache_path(name_or_path)
     if not os.path.isfile(path):
         try:

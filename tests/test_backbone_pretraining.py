@@ -4,6 +4,7 @@ and the config's INPUT.* fitted to (or refused for) what the backbone was traine
 download: the weights are a random ViT-B-32 built by open_clip's own factory with QuickGELU."""
 import json
 import os
+import re
 
 import pytest
 import torch
@@ -85,6 +86,9 @@ def test_a_name_building_another_activation_is_refused_by_every_route(name, with
         with pytest.raises(BackboneError) as err:
             attempt()
         assert fix in str(err.value) and "\n" not in str(err.value)
+    # The name the message gives is the fix.
+    suggested = re.search(r"MODEL.BACKBONE.NAME (open_clip:[\w.-]+/\w+)", str(err.value)).group(1)
+    assert pretraining(suggested, path).quick_gelu == ("quickgelu" in suggested)
 
 
 def test_train_py_refuses_the_gelu_name_for_openai_weights_in_one_line(capsys):

@@ -3,6 +3,7 @@ work (the published class count, each image once, every class named, one name pe
 few-shot sample's files, and the note on classes with fewer images than the shots."""
 import json
 import os
+import re
 
 import pytest
 
@@ -52,8 +53,10 @@ def test_a_published_dataset_with_another_class_count_is_refused(key, tmp_path, 
         build_dataset(cfg_for(tmp_path, name, shots=2))
     msg = str(err.value)
     assert msg.startswith(f"{name}: ") and f"but the published dataset has {PUBLISHED[name]}" in msg
-    assert msg.endswith(f"a deliberate subset says so with an empty file {marker}.")
     assert not os.path.exists(os.path.join(folder, "split_fewshot"))  # refused before any work
+    named = re.fullmatch(r".*a deliberate subset says so with an empty file (\S+)\.", msg).group(1)
+    open(named, "w").close()  # the file the message names is the fix
+    assert build_dataset(cfg_for(tmp_path, name, shots=2)).num_classes > 0
 
 
 def test_imagenet_a_with_classes_missing_stops_train_py(tmp_path, capsys):
@@ -159,3 +162,18 @@ def test_a_class_with_fewer_images_than_shots_keeps_them_all_with_a_note(tmp_pat
         assert len(dataset.train_x) == 16  # CoOp's behaviour: every image of such a class
         out = capsys.readouterr().out
         assert note in out and "fewer than 4 validation images, so all of theirs are used" in out
+
+
+def test_a_class_list_naming_a_class_twice_is_refused(tmp_path):
+    """A second line for a class would rename it (classnames.txt) or shift every later label
+    (variants.txt), silently."""
+    name, folder = make(tmp_path, "imagenet_sketch")
+    with open(os.path.join(folder, "classnames.txt"), "a") as f:
+        f.write("n01440764 tinca tinca\n")
+    with pytest.raises(DatasetError, match=rf"^{folder}/classnames.txt, line 7: n01440764 is listed twice\."):
+        build_dataset(cfg_for(tmp_path, name))
+    name, folder = make(tmp_path, "fgvc_aircraft")
+    with open(os.path.join(folder, "variants.txt"), "a") as f:
+        f.write("A300B4\n")
+    with pytest.raises(DatasetError, match=rf"^{folder}/variants.txt: variant 'A300B4' is listed twice\."):
+        build_dataset(cfg_for(tmp_path, name))

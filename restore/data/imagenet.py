@@ -34,6 +34,8 @@ def read_classnames(text_file):
         for n, line in enumerate(f, 1):
             words = line.strip().split(" ")
             if words[0]:
+                if words[0] in classnames:  # a second line would silently rename the class
+                    raise DatasetError(f"{text_file}, line {n}: {words[0]} is listed twice.\n{CLASSNAMES_FIX}")
                 classnames[words[0]] = " ".join(words[1:])
                 if not classnames[words[0]].strip():
                     raise DatasetError(f"{text_file}, line {n}: {words[0]} has no class name.\n{CLASSNAMES_FIX}")

@@ -314,7 +314,11 @@ class FGVCAircraft(SplitJSONDataset):
                 f"FGVCAircraft: class-name file not found: {variants}\n"
                 f"Copy variants.txt from fgvc-aircraft-2013b/data/ into {self.dataset_dir} (see DATASETS.md)."
             )
-        cname2lab = {c: i for i, c in enumerate(_read_lines(variants))}
+        cname2lab = {}
+        for i, variant in enumerate(_read_lines(variants)):
+            if cname2lab.setdefault(variant, i) != i:  # a second line would shift every later label
+                raise DatasetError(f"{variants}: variant {variant!r} is listed twice. Replace the file with "
+                                   f"the original (fgvc-aircraft-2013b/data/variants.txt).")
         return tuple(self.read_list(cname2lab, s, variants) for s in ("train", "val", "test"))
 
     def read_list(self, cname2lab, split, variants):

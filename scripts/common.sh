@@ -3,6 +3,7 @@
 #   CFG       base-to-novel config (configs/trainers/$TRAINER/$CFG.yaml)
 #   XD_CFG    cross-dataset / domain-generalisation config (default: $CFG)
 # and calls one of: base2new_train, base2new_test, xd_train, xd_test with "$@" (DATASET SEED [KEY VALUE ...]).
+# A KEY VALUE override of a key the script sets (refuse_script_keys) stops it, naming how to set it.
 #
 # Environment (all optional except DATA for the real datasets):
 #   DATA      folder holding the datasets (CoOp's DATASETS.md layout). The synthetic testbed datasets generate
@@ -45,7 +46,8 @@ usage() {  # usage ARGUMENTS: the help of every method script, kept in this one 
     cat <<EOF
 usage: [VARIABLE=value ...] bash ${0} ${1}
 Trainer ${TRAINER}, default config configs/trainers/${TRAINER}/${CFG}.yaml (cross-dataset / DG: ${XD_CFG}.yaml; on a
-testbed dataset: testbed.yaml). Trailing KEY VALUE pairs override the config (see python train.py --help).
+testbed dataset: testbed.yaml). Trailing KEY VALUE pairs override the config (see python train.py --help),
+except the keys the script sets itself (DATASET.NUM_SHOTS: use SHOTS; SEED, DATASET.NAME, ...).
 
 Datasets:
 ${datasets}

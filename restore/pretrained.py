@@ -45,7 +45,7 @@ import torch
 
 from .adapters.openclip import is_open_clip_name, parse_name
 
-# clip.load's preprocessing (clip/clip.py `_transform`): bicubic resize of the shorter side to the
+# clip.load's preprocessing (the clip package's `_transform`): bicubic resize of the shorter side to the
 # model's resolution, centre crop, these mean and std; `clip.tokenize` at 77 tokens.
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)

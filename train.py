@@ -402,6 +402,7 @@ def setup_cfg(args, engine="native"):
     if cfg.TRAINER.NAME in registry.names() and registry.get(cfg.TRAINER.NAME).derive_cfg:
         registry.get(cfg.TRAINER.NAME).derive_cfg(cfg)  # e.g. MaPLe_FSA: its node onto RESTORE_m's keys
     fit_smoke_backbone(cfg)
+    fit_backbone_inputs(cfg)
     from restore.checks import check_config
     check_config(cfg)
     cfg.freeze()
@@ -419,6 +420,16 @@ def fit_smoke_backbone(cfg):
     print(SMOKE_NOTE.format(name=name))
     for change in fit_cfg_to_backbone(cfg, load_clip(name)):
         print(f"  fitted to it: {change}")
+
+
+def fit_backbone_inputs(cfg):
+    """INPUT.* fitted to what the backbone was trained with, before the config is frozen and the
+    run recorded (restore.pretrained.fit_inputs): what it adopts is printed; a backbone that
+    cannot run as trained stops here, before any work."""
+    from restore.pretrained import fit_inputs
+    note = fit_inputs(cfg.MODEL.BACKBONE.NAME, cfg.MODEL.BACKBONE.get("PATH", ""), cfg)
+    if note:
+        print(f"Note: {note}")
 
 
 def check_trainer(name, valid):

@@ -117,8 +117,8 @@ def load_clip(name_or_path: str, trust: bool = False) -> CLIP:
                                 "Check MODEL.BACKBONE.PATH.")
         hint = did_you_mean(name_or_path, available_backbones())
         raise BackboneError(f"Unknown CLIP backbone {name_or_path!r}.{hint} Valid names: "
-                            f"{', '.join(available_backbones())}; or set MODEL.BACKBONE.PATH "
-                            "to a local weights file.")
+                            f"{', '.join(available_backbones())}, open_clip:MODEL/TAG (open_clip's "
+                            "models); or set MODEL.BACKBONE.PATH to a local weights file.")
     path = openai_cache_path(name_or_path)
     if not os.path.isfile(path):
         try:
@@ -135,13 +135,15 @@ def load_clip(name_or_path: str, trust: bool = False) -> CLIP:
 
 def build_backbone(cfg) -> CLIP:
     """The CLIP named by a config: MODEL.BACKBONE.PATH if set, else MODEL.BACKBONE.NAME. An
-    open_clip name ("open_clip:ViT-B-16/TAG") with a PATH loads that file into its architecture."""
+    open_clip name ("open_clip:ViT-B-16-quickgelu", or "open_clip:ViT-B-16/TAG" naming the weights)
+    with a PATH loads that file into its architecture. The config's INPUT.* must already fit what
+    the backbone was trained with (restore.pretrained.fit_inputs; train.py applies it)."""
     path = cfg.MODEL.BACKBONE.get("PATH", "")
     trust = cfg.get("TRUST_FILES", False)
     if is_open_clip_name(cfg.MODEL.BACKBONE.NAME):
         if path:  # a TorchScript file is run by open_clip's loader too: only OpenAI's, or trusted
             check_torchscript(path, trust)
-        return load_open_clip(cfg.MODEL.BACKBONE.NAME, path)
+        return load_open_clip(cfg.MODEL.BACKBONE.NAME, path, trust)
     return load_clip(path if path else cfg.MODEL.BACKBONE.NAME, trust=trust)
 
 

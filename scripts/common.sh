@@ -5,6 +5,7 @@
 #   CONFIG_DIR  the folder of those configs (default: configs/trainers/$TRAINER; a method of another package:
 #             its own folder, whose yaml files name its module in METHOD_MODULES; docs/ADDING_A_METHOD.md)
 # and calls one of: base2new_train, base2new_test, xd_train, xd_test with "$@" (DATASET SEED [KEY VALUE ...]).
+# A KEY VALUE override of a key the script sets (refuse_script_keys) stops it, naming how to set it.
 #
 # Environment (all optional except DATA for the real datasets):
 #   DATA      folder holding the datasets (CoOp's DATASETS.md layout). The synthetic testbed datasets generate
@@ -47,7 +48,8 @@ usage() {  # usage ARGUMENTS: the help of every method script, kept in this one 
     cat <<EOF
 usage: [VARIABLE=value ...] bash ${0} ${1}
 Trainer ${TRAINER}, default config ${CONFIG_DIR:-configs/trainers/${TRAINER}}/${CFG}.yaml (cross-dataset / DG: ${XD_CFG}.yaml; on a
-testbed dataset: testbed.yaml). Trailing KEY VALUE pairs override the config (see python train.py --help).
+testbed dataset: testbed.yaml). Trailing KEY VALUE pairs override the config (see python train.py --help),
+except the keys the script sets itself (DATASET.NUM_SHOTS: use SHOTS; SEED, DATASET.NAME, ...).
 
 Datasets:
 ${datasets}
@@ -80,6 +82,33 @@ usage_check() {  # usage_check NARGS SCRIPT_USAGE "$@": NARGS positional argumen
         echo >&2
         die "usage: bash ${0} ${usage}"
     fi
+}
+
+# Keys the scripts set from their arguments and environment, most of them naming the output folder
+# after them: as trailing KEY VALUE overrides they would run one thing and file it under another.
+# refuse_script_keys KIND KEY VALUE ...: KIND is base2new, xd, fewshot (CoOp's main.sh: SHOTS is an
+# argument, the seeds come from SEEDS) or zeroshot.
+refuse_script_keys() {
+    local kind="$1" fix
+    shift
+    while [ "$#" -ge 2 ]; do
+        fix=""
+        case "$1:$kind" in
+            DATASET.NUM_SHOTS:fewshot) fix="give $2 as the SHOTS argument" ;;
+            DATASET.NUM_SHOTS:zeroshot) ;;
+            DATASET.NUM_SHOTS:*) fix="use SHOTS=$2 (it also names the output folder, shots_<SHOTS>)" ;;
+            SEED:fewshot) fix="use SEEDS=$2" ;;
+            SEED:zeroshot) ;;
+            SEED:*) fix="give $2 as the SEED argument (it also names the output folder, seed<SEED>)" ;;
+            DATASET.SUBSAMPLE_CLASSES:base2new) fix="the base-to-novel scripts train on the base classes and test on the new ones (all classes: xd_train.sh)" ;;
+            DATASET.NAME:*) fix="give the dataset as the DATASET argument" ;;
+            DATASET.ROOT:*) fix="use DATA=$2" ;;
+            TRAINER.NAME:*) fix="the trainer is the script's: run scripts/<method>/ of that method" ;;
+            OUTPUT_DIR:*) fix="the scripts name the output folder; use OUTPUT=<folder> for another root" ;;
+        esac
+        [ -z "$fix" ] || die "$1 $2 as an override: $fix."
+        shift 2
+    done
 }
 
 dataset_config() {
@@ -205,6 +234,7 @@ base2new_train() {
     usage_check 2 "DATASET SEED [KEY VALUE ...]" "$@"
     local dataset="$1" seed="$2"
     shift 2
+    refuse_script_keys base2new "$@"
     local dcfg root cfg file dir
     dcfg="$(dataset_config "$dataset")"
     root="$(data_root "$dataset")"
@@ -222,6 +252,7 @@ base2new_test() {
     usage_check 2 "DATASET SEED [KEY VALUE ...]" "$@"
     local dataset="$1" seed="$2"
     shift 2
+    refuse_script_keys base2new "$@"
     local dcfg root cfg file common dir model_dir loadep
     dcfg="$(dataset_config "$dataset")"
     root="$(data_root "$dataset")"
@@ -249,6 +280,7 @@ xd_train() {
     usage_check 2 "DATASET SEED [KEY VALUE ...]   (DATASET: the source, imagenet; objects on the testbed)" "$@"
     local dataset="$1" seed="$2"
     shift 2
+    refuse_script_keys xd "$@"
     local dcfg root cfg file dir
     dcfg="$(dataset_config "$dataset")"
     root="$(data_root "$dataset")"
@@ -265,6 +297,7 @@ xd_test() {
     usage_check 2 "DATASET SEED [KEY VALUE ...]" "$@"
     local dataset="$1" seed="$2"
     shift 2
+    refuse_script_keys xd "$@"
     local dcfg root cfg file src dir model_dir loadep
     dcfg="$(dataset_config "$dataset")"
     root="$(data_root "$dataset")"
@@ -290,6 +323,7 @@ fewshot_train() {
     usage_check 6 "DATASET CFG CTP NCTX SHOTS CSC [KEY VALUE ...]   (CTP: end, middle or front; CSC: False or True)" "$@"
     local dataset="$1" cfg_in="$2" ctp="$3" nctx="$4" shots="$5" csc="$6"
     shift 6
+    refuse_script_keys fewshot "$@"
     local dcfg root cfg file dir seed
     dcfg="$(dataset_config "$dataset")"
     root="$(data_root "$dataset")"
@@ -310,6 +344,7 @@ zeroshot_eval() {
     usage_check 2 "DATASET CFG [KEY VALUE ...]   (CFG: rn50, rn101, vit_b32 or vit_b16)" "$@"
     local dataset="$1" cfg_in="$2"
     shift 2
+    refuse_script_keys zeroshot "$@"
     local dcfg root cfg file
     dcfg="$(dataset_config "$dataset")"
     root="$(data_root "$dataset")"

@@ -229,7 +229,7 @@ def test_unknown_name_lists_valid_names():
     with pytest.raises(restore.BackboneError) as err:
         restore.load_clip("ViT-Z/99")
     msg = str(err.value)
-    assert "ViT-Z/99" in msg and "MODEL.BACKBONE.PATH" in msg
+    assert "ViT-Z/99" in msg and "MODEL.BACKBONE.PATH" in msg and "open_clip:MODEL/TAG" in msg
     for name in clip.available_models() + ["tiny-random", "testbed"]:
         assert name in msg, name
 

@@ -258,7 +258,7 @@ def test_offline_loading_names_the_expected_file(tmp_path, monkeypatch):
     assert msg.startswith("Cannot load open_clip weights ViT-B-16/laion2b_s34b_b88k")
     assert "laion/CLIP-ViT-B-16-laion2B-s34B-b88K" in msg and "\n" not in msg
     assert msg.endswith("set MODEL.BACKBONE.PATH to it (keeping MODEL.BACKBONE.NAME "
-                        "open_clip:ViT-B-16).")
+                        "open_clip:ViT-B-16/laion2b_s34b_b88k).")
 
 
 def test_coop_end_to_end_through_train_py_on_a_local_open_clip_checkpoint(tmp_path):

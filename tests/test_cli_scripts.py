@@ -73,3 +73,24 @@ def test_nproc_starts_train_py_under_torchrun(tmp_path):
     argv = record.read_text().split()
     assert argv[:6] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "train.py"]
     assert argv[6:8] == ["--engine", "native"] and "RESTORE_m" in argv
+
+
+@pytest.mark.parametrize("script, args, error", [
+    ("coop/base2new_train.sh", ["oxford_pets", "1", "OPTIM.MAX_EPOCH", "1", "DATASET.NUM_SHOTS", "2"],
+     "DATASET.NUM_SHOTS 2 as an override: use SHOTS=2 (it also names the output folder, shots_<SHOTS>)."),
+    ("maple/xd_test.sh", ["imagenet_a", "1", "SEED", "3"],
+     "SEED 3 as an override: give 3 as the SEED argument (it also names the output folder, seed<SEED>)."),
+    ("restore/base2new_test.sh", ["oxford_pets", "1", "DATASET.SUBSAMPLE_CLASSES", "all"],
+     "DATASET.SUBSAMPLE_CLASSES all as an override: the base-to-novel scripts train on the base classes "
+     "and test on the new ones (all classes: xd_train.sh)."),
+    ("coop/main.sh", ["caltech101", "rn50", "end", "16", "16", "False", "DATASET.NUM_SHOTS", "2"],
+     "DATASET.NUM_SHOTS 2 as an override: give 2 as the SHOTS argument."),
+    ("zsclip/zeroshot.sh", ["caltech101", "rn50", "OUTPUT_DIR", "x"],
+     "OUTPUT_DIR x as an override: the scripts name the output folder; use OUTPUT=<folder> for another root."),
+])
+def test_overrides_of_what_the_scripts_set_are_refused(script, args, error, tmp_path):
+    """A trailing override of a key the script sets (and names the output folder after) would run one
+    thing and file it under another: refused before anything runs, naming the way to set it."""
+    proc = bash(script, *args, DATA=str(tmp_path), OUTPUT=str(tmp_path / "output"))
+    assert proc.returncode == 1 and proc.stderr == f"Error: {error}\n"
+    assert not (tmp_path / "output").exists()

@@ -6,12 +6,16 @@ the expected (impath, label, classname) of every item per split. With `split=Fal
 left out and the original annotation files are written instead, so that the reader must generate the split.
 No test in this module: it only builds data.
 """
+import functools
 import json
 import os
 from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image
+
+from restore.data import DATASETS
+from restore.data.base import SUBSET_MARKER
 
 
 @dataclass
@@ -26,6 +30,19 @@ class Expect:
     test_only: bool = False                # ImageNet variants: train_x = test, no val, no few-shot
     order_fixed: bool = True               # items come in file order (False: os.listdir order)
     items: list = field(default_factory=list)  # every image [(impath, label, classname)] (train+val+test)
+
+
+def subset_of(name):
+    """A fake holds a few classes of the published dataset `name` (DATASET.NAME): its folder says so
+    with the marker file, as a deliberate subset must (DatasetBase.check_complete)."""
+    def wrap(make):
+        @functools.wraps(make)
+        def made(root, split=True):
+            expect = make(root, split)
+            open(os.path.join(root, DATASETS[name].dataset_dir, SUBSET_MARKER), "w").close()
+            return expect
+        return made
+    return wrap
 
 
 def write_image(path, seed=0):
@@ -82,17 +99,20 @@ def _folder_dataset(root, dataset_dir, image_dir, folders, names, split, split_f
     return exp
 
 
+@subset_of("DescribableTextures")
 def make_dtd(root, split=True):
     folders = ["banded", "blotchy", "braided", "bubbly"]
     return _folder_dataset(root, "dtd", "images", folders, folders, split, "split_zhou_DescribableTextures.json")
 
 
+@subset_of("Food101")
 def make_food101(root, split=True):
     folders = ["apple_pie", "baby_back_ribs", "baklava", "beef_carpaccio", "beignets"]
     return _folder_dataset(root, "food-101", "images", folders, folders, split, "split_zhou_Food101.json",
                            fname=lambda f, i: f"{1000 + i}.jpg")
 
 
+@subset_of("Caltech101")
 def make_caltech101(root, split=True):
     # Sorted folders (upper case first); BACKGROUND_Google and Faces_easy are ignored; four are renamed.
     folders = ["Faces", "Leopards", "Motorbikes", "accordion", "airplanes"]
@@ -105,6 +125,7 @@ def make_caltech101(root, split=True):
     return exp
 
 
+@subset_of("EuroSAT")
 def make_eurosat(root, split=True):
     folders = ["AnnualCrop", "Forest", "HerbaceousVegetation", "Highway", "SeaLake"]
     names = ["Annual Crop Land", "Forest", "Herbaceous Vegetation Land", "Highway or Road", "Sea or Lake"]
@@ -112,6 +133,7 @@ def make_eurosat(root, split=True):
                            fname=lambda f, i: f"{f}_{i}.jpg")
 
 
+@subset_of("OxfordPets")
 def make_oxford_pets(root, split=True):
     # (file stem, species): class name = lower-cased stem; label order = annotation class ids.
     breeds = [("Abyssinian", 1), ("american_bulldog", 2), ("Bengal", 1), ("yorkshire_terrier", 2)]
@@ -138,6 +160,7 @@ def make_oxford_pets(root, split=True):
     return exp
 
 
+@subset_of("OxfordFlowers")
 def make_oxford_flowers(root, split=True):
     from scipy.io import savemat
     names = {"1": "pink primrose", "2": "hard-leaved pocket orchid", "3": "canterbury bells"}
@@ -178,6 +201,7 @@ def _cars_annos(path, rows):
     savemat(path, {"annotations": arr})
 
 
+@subset_of("StanfordCars")
 def make_stanford_cars(root, split=True):
     from scipy.io import savemat
     ddir = os.path.join(root, "stanford_cars")
@@ -214,6 +238,7 @@ SUN = [("a/abbey", "abbey"), ("a/apartment_building/outdoor", "outdoor apartment
        ("b/bakery/shop", "shop bakery"), ("y/youth_hostel", "youth_hostel")]
 
 
+@subset_of("SUN397")
 def make_sun397(root, split=True):
     ddir = os.path.join(root, "sun397")
     idir = os.path.join(ddir, "SUN397")
@@ -244,6 +269,7 @@ UCF = [("ApplyEyeMakeup", "Apply_Eye_Makeup"), ("BlowDryHair", "Blow_Dry_Hair"),
        ("PlayingDaf", "Playing_Daf"), ("YoYo", "Yo_Yo")]
 
 
+@subset_of("UCF101")
 def make_ucf101(root, split=True):
     ddir = os.path.join(root, "ucf101")
     idir = os.path.join(ddir, "UCF-101-midframes")
@@ -277,6 +303,7 @@ def make_ucf101(root, split=True):
 AIRCRAFT = ["707-320", "A300B4", "BAE 146-200", "F-16A/B"]
 
 
+@subset_of("FGVCAircraft")
 def make_fgvc_aircraft(root, split=True):
     """No split JSON exists for FGVCAircraft: `split` is ignored."""
     ddir = os.path.join(root, "fgvc_aircraft")
@@ -313,6 +340,7 @@ def _wnid_folders(image_dir, wnids, per_class, ext=".JPEG"):
     return items
 
 
+@subset_of("ImageNet")
 def make_imagenet(root, split=True):
     ddir = os.path.join(root, "imagenet")
     used = WNIDS[:4]  # classnames.txt lists more classes than there are folders: labels follow the folders
@@ -333,19 +361,23 @@ def _variant(root, dataset_dir, image_subdir, wnids, per_class=3, readme=False):
                   train=items, val=None, test=items, test_only=True, order_fixed=False)
 
 
+@subset_of("ImageNetSketch")
 def make_imagenet_sketch(root, split=True):
     return _variant(root, "imagenet-sketch", "images", WNIDS)
 
 
+@subset_of("ImageNetA")
 def make_imagenet_a(root, split=True):
     # A subset of the classes (as the 200 of 1000): labels 0.. over the sorted present folders.
     return _variant(root, "imagenet-adversarial", "imagenet-a", [WNIDS[1], WNIDS[3], WNIDS[4]], readme=True)
 
 
+@subset_of("ImageNetR")
 def make_imagenet_r(root, split=True):
     return _variant(root, "imagenet-rendition", "imagenet-r", [WNIDS[0], WNIDS[2], WNIDS[5]], readme=True)
 
 
+@subset_of("ImageNetV2")
 def make_imagenetv2(root, split=True):
     ddir = os.path.join(root, "imagenetv2")
     used = WNIDS[:4]

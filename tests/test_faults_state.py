@@ -241,8 +241,10 @@ def test_changed_dataset_refuses_its_fewshot_cache(tmp_path, change):
                 entry[2] = "basset"
             if change == "label_shift":
                 entry[1] = (entry[1] + 1) % 6
-    if change == "new_class":  # a seventh class with the images of the first
-        split["train"] += [[p, 6, "sphynx"] for p, y, _ in split["train"] if y == 0]
+    if change == "new_class":  # a seventh class, with copies of the first one's images
+        for p, y, _ in [e for e in split["train"] if e[1] == 0]:
+            shutil.copy(tmp_path / "oxford_pets" / "images" / p, tmp_path / "oxford_pets" / "images" / f"x_{p}")
+            split["train"].append([f"x_{p}", 6, "sphynx"])
     split_path.write_text(json.dumps(split))
     with pytest.raises(DatasetError) as err:
         build_dataset(data_cfg(tmp_path, "OxfordPets", shots=2))

@@ -195,31 +195,18 @@ def parse_name(name: str):
     return model, tag
 
 
-def load_open_clip(name: str, path: str = ""):
+def load_open_clip(name: str, path: str = "", trust: bool = False):
     """An open_clip model by `open_clip:MODEL/TAG` (weights from open_clip's cache, downloaded
-    when online) or `open_clip:MODEL` with `path` to a local checkpoint of that architecture.
-    fp32, eval mode, frozen; its tokenizer is attached as `restore_tokenizer`."""
+    when online), `open_clip:MODEL` with `path` to a local checkpoint of that architecture, or
+    `open_clip:MODEL/TAG` with `path` to a local copy of the tag's weights. A name that would not run
+    the weights as they were trained (activation, image grid, text context: restore.pretrained) is
+    refused before anything is built. fp32, eval mode, frozen; its tokenizer is attached as
+    `restore_tokenizer`."""
     from ..backbone import BackboneError, freeze
-    try:
-        import open_clip
-    except ImportError:
-        raise BackboneError(f"MODEL.BACKBONE.NAME {name!r} needs open_clip: "
-                            "pip install open-clip-torch") from None
+    from ..pretrained import pretraining
+    pretraining(name, path, trust)  # the name, tag and file checks, in one place
+    import open_clip
     model_name, tag = parse_name(name)
-    if model_name not in open_clip.list_models():
-        raise BackboneError(f"Unknown open_clip model {model_name!r} in MODEL.BACKBONE.NAME "
-                            f"{name!r}; see open_clip.list_models()")
-    if path and not os.path.isfile(path):
-        raise BackboneError(f"open_clip weights file not found: {path}. Check MODEL.BACKBONE.PATH.")
-    if not path and not tag:
-        tags = open_clip.list_pretrained_tags_by_model(model_name)
-        raise BackboneError(f"MODEL.BACKBONE.NAME {name!r} names no weights: use "
-                            f"open_clip:{model_name}/TAG (tags: {', '.join(tags)}) or set "
-                            "MODEL.BACKBONE.PATH to a local checkpoint")
-    if tag and not path and not open_clip.get_pretrained_cfg(model_name, tag):
-        tags = open_clip.list_pretrained_tags_by_model(model_name)
-        raise BackboneError(f"open_clip has no weights {tag!r} for {model_name}; tags: "
-                            f"{', '.join(tags)}")
     try:
         with torch.random.fork_rng(devices=[]):  # building initialises weights at random first
             model = open_clip.create_model(model_name, pretrained=path or tag,
@@ -232,21 +219,28 @@ def load_open_clip(name: str, path: str = ""):
         raise BackboneError(_offline_message(open_clip, model_name, tag, err)) from None
     model.restore_name = f"{model_name}/{tag}" if tag else model_name
     model.restore_tokenizer = open_clip.get_tokenizer(model_name)
-    pre = getattr(model.visual, "preprocess_cfg", {}) or {}
-    print(f"open_clip {model.restore_name}: images of {pre.get('size')} px, mean "
-          f"{pre.get('mean')}, std {pre.get('std')} (INPUT.SIZE, INPUT.PIXEL_MEAN and "
-          "INPUT.PIXEL_STD must match)")
     return freeze(model)
 
 
 def _offline_message(open_clip, model_name, tag, err):
-    cfg = open_clip.get_pretrained_cfg(model_name, tag) if tag else {}
-    hub = cfg.get("hf_hub", "")
-    where = (f"the Hugging Face hub repo {hub.rstrip('/')} (file open_clip_model.safetensors or "
-             "open_clip_pytorch_model.bin) in the hub cache (~/.cache/huggingface/hub)"
-             if hub else f"{cfg.get('url', '?')} in ~/.cache/clip")
+    """Where open_clip looks for a tag's weights, as its `download_pretrained` decides (the Hugging
+    Face hub when huggingface_hub is installed and the tag has a hub repo, else the tag's URL into
+    ~/.cache/clip), and the two ways to provide them offline."""
+    from open_clip.pretrained import has_hf_hub
+    cfg = open_clip.get_pretrained_cfg(model_name, tag)
+    hub, url = cfg.get("hf_hub", ""), cfg.get("url", "")
+    repo, filename = os.path.split(hub)  # "org/repo/" (default file names) or "org/repo/file"
+    if hub and has_hf_hub():
+        files = filename or "open_clip_model.safetensors or open_clip_pytorch_model.bin"
+        where = (f"the Hugging Face hub repo {repo} (file {files}) in the hub cache "
+                 "(~/.cache/huggingface/hub)")
+    elif url:
+        where = f"{url}, saved as ~/.cache/clip/{os.path.basename(url)}"
+    else:
+        where = (f"the Hugging Face hub repo {repo}, which needs huggingface_hub (pip install "
+                 "huggingface_hub)")
     return (f"Cannot load open_clip weights {model_name}/{tag} ({err}). They are expected from "
             f"{where}. Offline: run `python -c \"import open_clip; open_clip.create_model("
             f"'{model_name}', pretrained='{tag}')\"` once on a machine with internet and copy the "
             f"cache, or download the file and set MODEL.BACKBONE.PATH to it (keeping "
-            f"MODEL.BACKBONE.NAME open_clip:{model_name}).")
+            f"MODEL.BACKBONE.NAME open_clip:{model_name}/{tag}).")

@@ -15,9 +15,11 @@ from ..suggest import did_you_mean
 from .cache_check import check_fewshot_sample, relocate, say_relocated
 from .datum import Datum, load_pickle, save_pickle
 from .errors import DatasetError
-from .splits import check_images_exist, check_labels, read_split, save_split
+from .splits import check_entries, check_images_exist, check_labels, read_split, save_split
 
 SUBSAMPLE_CHOICES = ("all", "base", "new")
+# An empty file of this name in a dataset folder says "this copy holds some classes on purpose".
+SUBSET_MARKER = "SUBSET"
 
 
 class DatasetBase:
@@ -29,6 +31,9 @@ class DatasetBase:
 
     dataset_dir = ""  # folder name under DATASET.ROOT (an absolute path on instances of the readers)
     domains = []
+    # The class count of the published dataset (set by the benchmark readers; None: none published,
+    # as for the testbed). A copy with another count is refused by `check_complete`.
+    published_classes = None
 
     def __init__(self, train_x=None, train_u=None, val=None, test=None):
         if not train_x:
@@ -52,6 +57,26 @@ class DatasetBase:
                 f"training images: {shown}. Every class needs at least one training image; check the split "
                 f"file or the class folders."
             )
+
+    def check_complete(self, parts, source):
+        """What every reader checks on its whole split, before few-shot sampling, base/new and any
+        other work: each image once, every entry named, one name per label (`check_entries`), and
+        the class count of the published dataset. `parts`: {part: list of Datum}; `source`: the
+        file or folder they were read from, named by the messages. A copy with another class count
+        (ImageNet-A with 120 of its 200 class folders extracted) is refused unless its folder holds
+        the file SUBSET_MARKER, which says that the subset is deliberate (then a note says so)."""
+        names = check_entries(parts, source, self.dataset_dir)
+        expected = type(self).published_classes
+        if expected is None or len(names) == expected:
+            return
+        name, marker = type(self).__name__, os.path.join(self.dataset_dir, SUBSET_MARKER)
+        if os.path.exists(marker):
+            print(f"Note: {marker} says this copy is a subset: {len(names)} of {name}'s {expected} classes.")
+            return
+        raise DatasetError(
+            f"{name}: {len(names)} classes in {source}, but the published dataset has {expected}: it is "
+            f"incomplete (e.g. not all class folders extracted) or not the official split. Complete it as "
+            f"DATASETS.md describes; a deliberate subset says so with an empty file {marker}.")
 
     train_x = property(lambda self: self._train_x)
     train_u = property(lambda self: self._train_u)
@@ -118,6 +143,21 @@ def generate_fewshot_dataset(*data_sources, num_shots=-1, repeat=False):
                 dataset.extend(items)
         output.append(dataset)
     return output[0] if len(output) == 1 else output
+
+
+def say_small_classes(sample, num_shots, what):
+    """Note the classes of a K-shot `sample` that hold fewer than K images: CoOp's sampling takes all
+    of theirs (kept), and says nothing (said here, with each one's count)."""
+    counts, names = defaultdict(int), {}
+    for item in sample:
+        counts[item.label] += 1
+        names.setdefault(item.label, item.classname)
+    small = [(y, n) for y, n in sorted(counts.items()) if n < num_shots]
+    if not small:
+        return
+    shown = ", ".join(f"{names[y]} {n}" for y, n in small[:10]) + (", ..." if len(small) > 10 else "")
+    print(f"Note: {len(small)} of {len(counts)} classes have fewer than {num_shots} {what} images, so all of "
+          f"theirs are used (as CoOp does): {shown}.")
 
 
 def cfg_subsample(cfg):
@@ -273,12 +313,21 @@ def load_or_create_fewshot(dataset, cfg, train, val=None):
             train + (val or []), f"the few-shot cache {path}", dataset.dataset_dir,
             fix="Images were removed since the cache was made: restore them, or delete the cache to draw a new "
                 "sample.")
+        say_small_classes(train, num_shots, "training")
+        say_small_classes(val or [], min(num_shots, 4), "validation")
         return train, val
     train = generate_fewshot_dataset(train, num_shots=num_shots)
     data = {"train": train}
     if val is not None:
         val = generate_fewshot_dataset(val, num_shots=min(num_shots, 4))
         data["val"] = val
+    # Drawn from lists that may predate a deleted image (ImageNet's preprocessed.pkl): none is cached
+    # or trained on unless it exists.
+    check_images_exist(train + (val or []), f"the {num_shots}-shot sample of {dataset.dataset_dir}",
+                       dataset.dataset_dir, fix="Restore the images, or delete the dataset's cached lists "
+                       "(ImageNet: preprocessed.pkl) to read the folders anew.")
+    say_small_classes(train, num_shots, "training")
+    say_small_classes(val or [], min(num_shots, 4), "validation")
     print(f"Saving preprocessed few-shot data to {path}")
     try:
         save_pickle(data, path)
@@ -316,6 +365,7 @@ class SplitJSONDataset(DatasetBase):
     def __init__(self, cfg):
         self._set_paths(cfg)
         train, val, test = self.load_split()
+        self.check_complete({"train": train, "val": val, "test": test}, self.split_source())
         train, val = load_or_create_fewshot(self, cfg, train, val)
         train, val, test = subsample_classes(train, val, test, subsample=cfg_subsample(cfg))
         super().__init__(train_x=train, val=val, test=test)
@@ -340,6 +390,10 @@ class SplitJSONDataset(DatasetBase):
         self.image_dir = os.path.join(self.dataset_dir, cls.image_dir) if cls.image_dir else self.dataset_dir
         self.split_path = os.path.join(self.dataset_dir, cls.split_file_name())
         self.split_fewshot_dir = os.path.join(self.dataset_dir, "split_fewshot")
+
+    def split_source(self):
+        """The file the split is read from (or saved to, when generated), for messages."""
+        return self.split_path
 
     def load_split(self):
         """(train, val, test) from the split file, or generated (and saved) when it is absent."""

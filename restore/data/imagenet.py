@@ -31,10 +31,14 @@ def read_classnames(text_file):
         raise DatasetError(f"Class-name file not found: {text_file}\n{CLASSNAMES_FIX}")
     classnames = OrderedDict()
     with open(text_file, "r") as f:
-        for line in f:
+        for n, line in enumerate(f, 1):
             words = line.strip().split(" ")
             if words[0]:
+                if words[0] in classnames:  # a second line would silently rename the class
+                    raise DatasetError(f"{text_file}, line {n}: {words[0]} is listed twice.\n{CLASSNAMES_FIX}")
                 classnames[words[0]] = " ".join(words[1:])
+                if not classnames[words[0]].strip():
+                    raise DatasetError(f"{text_file}, line {n}: {words[0]} has no class name.\n{CLASSNAMES_FIX}")
     if not classnames:
         raise DatasetError(f"Class-name file is empty: {text_file}\n{CLASSNAMES_FIX}")
     return classnames
@@ -78,6 +82,7 @@ def _check_cached_paths(path, *lists):
 @register_dataset
 class ImageNet(DatasetBase):
     dataset_dir = "imagenet"
+    published_classes = 1000
     tree = (
         "imagenet/\n"
         "    images/\n"
@@ -99,6 +104,7 @@ class ImageNet(DatasetBase):
             check_labels({k: data[k] for k in ("train", "test")}, self.preprocessed, num_labels(data["train"]),
                          fix="Delete it; it is rebuilt on the next run.")
             train, test = self.check_preprocessed(data["train"], data["test"])
+            source = self.preprocessed
         else:
             classnames = read_classnames(os.path.join(self.dataset_dir, "classnames.txt"))
             train = self.read_data(classnames, "train")
@@ -108,7 +114,9 @@ class ImageNet(DatasetBase):
                 save_pickle({"train": train, "test": test}, self.preprocessed)
             except OSError as e:
                 print(f"Warning: could not write {self.preprocessed} ({e}); continuing without it.")
+            source = f"the class folders of {os.path.join(self.image_dir, 'train')}"
 
+        self.check_complete({"train": train, "test": test}, source)
         train, _ = load_or_create_fewshot(self, cfg, train, None)
         train, test = subsample_classes(train, test, subsample=cfg_subsample(cfg))
         super().__init__(train_x=train, val=test, test=test)
@@ -165,6 +173,7 @@ class _ImageNetTestSet(DatasetBase):
             raise DatasetError(f"{name}: image folder not found: {self.image_dir}\nExpected:\n{self.tree}\nSee DATASETS.md.")
         text_file = os.path.join(self.dataset_dir, "classnames.txt")
         data = self.read_data(read_classnames(text_file), text_file)
+        self.check_complete({"test": data}, f"the class folders of {self.image_dir}")
         if cfg_subsample(cfg) != "all":
             print(f"Note: {name} is test-only; DATASET.SUBSAMPLE_CLASSES is ignored (as in CoOp).")
         super().__init__(train_x=data, test=data)
@@ -176,6 +185,7 @@ class _ImageNetTestSet(DatasetBase):
 @register_dataset
 class ImageNetV2(_ImageNetTestSet):
     dataset_dir = "imagenetv2"
+    published_classes = 1000
     image_subdir = "imagenetv2-matched-frequency-format-val"
     tree = (
         "imagenetv2/\n"
@@ -204,6 +214,7 @@ class ImageNetV2(_ImageNetTestSet):
 @register_dataset
 class ImageNetSketch(_ImageNetTestSet):
     dataset_dir = "imagenet-sketch"
+    published_classes = 1000
     image_subdir = "images"
     tree = (
         "imagenet-sketch/\n"
@@ -215,6 +226,7 @@ class ImageNetSketch(_ImageNetTestSet):
 @register_dataset
 class ImageNetA(_ImageNetTestSet):
     dataset_dir = "imagenet-adversarial"
+    published_classes = 200
     image_subdir = "imagenet-a"
     ignored = ("README.txt",)
     tree = (
@@ -227,6 +239,7 @@ class ImageNetA(_ImageNetTestSet):
 @register_dataset
 class ImageNetR(_ImageNetTestSet):
     dataset_dir = "imagenet-rendition"
+    published_classes = 200
     image_subdir = "imagenet-r"
     ignored = ("README.txt",)
     tree = (

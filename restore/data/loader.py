@@ -48,7 +48,7 @@ class DatasetWrapper(TorchDataset):
         if self.k_tfm > 1 and transform is None:
             raise DatasetError(
                 f"DATALOADER.K_TRANSFORMS is {self.k_tfm} but there is no transform to apply "
-                f"(INPUT.NO_TRANSFORM is set): set K_TRANSFORMS to 1 or enable the transforms."
+                f"(INPUT.NO_TRANSFORM is set): set DATALOADER.K_TRANSFORMS 1 or INPUT.NO_TRANSFORM False."
             )
         to_tensor = [T.Resize(tuple(cfg.INPUT.SIZE), interpolation=interpolation_mode(cfg)), T.ToTensor()]
         if "normalize" in cfg.INPUT.TRANSFORMS:

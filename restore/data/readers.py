@@ -38,6 +38,7 @@ def _loadmat(path):
 @register_dataset
 class OxfordPets(SplitJSONDataset):
     dataset_dir = "oxford_pets"
+    published_classes = 37
     image_dir = "images"
     tree = (
         "oxford_pets/\n"
@@ -71,6 +72,7 @@ class OxfordPets(SplitJSONDataset):
 @register_dataset
 class DescribableTextures(SplitJSONDataset):
     dataset_dir = "dtd"
+    published_classes = 47
     image_dir = "images"
     tree = (
         "dtd/\n"
@@ -90,6 +92,7 @@ CALTECH_NEW_CNAMES = {"airplanes": "airplane", "Faces": "face", "Leopards": "leo
 @register_dataset
 class Caltech101(SplitJSONDataset):
     dataset_dir = "caltech-101"
+    published_classes = 100
     image_dir = "101_ObjectCategories"
     tree = (
         "caltech-101/\n"
@@ -119,6 +122,7 @@ EUROSAT_NEW_CNAMES = {
 @register_dataset
 class EuroSAT(SplitJSONDataset):
     dataset_dir = "eurosat"
+    published_classes = 10
     image_dir = "2750"
     tree = (
         "eurosat/\n"
@@ -133,6 +137,7 @@ class EuroSAT(SplitJSONDataset):
 @register_dataset
 class Food101(SplitJSONDataset):
     dataset_dir = "food-101"
+    published_classes = 101
     image_dir = "images"
     tree = (
         "food-101/\n"
@@ -147,6 +152,7 @@ class Food101(SplitJSONDataset):
 @register_dataset
 class OxfordFlowers(SplitJSONDataset):
     dataset_dir = "oxford_flowers"
+    published_classes = 102
     image_dir = "jpg"
     tree = (
         "oxford_flowers/\n"
@@ -176,6 +182,7 @@ class OxfordFlowers(SplitJSONDataset):
 @register_dataset
 class StanfordCars(SplitJSONDataset):
     dataset_dir = "stanford_cars"
+    published_classes = 196
     image_dir = ""  # split paths are relative to the dataset folder: cars_train/00001.jpg
     tree = (
         "stanford_cars/\n"
@@ -210,6 +217,7 @@ class StanfordCars(SplitJSONDataset):
 @register_dataset
 class SUN397(SplitJSONDataset):
     dataset_dir = "sun397"
+    published_classes = 397
     image_dir = "SUN397"
     tree = (
         "sun397/\n"
@@ -244,6 +252,7 @@ class SUN397(SplitJSONDataset):
 @register_dataset
 class UCF101(SplitJSONDataset):
     dataset_dir = "ucf101"
+    published_classes = 101
     image_dir = "UCF-101-midframes"
     tree = (
         "ucf101/\n"
@@ -286,6 +295,7 @@ class FGVCAircraft(SplitJSONDataset):
     """No split JSON: classes from variants.txt, splits from images_variant_{train,val,test}.txt."""
 
     dataset_dir = "fgvc_aircraft"
+    published_classes = 100
     image_dir = "images"
     tree = (
         "fgvc_aircraft/\n"
@@ -294,6 +304,9 @@ class FGVCAircraft(SplitJSONDataset):
         "    images_variant_train.txt, images_variant_val.txt, images_variant_test.txt"
     )
 
+    def split_source(self):
+        return os.path.join(self.dataset_dir, "images_variant_{train,val,test}.txt")
+
     def load_split(self):
         variants = os.path.join(self.dataset_dir, "variants.txt")
         if not os.path.isfile(variants):
@@ -301,7 +314,11 @@ class FGVCAircraft(SplitJSONDataset):
                 f"FGVCAircraft: class-name file not found: {variants}\n"
                 f"Copy variants.txt from fgvc-aircraft-2013b/data/ into {self.dataset_dir} (see DATASETS.md)."
             )
-        cname2lab = {c: i for i, c in enumerate(_read_lines(variants))}
+        cname2lab = {}
+        for i, variant in enumerate(_read_lines(variants)):
+            if cname2lab.setdefault(variant, i) != i:  # a second line would shift every later label
+                raise DatasetError(f"{variants}: variant {variant!r} is listed twice. Replace the file with "
+                                   f"the original (fgvc-aircraft-2013b/data/variants.txt).")
         return tuple(self.read_list(cname2lab, s, variants) for s in ("train", "val", "test"))
 
     def read_list(self, cname2lab, split, variants):

@@ -109,6 +109,40 @@ def check_labels(parts, source, num_classes, fix):
                     f"outside 0..{num_classes - 1} ({num_classes} classes). {fix}")
 
 
+def check_entries(parts, source, dataset_dir):
+    """Every entry of a split ({part: list of Datum}) once, with a class name, one name per label;
+    otherwise one DatasetError naming `source`, the part, the entry and the fix.
+
+    An image listed twice is sampled twice into a few-shot set (or is tested on what was trained on);
+    an empty name becomes an empty prompt; a label named two ways is named by whichever comes first.
+    (One name for two labels is legal: ImageNet has two classes named "crane".) Returns {label: name}.
+    """
+    fix = "Correct the entry, or replace the file with the original (DATASETS.md)."
+    entries = [(part, i, item) for part, items in parts.items() for i, item in enumerate(items)]
+
+    def where(n):
+        part, i, item = entries[n]
+        return f"entry {i} of {part!r} ({os.path.relpath(item.impath, dataset_dir)}, label {item.label})"
+    seen, names = {}, {}
+    for n, (_, _, item) in enumerate(entries):  # ImageNet: 1.3 million; messages only for a bad one
+        first, name = seen.setdefault(item.impath, n), names.setdefault(item.label, item.classname)
+        if first == n and name == item.classname:
+            continue
+        if not str(item.classname).strip():
+            raise DatasetError(f"{source}: {where(n)} has an empty class name. {fix}")
+        if first != n:
+            part, i, _ = entries[first]
+            raise DatasetError(f"{source} lists an image twice: {where(n)} is also entry {i} of {part!r}. {fix}")
+        if name != item.classname:
+            raise DatasetError(f"{source}: {where(n)} is named {item.classname!r}, other entries of label "
+                               f"{item.label} {name!r}: every entry of a class must carry its one name. {fix}")
+    for label, name in names.items():  # a class whose every entry has the empty name
+        if not str(name).strip():
+            n = next(n for n, (_, _, item) in enumerate(entries) if item.label == label)
+            raise DatasetError(f"{source}: {where(n)} has an empty class name. {fix}")
+    return names
+
+
 def num_labels(items):
     """The number of distinct labels of a list of Datum (0 for anything else)."""
     if not isinstance(items, list):

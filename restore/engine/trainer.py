@@ -29,7 +29,7 @@ from .logger import stdout_is_terminal
 from .meters import AverageMeter, MetricMeter
 from .optim import build_optimizer
 from .parallel import distribute, gather_evaluation
-from .precision import Precision
+from .precision import Precision, precision_key
 from .progress import EpochProgress
 from .schedule import build_lr_scheduler
 
@@ -170,10 +170,12 @@ class Trainer:
         labels = batch["label"].to(self.device, non_blocking=True)
         loss, summary = self.step(images, labels)
         if not torch.isfinite(loss).all():
+            fix = f"Lower OPTIM.LR (now {self.cfg.OPTIM.LR})"
+            if self.precision.mode == "fp16":  # the key that chose it, named as the config has it
+                fix += f", or set {precision_key(self.cfg)[0]} amp or fp32 (fp16 overflows sooner)"
             raise NonFiniteLossError(
                 f"The training loss is {loss.item()} at epoch {self.epoch + 1}/{self.max_epoch}, "
-                f"batch {self.batch_idx + 1}/{self.num_batches} (lr {self.get_current_lr():.4e}). "
-                f"Lower OPTIM.LR (now {self.cfg.OPTIM.LR}), or use fp32/amp precision instead of fp16.")
+                f"batch {self.batch_idx + 1}/{self.num_batches} (lr {self.get_current_lr():.4e}). {fix}.")
         self.precision.backward_and_step(loss, self.optim)
         if self.batch_idx + 1 == self.num_batches:
             self.sched.step()  # once per epoch, after the last batch (Dassl's CLIP trainers)

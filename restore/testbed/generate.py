@@ -100,7 +100,8 @@ def generate(root, name: str, seed: int = 0, force: bool = False, verbose: bool 
         if info.is_file():
             have = json.loads(info.read_text()).get("seed")
             if have is not None and have != seed:
-                raise RuntimeError(f"{target} was generated with seed {have}, not {seed}: delete it or pass force")
+                raise RuntimeError(f"{target} was generated with seed {have}, not {seed}: delete it; it is "
+                                   "generated again on first use")
         return target
     root.mkdir(parents=True, exist_ok=True)
     t0 = time.time()

@@ -145,7 +145,7 @@ class MethodSpec:
                       benchmark); default configs/trainers/<name>/ of this repository.
     dataset_overrides {DATASET.NAME: {full key: value}} its authors apply per dataset; train.py applies them
                       after the yaml files and before the command line, and prints each one.
-    flags             {flag: full key}: train.py command-line flags of this method (--flag VALUE sets the key;
+    flags             {flag: full key}: train.py command-line flags of this method (`--<flag> VALUE` sets the key;
                       refused for another trainer), as its authors' train.py spells them.
     derive_cfg        cfg -> None, run on the merged config of a run of this method before it is checked:
                       writes the keys the model reads from the keys its users set (MaPLe_FSA's release node).

@@ -77,7 +77,8 @@ def main(argv=None):
     p.add_argument("--ablations", nargs="+", default=list(ABLATIONS), choices=list(ABLATIONS))
     p.add_argument("--fast-trace", nargs="+", default=list(FAST_TRACE), choices=list(FAST_TRACE))
     p.add_argument("--data", default=os.environ.get("DATA", "./data"),
-                   help="folder of the testbed datasets, generated there on first use (default: $DATA, else ./data)")
+                   help="folder of the testbed datasets, generated there on first use "
+                        "(default: $DATA, else ./data)")
     p.add_argument("--output", default="output/testbed", help="root of the runs' output folders and the tables")
     p.add_argument("--folder", default="output/slurm", help="submitit's folder (job scripts and logs)")
     p.add_argument("--slurm-config", default=None,
@@ -85,7 +86,8 @@ def main(argv=None):
     for key, (default, text) in SLURM.items():
         p.add_argument(f"--{key.replace('_', '-')}", type=str if key == "partition" else int, default=None,
                        help=text if default is None else f"{text} (default {default})")
-    p.epilog = "Relative paths (--data, --output, --folder and --slurm-config) are taken from the folder you run this in."
+    p.epilog = ("Relative paths (--data, --output, --folder and --slurm-config) are taken from the folder you "
+                "run this in.")
     args = p.parse_args(argv)
     try:  # methods, datasets and folders, before anything runs: one line if not (sweep.plan.check_args)
         check_args(args)

@@ -53,7 +53,8 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=0,
                    help="torch threads per worker (default: the CPUs available to this process / jobs)")
     p.add_argument("--data", default=os.environ.get("DATA", "./data"),
-                   help="folder of the testbed datasets, generated there on first use (default: $DATA, else ./data)")
+                   help="folder of the testbed datasets, generated there on first use "
+                        "(default: $DATA, else ./data)")
     p.add_argument("--output", default="output/testbed", help="root of the runs' output folders and the tables")
     p.add_argument("--report-only", action="store_true")
     p.add_argument("--no-analysis", action="store_true", help="skip feature-shift and t-SNE")

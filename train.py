@@ -270,7 +270,7 @@ def merge_file(cfg, path, flag, trainer=""):
 
 def first_key_under(path, key):
     """The first full key the yaml file `path` sets under `key`: yacs names the first group the config
-    lacks (TRAINER.MAPLE.FS), the user wrote a key (TRAINER.MAPLE.FS.WEIGHT)."""
+    lacks, the message names the key the user wrote under it."""
     import yaml
 
     from restore.checks import lookup

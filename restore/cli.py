@@ -14,7 +14,7 @@ Every refusal reads the same (`unknown`): "Unknown <kind> '<name>' (<where it wa
 
 The scripts (scripts/common.sh) run the same checks through this module:
 
-    python -m restore.cli dataset NAME          prints configs/datasets/NAME.yaml, or the error (exit 1)
+    python -m restore.cli dataset NAME          prints configs/datasets/<name>.yaml, or the error (exit 1)
     python -m restore.cli data-root PATH SOURCE  exit 1 with the error when PATH may not hold data
 """
 import functools

@@ -136,7 +136,7 @@ refuse_script_keys() {
     done
 }
 
-# dataset_config DATASET -> configs/datasets/DATASET.yaml; an unknown name stops the script with the message
+# dataset_config DATASET -> configs/datasets/<dataset>.yaml; an unknown name stops the script with the message
 # every entry point gives (restore.cli.check_dataset: a did-you-mean and the valid names).
 dataset_config() {
     "$PYTHON" -m restore.cli dataset "$1"

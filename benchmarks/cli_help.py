@@ -7,10 +7,12 @@ after one run that is not counted; one more run under `python -X importtime` say
 imported. `--repo` names the checkouts to time (default: this one); give several (e.g. the main branch and
 this one) for a before/after table from the same machine and the same minutes, the runs of the checkouts
 taken in turn so that a change in the machine's load falls on all of them. Prints the median wall time in
-seconds and, in brackets, the fastest and slowest run.
+seconds with, in brackets, the fastest and slowest run, and the median CPU time (user + system of the
+process and its children), which a loaded machine inflates far less than the wall time.
 """
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -28,23 +30,28 @@ COMMANDS = [
 ]
 
 
+def cpu_of_children():
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run(command, repo, importtime=False):
-    """(wall seconds, stderr) of one run of `command` in `repo`."""
+    """(wall seconds, CPU seconds, stderr) of one run of `command` in `repo`."""
     if importtime and command[0] == sys.executable:
         command = [command[0], "-X", "importtime", *command[1:]]
     env = dict(os.environ, PYTHONPATH=repo)
-    start = time.perf_counter()
+    cpu, start = cpu_of_children(), time.perf_counter()
     proc = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True)
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, cpu_of_children() - cpu
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed in {repo} (exit {proc.returncode}): {proc.stderr[-500:]}")
-    return elapsed, proc.stderr
+    return elapsed, cpu, proc.stderr
 
 
 def imports_torch(command, repo):
     if command[0] != sys.executable:
         return "no python"
-    _, log = run(command, repo, importtime=True)
+    log = run(command, repo, importtime=True)[2]
     modules = [line.rsplit("|", 1)[-1].strip() for line in log.splitlines() if line.startswith("import time:")]
     return "yes" if "torch" in modules else "no"
 
@@ -56,20 +63,21 @@ def main(argv=None):
     args = p.parse_args(argv)
     repos = [os.path.abspath(r) for r in args.repo]
     print(f"{args.runs} runs each; load average {os.getloadavg()[0]:.2f} at the start; {sys.executable}")
-    header = "| entry point | " + " | ".join(f"{r}: median s [min, max] | torch" for r in repos) + " |"
-    print(header)
-    print("|---|" + "---|---|" * len(repos))
+    header = "| entry point | " + " | ".join(f"{r}: wall s, median [min, max] | CPU s | torch" for r in repos)
+    print(header + " |")
+    print("|---|" + "---|---|---|" * len(repos))
     for name, command in COMMANDS:
         for repo in repos:
             run(command, repo)  # warm-up: file caches
         times = {repo: [] for repo in repos}
         for _ in range(args.runs):
             for repo in repos:
-                times[repo].append(run(command, repo)[0])
+                times[repo].append(run(command, repo)[:2])
         cells = []
         for repo in repos:
-            t = times[repo]
-            cells.append(f"{statistics.median(t):.2f} [{min(t):.2f}, {max(t):.2f}] | {imports_torch(command, repo)}")
+            wall, cpu = [t[0] for t in times[repo]], [t[1] for t in times[repo]]
+            cells.append(f"{statistics.median(wall):.2f} [{min(wall):.2f}, {max(wall):.2f}] | "
+                         f"{statistics.median(cpu):.2f} | {imports_torch(command, repo)}")
         print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
     print(f"load average {os.getloadavg()[0]:.2f} at the end")
 

@@ -30,7 +30,7 @@ MASKS = [
     (re.compile(r"about \d+:\d\d:\d\d"), "about H:MM:SS"),
     (re.compile(r"^PyTorch \S+, Python \S+, device: .*$"), "PyTorch V, Python V, device: D"),
     (re.compile(r"^Threads: \d+ "), "Threads: N "),
-    (re.compile(r"^restore-clip \S+, commit \S+$"), "restore-clip V, commit C"),
+    (re.compile(r"^restore-clip \S+, commit .*$"), "restore-clip V, commit C"),
     (re.compile(r"^python \S+, torch \S+, .*$"), "python V, torch V, ..."),
     (re.compile(r"sha256 [0-9a-f]{64}$"), "sha256 H"),  # the cache pickles the images' paths
 ]

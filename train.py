@@ -22,6 +22,7 @@ import pkgutil
 import re
 import shutil
 import sys
+import time
 import warnings
 
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
@@ -29,6 +30,7 @@ warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
 from restore.cli import (BACKBONES, check_data_root, check_dataset, check_trainer,  # noqa: E402
                          dataset_configs, node_of, unknown_key)
 from restore.config import canonical_opts, merge_from_file, merge_from_list  # noqa: E402
+import restore.logs  # noqa: E402
 from restore.errors import UserError  # noqa: E402
 from restore.methods import registry  # noqa: E402  (the method specs; no torch)
 from restore.suggest import did_you_mean  # noqa: E402
@@ -668,15 +670,17 @@ def main(argv=None):
     if args.seed == 0:
         log.warning("Note: --seed 0 is ignored, as in CoOp (`if args.seed:`); pass `SEED 0` as an option "
                     "to fix the seed to 0.")
-    from restore.distributed import close_distributed, init_distributed, world_info_from_env
+    from restore.distributed import close_distributed, hand_over_error, init_distributed, world_info_from_env
     from restore.engine.logger import close_logger
     from restore.lock import output_lock
     created = None  # the output folder, when this run created it
+    output_dir, started = None, time.time()
     try:
         errors = user_errors()
         try:
             engine = choose_engine(args.engine, processes=world_info_from_env()[2])
             cfg = setup_cfg(args, engine, run=not args.print_config)
+            output_dir = cfg.OUTPUT_DIR
             if args.print_config:
                 print(cfg)
                 return None
@@ -693,8 +697,16 @@ def main(argv=None):
         except errors as err:
             if os.environ.get("RESTORE_TRACEBACK"):
                 raise
-            log.error(f"Error: {error_message(err)}\n(set RESTORE_TRACEBACK=1 to see the traceback)")
+            message = f"Error: {error_message(err)}"
+            log.error(f"{message}\n(set RESTORE_TRACEBACK=1 to see the traceback)")
+            hand_over_error(restore.logs.leave_error(output_dir, message))  # under torchrun: to log.txt
             sys.exit(1)
+        except Exception:
+            # Under torchrun, a collective fails on the ranks whose peer stopped on an error: that rank
+            # printed its line; rank 0 puts it into log.txt, and no rank adds a traceback of its own.
+            if restore.logs.stopped_by_peer(output_dir, started) and not os.environ.get("RESTORE_TRACEBACK"):
+                sys.exit(1)
+            raise
     finally:
         close_logger()
         close_distributed()

@@ -8,6 +8,7 @@ import dataclasses
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -93,7 +94,8 @@ def torchrun(runs, tmp):
            str(tmp / "driver.py"), str(tmp / "runs.json")]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     status = {}
-    for i, rc in re.findall(r"^rc (\d+) (\S+)$", proc.stderr, re.M):
+    # Not anchored: the two ranks' lines can meet on one line of the shared stderr ("rc 0 0rc 0 0").
+    for i, rc in re.findall(r"rc (\d+) (\d+|None)", proc.stderr):
         status.setdefault(int(i), []).append(rc)
     return proc.stderr, status
 
@@ -120,12 +122,29 @@ def runs(data_root, tmp_path_factory):
     assert os.path.isfile(tmp / "killed" / registered_name("RESTORE_m") / "model.pth.tar-1"), stderr[-3000:]
     assert not os.path.isfile(tmp / "killed" / registered_name("RESTORE_m") / "model.pth.tar-2")
     assert len(first) - 1 not in status  # killed: never finished
+    # Second launch: the resume, then a run whose rank 1 meets a truncated test image (last: it ends the
+    # process group).
+    broken = truncate_rank1_test_image(data_root, tmp / "broken-data")
     resume_stderr, resume_status = torchrun(
-        [(argv(data_root, "RESTORE_m", tmp / "killed", RUNS["RESTORE_m-adam"][1]), False)], tmp)
-    assert resume_status == {0: ["0", "0"]}, resume_stderr[-3000:]
+        [(argv(data_root, "RESTORE_m", tmp / "killed", RUNS["RESTORE_m-adam"][1]), False),
+         (argv(str(tmp / "broken-data"), "CoOp", tmp / "broken", ["OPTIM.MAX_EPOCH", "1"]), False)], tmp)
+    assert resume_status[0] == ["0", "0"], resume_stderr[-3000:]
     for name, (trainer, extra) in RUNS.items():
         train.main(argv(data_root, trainer, tmp / "one" / name, extra))
-    return tmp, stderr, status
+    return tmp, stderr, status, (resume_stderr, resume_status, broken)
+
+
+def truncate_rank1_test_image(data_root, copy):
+    """A copy of the data whose last base-class test image (in rank 1's evaluation shard) is cut to half
+    its bytes; returns that image's path."""
+    shutil.copytree(data_root, copy)
+    folder = copy / "testbed_shapes"
+    split = json.loads((folder / "split_zhou_TestbedShapes.json").read_text())
+    base = [item for item in split["test"] if item[1] < 32]  # the 32 base classes of OPTS
+    path = folder / "images" / base[-1][0]
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])
+    return str(path)
 
 
 def assert_same_run(one, two, trainer, log):
@@ -143,7 +162,7 @@ def assert_same_run(one, two, trainer, log):
 
 @pytest.mark.parametrize("name", list(RUNS))
 def test_two_processes_equal_one(name, runs):
-    tmp, stderr, status = runs
+    tmp, stderr, status, _ = runs
     trainer = RUNS[name][0]
     assert status[list(RUNS).index(name)] == ["0", "0"], stderr[-3000:]
     log = open(tmp / name / "log.txt").read()
@@ -152,7 +171,7 @@ def test_two_processes_equal_one(name, runs):
 
 
 def test_resume_after_kill_equals_one_process(runs):
-    tmp, _, _ = runs
+    tmp, _, _, _ = runs
     out = tmp / "killed"
     resumed = [f for f in os.listdir(out) if f.startswith("log.txt-")]
     assert len(resumed) == 1 and "resuming at epoch 2" in open(out / resumed[0]).read()
@@ -160,7 +179,7 @@ def test_resume_after_kill_equals_one_process(runs):
 
 
 def test_bad_batch_and_dassl_stop_every_rank_with_one_line(runs):
-    _, stderr, status = runs
+    _, stderr, status, _ = runs
     i_odd, i_dassl = len(RUNS), len(RUNS) + 1  # the runs after RUNS in the first launch
     assert status[i_odd] == ["1", "1"] and status[i_dassl] == ["1", "1"]
     # Every rank reports its error, tagged with its rank (restore.logs).
@@ -168,6 +187,24 @@ def test_bad_batch_and_dassl_stop_every_rank_with_one_line(runs):
     odd = [x[:8] for x in lines if "BATCH_SIZE 31 is the global batch and does not divide over 2 processes" in x]
     dassl = [x[:8] for x in lines if "--engine dassl runs in one process, but torchrun started 2" in x]
     assert sorted(odd) == sorted(dassl) == ["[rank 0]", "[rank 1]"] and len(lines) == 4
+
+
+def test_one_rank_error_is_the_last_line_and_in_log(runs):
+    """Rank 1 alone meets a truncated image (issue: buried under rank 0's gloo traceback, missing from
+    log.txt): its one line is the last any rank prints, log.txt ends with it, no rank shows a traceback."""
+    tmp, _, _, (stderr, status, image) = runs
+    assert status[1][-1] == "1" and set(status[1]) == {"1"}, stderr[-3000:]  # rank 0's rc line may be cut
+    run = stderr[stderr.index("rc 0 0"):]  # the broken run's output (after the resume's)
+    # No rank's traceback (torchrun's own ChildFailedError traceback follows, from its frames only).
+    assert not re.search(r'File ".*(train|driver)\.py"|Connection closed', run), run[-3000:]
+    lines = [x for x in run.splitlines() if x and not re.match(r"rc \d|\(set RESTORE_TRACEBACK", x)
+             and "torch.distributed" not in x and not x.startswith(("[W", "W1", "E1", "I1"))]
+    errors = [x for x in lines if "Error" in x]
+    assert errors[0].startswith(f"[rank 1] Error: Cannot read image {image}"), run[-3000:]
+    assert len([x for x in errors if x.startswith("[rank")]) == 1, run[-3000:]
+    log = open(tmp / "broken" / "log.txt").read().rstrip("\n").splitlines()
+    assert log[-1].startswith(f"[rank 1] Error: Cannot read image {image}"), log[-5:]
+    assert not [f for f in os.listdir(tmp / "broken") if f.endswith(".error")]
 
 
 def test_global_batch_slices():

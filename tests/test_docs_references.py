@@ -41,6 +41,8 @@ EXTERNAL = [
     r"dassl/[\w/]+\.py",            # Dassl's modules, described where the behaviour is reproduced
     r"(trainers/)?maple_fsa\.py",   # the official RESTORE release's trainer
     r"run_maple_fsa\.sh",           # the release's run script
+    r"(OUT/)?gpu_check\.md",         # benchmarks/gpu_check.py's report, written into its output folder
+    r"clip/clip\.py",                # the originals' copy of OpenAI's clip module (patched by gpu_check_prepare)
 ]
 EXTERNAL_RE = re.compile("(?:" + "|".join(EXTERNAL) + r")\Z")
 

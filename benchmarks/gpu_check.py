@@ -14,7 +14,8 @@ unused goes to the next; `--budget` bounds the whole run):
    from the same state on the same batches (do they stay finite?).
 3. originals: the original MaPLe and CoOp trainers in the real Dassl (fp16 on CUDA, as shipped) against this
    code's native engine, on one random CLIP of ViT-B/16's shapes, 224 px, batch 4, 1000 and 100 classes:
-   training and evaluation images/s and peak GPU memory (benchmarks/gpu_check_originals.py).
+   training and evaluation images/s and peak GPU memory (benchmarks/gpu_check_originals.py). Without the
+   carried originals: ours alone.
 4. restore: RESTORE_m / MaPLe and RESTORE_p / PromptSRC step time and memory at those shapes, the exact trace
    and each option (benchmarks/step_time.py's variants).
 5. data: the DataLoader at 224 px decoding real JPEG files (written here) with the configs' settings, in

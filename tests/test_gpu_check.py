@@ -126,13 +126,14 @@ def test_every_registered_method_gets_a_smoke_run_and_a_precision_row(tmp_path):
         assert (parsed.backbone == "tiny-random") != has_testbed, name
 
 
-def test_unknown_method_is_one_line(tmp_path):
-    proc = subprocess.run([sys.executable, os.path.join(BENCH, "gpu_check.py"), "--device", "cpu", "--methods",
-                           "MaPle", "--out", str(tmp_path / "o"), "--work", str(tmp_path / "w"), "--carried",
-                           str(tmp_path / "none"), "--sections", ""], cwd=ROOT, capture_output=True, text=True)
-    assert proc.returncode == 1
-    assert proc.stderr.startswith("Error: Unknown trainer 'MaPle'.") and "MaPLe" in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1
+def test_unknown_method_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", os.environ.get("PYTHONPATH", ""))  # main() prepends to it
+    with pytest.raises(SystemExit) as exit_:
+        gpu_check.main(["--device", "cpu", "--methods", "MaPle", "--out", str(tmp_path / "o"), "--work",
+                        str(tmp_path / "w"), "--carried", str(tmp_path / "none"), "--sections", ""])
+    message = str(exit_.value.code)
+    assert message.startswith("Error: Unknown trainer 'MaPle'.") and "MaPLe" in message
+    assert len(message.splitlines()) == 1
 
 
 def fake_originals(root):

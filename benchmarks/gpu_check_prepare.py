@@ -2,7 +2,8 @@
 
     python benchmarks/gpu_check_prepare.py --originals DIR [--python 3.12] [--out .gpu_check]
 
-Writes, into the git-ignored folder `.gpu_check/` of this repository (name it in the GPU machine's carry):
+Writes, into the git-ignored folder `.gpu_check/` of this repository (copy it with the repository to the GPU
+machine):
 
 - `wheels/` and `requirements.txt`: the small packages the machine lacks (WHEELS), as wheels for its Python
   (`pip download --no-deps`, or `pip wheel --no-deps` for a package published as source only). The check
@@ -13,8 +14,8 @@ Writes, into the git-ignored folder `.gpu_check/` of this repository (name it in
 
 DIR holds a git clone of each original repository (ORIGINALS), named as the repository (`Dassl.pytorch` or
 `Dassl.pytorch.git`), e.g. `git clone https://github.com/KaiyangZhou/Dassl.pytorch DIR/Dassl.pytorch`.
-The project never commits the originals' code: it stays in the ignored folder. The folder must stay under
-the 64 MiB a GPU-machine call carries; the script prints its size and stops if it is larger.
+The project never commits the originals' code: it stays in the ignored folder. The folder is kept under 64 MiB
+(what a GPU-machine call may carry beside the repository): the script prints its size and stops if it is larger.
 """
 import argparse
 import os
@@ -60,8 +61,8 @@ DOWNLOAD_NEW = (f"    if os.environ.get('{CLIP_ENV}'):  # GPU CHECK PATCH: no ne
 HALF_CAST = re.compile(r"(\.permute\(1, 0, 2\)\s*|expand\(x\.shape\[0\], -1, -1\)\s*)\.half\(\)")
 
 # (repo, file, old, new, expected count; None: at least one), each with why: only what the check needs (the
-# reference harness of the parity runs patches more: checkpoint loading, other originals). Every one keeps the
-# original behaviour on a GPU unless the check's environment asks otherwise.
+# developers' parity runs patch more: checkpoint loading, other originals). Every one keeps the original
+# behaviour on a GPU unless the check's environment asks otherwise.
 PATCHES = [
     # torch >= 2.7 removed LRScheduler's `verbose` argument: TypeError when the scheduler is built.
     ("Dassl.pytorch", "dassl/optim/lr_scheduler.py", "super().__init__(optimizer, last_epoch, verbose)",

@@ -127,7 +127,7 @@ def measure(trainer, x, y, args, device):
     trainer.set_model_mode("train")
     trainer.epoch, trainer.batch_idx, trainer.num_batches = 0, 0, 1 << 30  # no LR step inside the timing
     batch = {"img": x, "label": y, "domain": torch.zeros_like(y)}
-    first_loss = trainer.forward_backward(batch)["loss"]
+    first_loss = float(trainer.forward_backward(batch)["loss"])  # ours: a tensor; the originals: a float
     for _ in range(args.warmup - 1):
         trainer.forward_backward(batch)
     sync()

@@ -341,7 +341,7 @@ def precision_method(ctx, name, data, testbed_clip):
         losses, nonfinite = [], None
         for i in range(steps):
             idx = order[i * batch:(i + 1) * batch]
-            loss, _ = step(x_train[idx].to(device), y_train[idx].to(device))
+            loss, _ = step({"img": x_train[idx].to(device), "label": y_train[idx].to(device)})
             if not torch.isfinite(loss).all():
                 nonfinite = i + 1
                 break
@@ -429,7 +429,7 @@ def step_rounds(runs, device, rounds, warmup):
     timed in interleaved rounds after `warmup` rounds."""
     def one(run):
         step, precision, optim, x, y = run
-        loss, _ = step(x, y)
+        loss, _ = step({"img": x, "label": y})
         precision.backward_and_step(loss, optim)
 
     for _ in range(warmup):

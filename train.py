@@ -278,7 +278,7 @@ def type_mismatch_message(err, source):
             f"Write e.g. {default!s} in that type.")
 
 
-def merge_file(cfg, path, flag):
+def merge_file(cfg, path, flag, trainer=None):
     if not os.path.isfile(path):
         folder = os.path.dirname(path) or "."
         avail = sorted(f for f in os.listdir(folder) if f.endswith(".yaml")) if os.path.isdir(folder) else []
@@ -286,7 +286,7 @@ def merge_file(cfg, path, flag):
         raise ConfigError(f"{flag} {path}: file not found.{hint}" +
                           (f" Files in {folder}: {', '.join(avail)}." if avail else ""))
     try:
-        merge_from_file(cfg, path)
+        merge_from_file(cfg, path, trainer)
     except UserError:  # already one line naming the file
         raise
     except KeyError as err:
@@ -297,10 +297,11 @@ def merge_file(cfg, path, flag):
         raise ConfigError(type_mismatch_message(err, f"in {path}")) from None
 
 
-def merge_opts(cfg, opts):
+def merge_opts(cfg, opts, trainer=None):
     if len(opts) % 2:
         raise ConfigError(f"Config overrides must be KEY VALUE pairs; got an odd number: {' '.join(opts)}")
-    opts = canonical_opts(opts)  # a method key's alias (as its authors write it) names its canonical key
+    # A method key's alias (as its authors write it) names its canonical key.
+    opts = canonical_opts(opts, trainer)
     for key in opts[0::2]:
         node, _, missing = _node_keys(cfg, key.split("."))
         if missing is not None:
@@ -309,7 +310,7 @@ def merge_opts(cfg, opts):
             raise ConfigError(f"{key} is a group of keys, not a value; set one of "
                               f"{', '.join(sorted(node.keys()))}.")
     try:
-        merge_from_list(cfg, opts)
+        merge_from_list(cfg, opts)  # canonical already
     except ValueError as err:
         raise ConfigError(type_mismatch_message(err, "on the command line")) from None
 
@@ -378,6 +379,29 @@ def apply_dataset_overrides(cfg, keep=()):
     return applied
 
 
+def running_trainer(args):
+    """The trainer of the run `args` describe, before its config is merged (a method's key aliases may
+    depend on it: restore.methods.registry.aliases): --trainer, else the last TRAINER.NAME of the KEY VALUE
+    pairs, else that of the config files (the method's, then the dataset's); "" when none names one."""
+    if getattr(args, "trainer", ""):
+        return args.trainer
+    opts = list(getattr(args, "opts", None) or [])
+    named = [opts[i + 1] for i in range(0, len(opts) - 1, 2) if opts[i] == "TRAINER.NAME"]
+    if named:
+        return str(named[-1])
+    import yaml
+    for path in (getattr(args, "config_file", ""), getattr(args, "dataset_config_file", "")):
+        try:
+            with open(path) as f:
+                tree = yaml.safe_load(f)
+            name = tree["TRAINER"]["NAME"]
+        except (OSError, yaml.YAMLError, TypeError, KeyError):
+            continue
+        if isinstance(name, str) and name:
+            return name
+    return ""
+
+
 def setup_cfg(args, engine="native"):
     """The run's config: defaults, the dataset yaml, the method yaml, the method's per-dataset overrides,
     the flags, the KEY VALUE pairs (those two as the command line: applied before the overrides here,
@@ -385,14 +409,15 @@ def setup_cfg(args, engine="native"):
     fitting and the value checks. Frozen."""
     modules = method_modules(args)
     cfg = default_cfg(engine)
+    trainer = running_trainer(args)
     if args.dataset_config_file:
-        merge_file(cfg, args.dataset_config_file, "--dataset-config-file")
+        merge_file(cfg, args.dataset_config_file, "--dataset-config-file", trainer)
     if args.config_file:
-        merge_file(cfg, args.config_file, "--config-file")
+        merge_file(cfg, args.config_file, "--config-file", trainer)
     given = reset_cfg(cfg, args) + apply_method_flags(cfg, args)
     opts = args.opts or []
-    merge_opts(cfg, opts)
-    given += canonical_opts(opts)[0::2]
+    merge_opts(cfg, opts, trainer)
+    given += canonical_opts(opts, trainer)[0::2]
     written = list(cfg.DATASET_OVERRIDES)
     cfg.DATASET_OVERRIDES = apply_dataset_overrides(cfg, keep=given)
     if written and written != list(cfg.DATASET_OVERRIDES):  # e.g. a config printed by another run

@@ -5,6 +5,7 @@
     python testbed_benchmark.py                                  # base-to-novel, all methods, 3 seeds
     python testbed_benchmark.py --protocols base2new xd dg ablation --jobs 2
     python testbed_benchmark.py --report-only                    # tables and plots from finished runs
+    python testbed_benchmark.py --methods KgCoOp --previous docs/testbed/results.csv   # one more row
 
 Every run is an ordinary `train.py` run with the testbed configs (configs/trainers/<T>/testbed.yaml),
 in the same output layout as the scripts (scripts/common.sh), so runs are resumable: a run whose
@@ -30,7 +31,7 @@ import sys
 
 from sweep.plan import (ABLATIONS, BASE2NEW, DG_TARGETS, FAST_TRACE, SOURCE, XD_EPOCHS,  # noqa: F401
                         XD_TARGETS, epoch_cost, finished, job_cost, max_epoch, methods, plan)
-from sweep.report import fast_trace_report, report, shift_analysis, tsne_analysis
+from sweep.report import fast_trace_report, read_previous, report, shift_analysis, tsne_analysis
 from sweep.runner import finished_with, run_all, run_job, take_device  # noqa: F401
 
 
@@ -54,6 +55,10 @@ def main(argv=None):
     p.add_argument("--data", default=os.environ.get("DATA", "./data"))
     p.add_argument("--output", default="output/testbed")
     p.add_argument("--report-only", action="store_true")
+    p.add_argument("--previous", metavar="CSV", default=None,
+                   help="an earlier report's results.csv (e.g. docs/testbed/results.csv): the rows of the "
+                        "methods without runs in --output are taken from it, so that new methods join the "
+                        "tables without rerunning the others")
     p.add_argument("--no-analysis", action="store_true", help="skip feature-shift and t-SNE")
     args = p.parse_args(argv)
     try:  # other packages' methods, then every method named must be registered: one line if not
@@ -63,6 +68,7 @@ def main(argv=None):
         from sweep.plan import config_file
         for name in args.methods:
             config_file(name)  # a registered method with a testbed config
+        read_previous(args.previous)  # an earlier report's results.csv, or one line why not
     except ValueError as err:
         sys.exit(f"Error: {err}")
     os.chdir(os.path.dirname(os.path.abspath(__file__)))

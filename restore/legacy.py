@@ -4,8 +4,8 @@ in the originals' layout (`to_original_state_dict`, `export_checkpoint`, `python
 `convert_state_dict(trainer_name, state_dict)` maps the `state_dict` of a checkpoint saved by the
 public CoOp / CoCoOp (KaiyangZhou/CoOp), IVLP / VPT / MaPLe
 (muzairkhattak/multimodal-prompt-learning), PromptSRC (muzairkhattak/PromptSRC), KgCoOp (htyao89/KgCoOp),
-ProGrad (BeierZhu/Prompt-align) or MaPLe_FSA (the official RESTORE release, Yaphabates/RESTORE_) trainers onto the keys of our model's
-`state_to_save()`. Our own states pass through unchanged, so callers need not know
+ProGrad (BeierZhu/Prompt-align) or MaPLe_FSA (the official RESTORE release, Yaphabates/RESTORE_)
+trainers onto the keys of our model's `state_to_save()`. Our own states pass through unchanged, so callers need not know
 which kind they hold. Original layouts (docs/REPRODUCING.md section 8):
 
     CoOp, CoCoOp,  only the prompt learner is registered: ctx, meta_net.linear{1,2}.*,
@@ -206,7 +206,7 @@ def describe_mismatch(trainer_name: str, state_dict: dict) -> str:
     if declared is not None:
         family = declared.writers or layout
     elif layout == "CoOp":  # the methods whose checkpoints go out in it: their original trainers write it
-        names = [n for n, out in registry.exportable().items() if out == "CoOp"]
+        names = [n for n, out in registry.exportable().items() if out == "CoOp"] or ["CoOp"]
         family = " or ".join([", ".join(names[:-1]), names[-1]]) if len(names) > 1 else names[0]
     else:
         family = {"IVLP": "IVLP, VPT or PromptSRC", "MaPLe": "MaPLe",

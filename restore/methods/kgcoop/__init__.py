@@ -5,7 +5,7 @@ Its keys live in TRAINER.KGCOOP. The authors' code reads CoOp's node (TRAINER.CO
 CLASS_TOKEN_POSITION, W): those spellings are aliases here, applied to KgCoOp runs only, so that the authors'
 yaml files and command lines work unchanged. Their `CTX_INIT: True` means the context "a photo of a" (the
 code ignores the string), False a random one. The RESTORE release writes the weight as TRAINER.KGCOOP.W, our
-key. docs/REPRODUCING.md section 11 lists what differs from the authors' code and from the release's copy.
+key. docs/REPRODUCING.md section 12 lists what differs from the authors' code and from the release's copy.
 """
 from ..coop import CLASS_TOKEN_POSITIONS, coop_aliases
 from ..registry import register

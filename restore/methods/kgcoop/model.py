@@ -39,15 +39,6 @@ class KgCoOp(CoOp):
         self.template = template_for(cfg.DATASET.NAME, TABLES[c.TEMPLATES])
         self.register_buffer("hand_features", self.hand_prompt_features(self.template), persistent=False)
 
-    @torch.no_grad()
-    def hand_prompt_features(self, template: str) -> torch.Tensor:
-        """The frozen CLIP's L2-normalised text features of `template` per class: [C, D], fp32 (encoded at
-        build, before the engine sets the precision; the authors' copy is fp16 on a GPU)."""
-        enc = self.text_encoder
-        tokens = enc.tokenize([template.format(c) for c in self.classnames])
-        features = enc(enc.embed(tokens), enc.eot_index(tokens))[0].float()
-        return features / features.norm(dim=-1, keepdim=True)
-
     def loss_terms(self, images, labels, enc, logits):
         terms, logs = super().loss_terms(images, labels, enc, logits)
         terms["kg"] = self.weight * knowledge_guided_loss(enc.text, self.hand_features)

@@ -41,6 +41,8 @@ EXTERNAL = [
     r"dassl/[\w/]+\.py",            # Dassl's modules, described where the behaviour is reproduced
     r"(trainers/)?maple_fsa\.py",   # the official RESTORE release's trainer
     r"run_maple_fsa\.sh",           # the release's run script
+    r"(trainers/)?(kgcoop|prograd)\.py",  # KgCoOp's and ProGrad's original trainers (REPRODUCING.md section 12)
+    r"(run|prograd)\.sh",           # their run scripts
 ]
 EXTERNAL_RE = re.compile("(?:" + "|".join(EXTERNAL) + r")\Z")
 

@@ -1,5 +1,5 @@
 # KgCoOp's trainer, configs and its authors' script values, sourced by the scripts in this folder.
-# Default: its authors' base-to-novel setting (htyao89/KgCoOp scripts/base2new_train.sh and run.sh):
+# Default: its authors' base-to-novel setting (htyao89/KgCoOp: its base2new_train.sh and run.sh):
 #   configs/trainers/KgCoOp/vit_b16_ep100_ctxv1.yaml (batch 128, 100 epochs), 4 context tokens "a photo of a",
 #   weight W=8.0. The authors ship no cross-dataset script: the source trains with the same config.
 # VARIANT=release: the official RESTORE release's runs (batch 4, 10 epochs; 2 across datasets; W=1.0; its

@@ -16,6 +16,7 @@ import argparse
 import errno
 import importlib
 import importlib.util
+import logging
 import os
 import pkgutil
 import re
@@ -28,6 +29,8 @@ from restore.config import canonical_opts, merge_from_file, merge_from_list  # n
 from restore.errors import UserError  # noqa: E402
 from restore.methods import registry  # noqa: E402  (the method specs; no torch)
 from restore.suggest import did_you_mean  # noqa: E402
+
+log = logging.getLogger("train")  # also when run as a script (__main__): restore.logs prints it
 
 ENGINES = ("auto", "dassl", "native")
 
@@ -368,14 +371,14 @@ def apply_dataset_overrides(cfg, keep=()):
     applied = []
     for key, value in registry.get(name).dataset_overrides.get(cfg.DATASET.NAME, {}).items():
         if key in keep:
-            print(f"Note: {name}'s override for {cfg.DATASET.NAME}, {key} {value!r}, is not applied: the "
-                  "command line sets the key.")
+            log.warning(f"Note: {name}'s override for {cfg.DATASET.NAME}, {key} {value!r}, is not applied: the "
+                        "command line sets the key.")
             continue
         old = lookup(cfg, key)
         value = float(value) if isinstance(old, float) and type(value) is int else value
         _set(cfg, key, value)
         applied.append(f"{key} {value!r}")
-        print(f"Per-dataset override of {name} for {cfg.DATASET.NAME}: {key} {old!r} -> {value!r}")
+        log.info(f"Per-dataset override of {name} for {cfg.DATASET.NAME}: {key} {old!r} -> {value!r}")
     return applied
 
 
@@ -421,8 +424,8 @@ def setup_cfg(args, engine="native"):
     written = list(cfg.DATASET_OVERRIDES)
     cfg.DATASET_OVERRIDES = apply_dataset_overrides(cfg, keep=given)
     if written and written != list(cfg.DATASET_OVERRIDES):  # e.g. a config printed by another run
-        print(f"Note: DATASET_OVERRIDES {written} of the config files or the command line is replaced by "
-              f"the overrides this run applied, {list(cfg.DATASET_OVERRIDES)}: train.py writes that key.")
+        log.warning(f"Note: DATASET_OVERRIDES {written} of the config files or the command line is replaced by "
+                    f"the overrides this run applied, {list(cfg.DATASET_OVERRIDES)}: train.py writes that key.")
     cfg.METHOD_MODULES = modules
     if cfg.TRAINER.NAME in registry.names() and registry.get(cfg.TRAINER.NAME).derive_cfg:
         registry.get(cfg.TRAINER.NAME).derive_cfg(cfg)  # e.g. MaPLe_FSA: its node onto RESTORE_m's keys
@@ -442,9 +445,9 @@ def fit_smoke_backbone(cfg):
     if name not in SMOKE_BACKBONES or cfg.MODEL.BACKBONE.get("PATH", ""):
         return
     from restore.backbone import load_clip
-    print(SMOKE_NOTE.format(name=name))
+    log.warning(SMOKE_NOTE.format(name=name))
     for change in fit_cfg_to_backbone(cfg, load_clip(name)):
-        print(f"  fitted to it: {change}")
+        log.warning(f"  fitted to it: {change}")
 
 
 def fit_backbone_inputs(cfg):
@@ -454,7 +457,7 @@ def fit_backbone_inputs(cfg):
     from restore.pretrained import fit_inputs
     note = fit_inputs(cfg.MODEL.BACKBONE.NAME, cfg.MODEL.BACKBONE.get("PATH", ""), cfg)
     if note:
-        print(f"Note: {note}")
+        log.warning(f"Note: {note}")
 
 
 def check_trainer(name, valid):
@@ -466,18 +469,18 @@ def check_trainer(name, valid):
 
 
 def print_args(args, cfg):
-    print("***************\n** Arguments **\n***************")
+    log.info("***************\n** Arguments **\n***************")
     for key in sorted(args.__dict__):
-        print(f"{key}: {args.__dict__[key]}")
-    print("************\n** Config **\n************")
+        log.info(f"{key}: {args.__dict__[key]}")
+    log.info("************\n** Config **\n************")
     changed = config_changes(cfg, args.model_dir) if args.eval_only else None
     if changed is None:
-        print(cfg)
+        log.info(str(cfg))
         return
     # An evaluation of a trained model: its training log already holds the full config.
-    print(f"The training run's config ({os.path.join(args.model_dir, 'log.txt')}), with these changes:")
+    log.info(f"The training run's config ({os.path.join(args.model_dir, 'log.txt')}), with these changes:")
     for key, value in changed:
-        print(f"{key}: {value}")
+        log.info(f"{key}: {value}")
 
 
 def _config_items(text):
@@ -532,58 +535,64 @@ def prepare_output(cfg, lock):
     killed run left in the output folder (ours now)."""
     from restore.engine.checkpoint import remove_partial_writes
     for note in (lock.notes if lock is not None else []):
-        print(note)
+        log.warning(note)
     remove_partial_writes(cfg.OUTPUT_DIR)
 
 
-def run_native(args, cfg, lock=None):
+def register_dassl_trainers(cfg):
+    """The Dassl engine's registries: our datasets and one trainer per registered method (also those
+    registered since `trainers` was first imported); ConfigError for a trainer Dassl does not know."""
+    import_registering("datasets")  # these import Dassl (restore.logs.kept_enabled)
+    import_registering("trainers")
+    import trainers
+    trainers.register_methods()
+    check_trainer(cfg.TRAINER.NAME, trainers.base.TRAINER_REGISTRY.registered_names())
+
+
+def system_info(engine, cfg):
+    """The "** System info **" block: Dassl's collect_env_info (what Dassl users read in log.txt) for the
+    Dassl engine, a one-line summary for the native one."""
+    import torch
+    if engine == "dassl":
+        from dassl.utils import collect_env_info
+        log.info("Collecting env info ...")
+        return f"** System info **\n{collect_env_info()}\n"
+    device = f"cuda ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() and cfg.USE_CUDA else "cpu"
+    return f"** System info **\nPyTorch {torch.__version__}, Python {sys.version.split()[0]}, device: {device}"
+
+
+ENGINE_TITLES = {"native": "native (restore.engine)", "dassl": "dassl (Dassl.pytorch trainers from trainers/)"}
+
+
+def run(args, cfg, engine, lock=None):
+    """Prepare the run once for either engine (seed, log.txt on rank 0, the output folder, threads, the
+    printed arguments, config and system), build the engine's trainer and run it."""
     import torch
 
     from restore.distributed import is_primary
-    from restore.engine import Trainer, set_random_seed, setup_logger
+    from restore.engine import set_random_seed, setup_logger
     registry.get(cfg.TRAINER.NAME)  # UserError naming the registered methods
-    if not is_primary():  # under torchrun, rank 0 alone writes the log and prints
-        sys.stdout = open(os.devnull, "w")
+    if engine == "dassl":
+        register_dassl_trainers(cfg)
     if cfg.SEED >= 0:
-        print(f"Setting fixed seed: {cfg.SEED}")
+        log.info(f"Setting fixed seed: {cfg.SEED}")
         set_random_seed(cfg.SEED)
-    if is_primary():
+    if is_primary():  # under torchrun, rank 0 alone writes log.txt (the others log errors only)
         setup_logger(cfg.OUTPUT_DIR)
         prepare_output(cfg, lock)
-    print("Engine: native (restore.engine)")
+    log.info(f"Engine: {ENGINE_TITLES[engine]}")
     use_available_cpus(cfg)
     if torch.cuda.is_available() and cfg.USE_CUDA:
         torch.backends.cudnn.benchmark = True
     print_args(args, cfg)
-    print(f"** System info **\nPyTorch {torch.__version__}, Python {sys.version.split()[0]}, "
-          f"device: {'cuda (' + torch.cuda.get_device_name(0) + ')' if torch.cuda.is_available() and cfg.USE_CUDA else 'cpu'}")
-    trainer = Trainer(cfg)
-    return run_trainer(trainer, args, cfg, "native")
-
-
-def run_dassl(args, cfg, lock=None):
-    import torch
-    from dassl.engine import TRAINER_REGISTRY, build_trainer
-    from dassl.utils import collect_env_info, set_random_seed, setup_logger
-    import_registering("datasets")
-    import_registering("trainers")
-    import trainers
-    trainers.register_methods()  # the methods registered since `trainers` was first imported
-    check_trainer(cfg.TRAINER.NAME, TRAINER_REGISTRY.registered_names())
-    if cfg.SEED >= 0:
-        print(f"Setting fixed seed: {cfg.SEED}")
-        set_random_seed(cfg.SEED)
-    setup_logger(cfg.OUTPUT_DIR)
-    prepare_output(cfg, lock)
-    print("Engine: dassl (Dassl.pytorch trainers from trainers/)")
-    use_available_cpus(cfg)
-    if torch.cuda.is_available() and cfg.USE_CUDA:
-        torch.backends.cudnn.benchmark = True
-    print_args(args, cfg)
-    print("Collecting env info ...")
-    print(f"** System info **\n{collect_env_info()}\n")
-    trainer = build_trainer(cfg)
-    return run_trainer(trainer, args, cfg, "dassl")
+    log.info(system_info(engine, cfg))
+    if engine == "dassl":
+        from dassl.engine import build_trainer
+        trainer = build_trainer(cfg)
+    else:
+        from restore.engine import Trainer
+        trainer = Trainer(cfg)
+    return run_trainer(trainer, args, cfg, engine)
 
 
 # ------------------------------------------------------------------------------------ run record
@@ -677,12 +686,11 @@ def main(argv=None):
         sys.exit(f"Error: {err}")
     args = parser.parse_args(argv)
     if args.seed == 0:
-        print("Note: --seed 0 is ignored, as in CoOp (`if args.seed:`); pass `SEED 0` as an option "
-              "to fix the seed to 0.")
+        log.warning("Note: --seed 0 is ignored, as in CoOp (`if args.seed:`); pass `SEED 0` as an option "
+                    "to fix the seed to 0.")
     from restore.distributed import close_distributed, init_distributed, world_info_from_env
-    from restore.engine.logger import close_logger, log_error
+    from restore.engine.logger import close_logger
     from restore.lock import output_lock
-    stdout = sys.stdout
     try:
         errors = user_errors()
         try:
@@ -698,45 +706,15 @@ def main(argv=None):
             init_distributed(cfg)  # under torchrun; before the lock, which rank 0 takes for all
             # One run per output folder; what a killed run left half-written is removed first.
             with output_lock(cfg.OUTPUT_DIR) as lock:
-                run = run_dassl if engine == "dassl" else run_native
-                return run(args, cfg, lock)
+                return run(args, cfg, engine, lock)
         except errors as err:
             if os.environ.get("RESTORE_TRACEBACK"):
                 raise
-            log_error(f"Error: {error_message(err)}\n(set RESTORE_TRACEBACK=1 to see the traceback)")
+            log.error(f"Error: {error_message(err)}\n(set RESTORE_TRACEBACK=1 to see the traceback)")
             sys.exit(1)
     finally:
         close_logger()
-        release_dassl_logger()
         close_distributed()
-        if sys.stdout is not stdout and getattr(sys.stdout, "name", None) == os.devnull:
-            sys.stdout.close()
-            sys.stdout = stdout
-
-
-class _KeepOpen:
-    """Stands in for the console in a released Dassl Logger, whose __del__ would close it."""
-
-    def write(self, msg):
-        return len(msg)
-
-    def flush(self):
-        pass
-
-    def close(self):
-        pass
-
-
-def release_dassl_logger():
-    """Dassl's setup_logger leaves sys.stdout replaced by a Logger that closes the real stdout when it
-    is garbage-collected; flush and close its file and put the real stdout back."""
-    logger = sys.stdout
-    if type(logger).__name__ == "Logger" and hasattr(logger, "console") and hasattr(logger, "file"):
-        logger.flush()
-        if logger.file is not None:
-            logger.file.close()
-            logger.file = None
-        sys.stdout, logger.console = logger.console, _KeepOpen()
 
 
 if __name__ == "__main__":

@@ -100,7 +100,7 @@ class Step:
 
     def run(self):
         with self._autocast():
-            loss, _ = self.model.loss(self.images, self.labels)
+            loss, _ = self.model.loss({"img": self.images, "label": self.labels})
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
@@ -131,7 +131,7 @@ class Step:
             return t
 
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), self._autocast():
-            loss, _ = self.model.loss(self.images, self.labels)
+            loss, _ = self.model.loss({"img": self.images, "label": self.labels})
         del loss
         return sum(saved.values())
 

@@ -39,8 +39,8 @@ class KgCoOp(CoOp):
         self.template = template_for(cfg.DATASET.NAME, TABLES[c.TEMPLATES])
         self.register_buffer("hand_features", self.hand_prompt_features(self.template), persistent=False)
 
-    def loss_terms(self, images, labels, enc, logits):
-        terms, logs = super().loss_terms(images, labels, enc, logits)
+    def loss_terms(self, batch, enc, logits):
+        terms, logs = super().loss_terms(batch, enc, logits)
         terms["kg"] = self.weight * knowledge_guided_loss(enc.text, self.hand_features)
         return terms, logs
 

@@ -262,7 +262,7 @@ def merge_file(cfg, path, flag, trainer=""):
         raise ConfigError(f"{flag} {path}: file not found.{hint}" +
                           (f" Files in {folder}: {', '.join(avail)}." if avail else ""))
     try:
-        merge_from_file(cfg, path)
+        merge_from_file(cfg, path, trainer)
     except UserError:  # already one line naming the file
         raise
     except KeyError as err:
@@ -290,10 +290,11 @@ def first_key_under(path, key):
     return key
 
 
-def merge_opts(cfg, opts):
+def merge_opts(cfg, opts, trainer=""):
     if len(opts) % 2:
         raise ConfigError(f"Config overrides must be KEY VALUE pairs; got an odd number: {' '.join(opts)}")
-    opts = canonical_opts(opts)  # a method key's alias (as its authors write it) names its canonical key
+    # A method key's alias (as its authors write it) names its canonical key.
+    opts = canonical_opts(opts, trainer)
     for key in opts[0::2]:
         node, _, missing = node_of(cfg, key)
         if missing is not None:
@@ -302,7 +303,7 @@ def merge_opts(cfg, opts):
             raise ConfigError(f"{key} is a group of keys, not a value; set one of "
                               f"{', '.join(sorted(node.keys()))}.")
     try:
-        merge_from_list(cfg, opts)
+        merge_from_list(cfg, opts)  # canonical already
     except ValueError as err:
         raise ConfigError(type_mismatch_message(err, "on the command line")) from None
 
@@ -371,6 +372,29 @@ def apply_dataset_overrides(cfg, keep=()):
     return applied
 
 
+def running_trainer(args):
+    """The trainer of the run `args` describe, before its config is merged (a method's key aliases may
+    depend on it: restore.methods.registry.aliases): --trainer, else the last TRAINER.NAME of the KEY VALUE
+    pairs, else that of the config files (the method's, then the dataset's); "" when none names one."""
+    if getattr(args, "trainer", ""):
+        return args.trainer
+    opts = list(getattr(args, "opts", None) or [])
+    named = [opts[i + 1] for i in range(0, len(opts) - 1, 2) if opts[i] == "TRAINER.NAME"]
+    if named:
+        return str(named[-1])
+    import yaml
+    for path in (getattr(args, "config_file", ""), getattr(args, "dataset_config_file", "")):
+        try:
+            with open(path) as f:
+                tree = yaml.safe_load(f)
+            name = tree["TRAINER"]["NAME"]
+        except (OSError, yaml.YAMLError, TypeError, KeyError):
+            continue
+        if isinstance(name, str) and name:
+            return name
+    return ""
+
+
 def setup_cfg(args, engine="native", run=False):
     """The run's config: defaults, the dataset yaml, the method yaml, the method's per-dataset overrides,
     the flags, the KEY VALUE pairs (those two as the command line: applied before the overrides here,
@@ -379,14 +403,15 @@ def setup_cfg(args, engine="native", run=False):
     (`check_names`); for a `run` they must be given."""
     modules = method_modules(args)
     cfg = default_cfg(engine)
+    trainer = running_trainer(args)
     if args.dataset_config_file:
-        merge_file(cfg, args.dataset_config_file, "--dataset-config-file", args.trainer)
+        merge_file(cfg, args.dataset_config_file, "--dataset-config-file", trainer)
     if args.config_file:
-        merge_file(cfg, args.config_file, "--config-file", args.trainer)
+        merge_file(cfg, args.config_file, "--config-file", trainer)
     given = reset_cfg(cfg, args) + apply_method_flags(cfg, args)
     opts = args.opts or []
-    merge_opts(cfg, opts)
-    given += canonical_opts(opts)[0::2]
+    merge_opts(cfg, opts, trainer)
+    given += canonical_opts(opts, trainer)[0::2]
     check_names(cfg, engine, required=run)
     written = list(cfg.DATASET_OVERRIDES)
     cfg.DATASET_OVERRIDES = apply_dataset_overrides(cfg, keep=given)

@@ -220,4 +220,15 @@ def replay_openai_init(state: dict) -> CLIP:
     Only OpenAI checkpoints (by name, or a JIT archive / plain state dict on MODEL.BACKBONE.PATH)
     are built here; the bundled testbed CLIP, the tiny random CLIP and {"dims", "state_dict"}
     files have no original to match and leave the caller's generator untouched."""
-    return build_model(dict(state)).float()  # builds the architecture (and rounds to fp16)
+    model = build_model(dict(state)).float()  # builds the architecture (and rounds to fp16)
+    model.replayed_openai_init = True  # read by replay_second_build
+    return model
+
+
+def replay_second_build(clip_model) -> None:
+    """Draw from the global generator what one more `clip.build_model` of `clip_model`'s checkpoint draws,
+    when building it drew OpenAI's init (`replay_openai_init`); nothing otherwise. For the originals that
+    build CLIP twice: KgCoOp's hand-prompt CLIP (after its context) and ProGrad's zero-shot CLIP (before its
+    context); the copy itself is not kept (the frozen CLIP serves both purposes here)."""
+    if getattr(clip_model, "replayed_openai_init", False):
+        build_model({k: v.detach().cpu() for k, v in clip_model.state_dict().items()})

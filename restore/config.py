@@ -219,9 +219,9 @@ def _ints_to_floats(defaults: CN, other: CN) -> None:
             other[key] = float(value)
 
 
-def _aliases() -> dict:
+def _aliases(trainer=None) -> dict:
     from .methods import registry
-    return registry.aliases()
+    return registry.aliases(trainer)
 
 
 def _pop(tree: dict, key: str):
@@ -235,15 +235,17 @@ def _pop(tree: dict, key: str):
     return value
 
 
-def translate_aliases(tree: CN, source: str) -> CN:
+def translate_aliases(tree: CN, source: str, trainer=None) -> CN:
     """Rewrite the method key aliases in a loaded yaml tree (restore.methods.spec.ConfigNode.aliases) to
-    their canonical keys, in place; UserError when a file sets both spellings."""
-    for alias, canonical in _aliases().items():
+    their canonical keys and values, in place, as in a run of `trainer` (restore.methods.registry.aliases);
+    UserError when a file sets both spellings."""
+    for alias, target in _aliases(trainer).items():
         parent, _, leaf = alias.rpartition(".")
         node = lookup(tree, parent) if parent else tree
         if not isinstance(node, dict) or leaf not in node:
             continue
-        value = _pop(tree, alias)
+        value = target.translate(_pop(tree, alias))
+        canonical = target.key
         cparent, _, cleaf = canonical.rpartition(".")
         target = tree
         for part in cparent.split("."):
@@ -256,36 +258,42 @@ def translate_aliases(tree: CN, source: str) -> CN:
     return tree
 
 
-def canonical_opts(opts: list) -> list:
-    """KEY VALUE pairs with each alias key replaced by its canonical key."""
-    aliases = _aliases()
+def canonical_opts(opts: list, trainer=None) -> list:
+    """KEY VALUE pairs with each alias key replaced by its canonical key, and its value translated (a
+    command-line string decoded as yacs decodes it first), as in a run of `trainer`."""
+    aliases = _aliases(trainer)
     opts = list(opts)
     for i in range(0, len(opts) - 1, 2):
-        opts[i] = aliases.get(opts[i], opts[i])
+        target = aliases.get(opts[i])
+        if target is not None:
+            opts[i] = target.key
+            if target.values is not None:
+                value = opts[i + 1]
+                opts[i + 1] = target.translate(CN._decode_cfg_value(value) if isinstance(value, str) else value)
     return opts
 
 
 YAML_SUFFIXES = (".yaml", ".yml")
 
 
-def merge_from_file(cfg: CN, path: str) -> None:
+def merge_from_file(cfg: CN, path: str, trainer=None) -> None:
     """`cfg.merge_from_file` for yaml files only (yacs would execute a `.py` config: UserError), with the
-    method key aliases translated, and integers accepted for float keys: the anchors' yaml files write
-    e.g. `GPA_MEAN: 6` where the default is a float, which plain yacs rejects."""
+    method key aliases of a run of `trainer` translated, and integers accepted for float keys: the anchors'
+    yaml files write e.g. `GPA_MEAN: 6` where the default is a float, which plain yacs rejects."""
     if not path.lower().endswith(YAML_SUFFIXES):
         raise UserError(f"Config file {path}: only yaml files (.yaml, .yml) are read, since a Python "
                         "config would run as code; write its keys in yaml.")
     with open(path) as f:
         other = cfg.load_cfg(f.read())  # a string: parsed as yaml whatever the file name says
-    translate_aliases(other, path)
+    translate_aliases(other, path, trainer)
     _ints_to_floats(cfg, other)
     cfg.merge_from_other_cfg(other)
 
 
-def merge_from_list(cfg: CN, opts: list) -> None:
-    """`cfg.merge_from_list` with the method key aliases translated and the same int -> float tolerance
-    as `merge_from_file`."""
-    opts = canonical_opts(opts)
+def merge_from_list(cfg: CN, opts: list, trainer=None) -> None:
+    """`cfg.merge_from_list` with the method key aliases of a run of `trainer` translated and the same
+    int -> float tolerance as `merge_from_file`."""
+    opts = canonical_opts(opts, trainer)
     for i in range(0, len(opts) - 1, 2):
         value = CN._decode_cfg_value(opts[i + 1])
         if isinstance(lookup(cfg, opts[i]), float) and type(value) is int:

@@ -80,9 +80,9 @@ def check_args(args):
     """The command line of testbed_benchmark.py and cluster.py, checked as every entry point checks its
     names (restore.cli) before anything runs: other packages' methods imported (--method-module), each
     of --methods a registered method with a testbed config (default: the benchmark's methods), each of
-    --datasets a testbed dataset, --data a folder that may hold data. --data, --output and --folder are
-    made absolute from the caller's folder (the runs start in the repository). UserError naming the
-    argument."""
+    --datasets a testbed dataset, --data a folder that may hold data. --data, --output, --folder and
+    --previous are made absolute from the caller's folder (the runs start in the repository). UserError
+    naming the argument."""
     from restore.cli import check_data_root, check_dataset, check_trainer
     from restore.testbed.datasets import DATASETS as TESTBED
     registry.import_modules(args.method_module)
@@ -94,7 +94,7 @@ def check_args(args):
         check_dataset(name, accept="config", source="--datasets", configs=testbed,
                       fix="The benchmark runs on the testbed datasets.")
     check_data_root(args.data, "--data")
-    for flag in ("data", "output", "folder"):
+    for flag in ("data", "output", "folder", "previous"):
         if getattr(args, flag, None):
             setattr(args, flag, os.path.abspath(os.path.expanduser(getattr(args, flag))))
 

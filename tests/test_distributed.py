@@ -1,6 +1,6 @@
 """One run over 2 processes (torchrun, gloo on CPU) equals the 1-process run with the same global batch and
-seed: 2-epoch testbed runs (no random augmentation) of CoOp, MaPLe and RESTORE_m with the testbed's
-Adam, and CoOp with SGD, end with the same learned state (to 1e-5) and the same test counts and
+seed: 2-epoch testbed runs (no random augmentation) of CoOp, MaPLe, RESTORE_m and KgCoOp with the testbed's
+Adam, and CoOp and ProGrad with SGD, end with the same learned state (to 1e-5) and the same test counts and
 accuracy; a 2-process run killed after its first epoch and resumed under torchrun ends equal too.
 Plus the pieces on their own: the ranks' slices of the global batches, the batch-size rule, and
 `--engine dassl` under torchrun."""
@@ -39,6 +39,10 @@ RUNS = {
                                      "TRAINER.RESTORE.FS.VISION_IMAGES", "8",
                                      "TRAINER.RESTORE.FS.PROMPT_FREE", "no_grad"]),
     "CoOp-sgd": ("CoOp", ["OPTIM.NAME", "sgd", "OPTIM.LR", "0.02"]),
+    # KgCoOp's loss on the sharded class texts; ProGrad's update through the backward hook (both gradients
+    # averaged over the ranks before the projection)
+    "KgCoOp-adam": ("KgCoOp", []),
+    "ProGrad-sgd": ("ProGrad", ["OPTIM.NAME", "sgd", "OPTIM.LR", "0.02"]),
 }
 
 
@@ -147,13 +151,17 @@ def truncate_rank1_test_image(data_root, copy):
     return str(path)
 
 
-def assert_same_run(one, two, trainer, log):
+# The issue's bound for ProGrad's update (both gradients all-reduced before the projection); 1e-5 for the rest.
+TOLERANCE = {"ProGrad-sgd": 1e-6}
+
+
+def assert_same_run(one, two, trainer, log, tolerance=1e-5):
     a, b = state(one, trainer), state(two, trainer)
     assert a["state_dict"].keys() == b["state_dict"].keys()
     diff = max((a["state_dict"][k].float() - b["state_dict"][k].float()).abs().max().item()
                for k in a["state_dict"])
     print(f"{trainer}: max |1 process - 2 processes| of the learned state = {diff:.2e}")
-    assert diff < 1e-5
+    assert diff < tolerance
     assert len(b["rng_ranks"]) == 2 and "rng_ranks" not in a
     assert result(os.path.join(one, "log.txt")) == result(log) and len(result(log)) == 1
     assert result(log)[0][0] == "96"  # every test image once
@@ -167,7 +175,7 @@ def test_two_processes_equal_one(name, runs):
     assert status[list(RUNS).index(name)] == ["0", "0"], stderr[-3000:]
     log = open(tmp / name / "log.txt").read()
     assert "Distributed: 2 processes, global batch 32 (16 per process), evaluation sharded" in log
-    assert_same_run(tmp / "one" / name, tmp / name, trainer, tmp / name / "log.txt")
+    assert_same_run(tmp / "one" / name, tmp / name, trainer, tmp / name / "log.txt", TOLERANCE.get(name, 1e-5))
 
 
 def test_resume_after_kill_equals_one_process(runs):

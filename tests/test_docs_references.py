@@ -43,6 +43,8 @@ EXTERNAL = [
     r"run_maple_fsa\.sh",           # the release's run script
     r"(OUT/)?gpu_check\.md",         # benchmarks/gpu_check.py's report, written into its output folder
     r"clip/clip\.py",                # the originals' copy of OpenAI's clip module (patched by gpu_check_prepare)
+    r"(trainers/)?(kgcoop|prograd)\.py",  # KgCoOp's and ProGrad's original trainers (REPRODUCING.md section 12)
+    r"(run|prograd)\.sh",           # their run scripts
 ]
 EXTERNAL_RE = re.compile("(?:" + "|".join(EXTERNAL) + r")\Z")
 

@@ -122,6 +122,16 @@ class PromptedCLIP(nn.Module):
         """Per-layer vision prompts (index 0 = before ln_pre); [] for none."""
         return []
 
+    @torch.no_grad()
+    def hand_prompt_features(self, template: str) -> Tensor:
+        """The frozen CLIP's L2-normalised text features of a hand prompt (`template`, e.g. "a photo of a
+        {}.") for each class: [C, D], fp32 (= clip.encode_text, normalised). Called at build, before the
+        engine sets the precision (KgCoOp's targets, ProGrad's zero-shot classifier)."""
+        enc = self.text_encoder
+        tokens = enc.tokenize([template.format(c) for c in self.classnames])
+        features = enc(enc.embed(tokens), enc.eot_index(tokens))[0].float()
+        return features / features.norm(dim=-1, keepdim=True)
+
     # ------------------------------------------------------------------------------ forward
     def encode_text(self, trace=False):
         """Class texts -> (features [C, D], text shift or None). trace: False, True (every class)

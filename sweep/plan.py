@@ -44,7 +44,7 @@ def finished(folder):
     or None. Whether it finished with the same settings is train.py --check-finished's answer
     (sweep.runner.finished_with), as in scripts/common.sh."""
     for path in sorted(glob.glob(os.path.join(folder, "log.txt*"))):
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8", errors="replace") as f:  # a damaged log is read as far as it goes
             text = f.read()
         if "=> result" in text:
             found = RESULT.findall(text.split("=> result")[-1])

@@ -127,9 +127,12 @@ class PromptTrainer(_TrainerX or object):
         self.model.on_epoch_start(self.epoch, self.max_epoch)
 
     def forward_backward(self, batch):
-        # Dassl's loop turns each returned value into a number (`.item()`) every step: one host sync per
-        # value and step, where the native engine reads them at the print frequency.
-        return self.core.train_step(batch, self.epoch, self.batch_idx, self.num_batches)
+        # Dassl's loop turns each returned value into a number (`.item()`) every step: a host sync per
+        # step anyway, where the native engine reads them at the print frequency. So the run's flags
+        # (non-finite loss or state) are read every step here too.
+        terms = self.core.train_step(batch, self.epoch, self.batch_idx, self.num_batches)
+        self.core.check()
+        return terms
 
     def after_epoch(self):
         # After the last step and LR update, before Dassl's after_epoch tests (best_val) and saves:
@@ -158,6 +161,14 @@ class PromptTrainer(_TrainerX or object):
 
     def resume_model_if_exist(self, directory):
         return self.core.resume(directory)
+
+    # --------------------------------------------------------------------------- tensorboard
+    def init_writer(self, log_dir):
+        # Dassl's writer, through restore.engine.board: a failed write names the event file.
+        from restore.engine.board import Board
+        if self.__dict__.get("_writer") is None:
+            log.info(f"Initialize tensorboard (log_dir={log_dir})")
+            self._writer = Board(log_dir)
 
 
 def _terminal() -> bool:

@@ -11,8 +11,9 @@ epochs and at the last one). Log lines, checkpoint files and the evaluation outp
 
 What both engines share (build, the training step, checkpoints, resume, loading, evaluation) is the engine
 core (restore/engine/core.py); this class is the loop around it, TensorBoard and the processes of a torchrun
-run (restore/engine/parallel.py). The steps' logged values stay on the device and are read at the print
-frequency (TRAIN.PRINT_FREQ) and at the end of each epoch, one host read for all the steps since the last.
+run (restore/engine/parallel.py). The steps' logged values and the run's flags (non-finite, stop) stay on
+the device and are read at the print frequency (TRAIN.PRINT_FREQ) and at the end of each epoch (and before
+every save and evaluation): the only host reads of a training loop, besides a gradient scaler's own.
 """
 import datetime
 import logging
@@ -26,6 +27,7 @@ from ..checks import check_config
 from ..distributed import device_for, is_primary
 from ..methods import registry
 from . import checkpoint as ckpt
+from .board import Board
 from .core import EngineCore, NonFiniteLossError  # noqa: F401  (NonFiniteLossError: its old home)
 from .evaluator import Classification
 from .logger import stdout_is_terminal
@@ -123,6 +125,7 @@ class Trainer:
 
             meet_freq = (self.batch_idx + 1) % cfg.TRAIN.PRINT_FREQ == 0
             if meet_freq or self.num_batches < cfg.TRAIN.PRINT_FREQ:
+                self.core.check()  # the run's flags: a non-finite step stops here
                 pending.write(losses, self.write_scalar)
                 remaining = (self.num_batches - self.batch_idx - 1
                              + (self.max_epoch - self.epoch - 1) * self.num_batches)
@@ -137,6 +140,7 @@ class Trainer:
                     f"eta {eta}",
                 ]))
             end = time.time()
+        self.core.check()
         pending.write(losses, self.write_scalar)  # the steps after the epoch's last line
         bar.close()
 
@@ -208,10 +212,8 @@ class Trainer:
         if not is_primary():
             return
         # TensorBoard logs are part of the output, as Dassl's (tensorboard is in requirements.txt).
-        from torch.utils.tensorboard import SummaryWriter
-        os.makedirs(log_dir, exist_ok=True)
         log.info(f"Initialize tensorboard (log_dir={log_dir})")
-        self.writer = SummaryWriter(log_dir=log_dir)
+        self.writer = Board(log_dir)
 
     def write_scalar(self, tag, value, step=None):
         if self.writer is not None:
@@ -219,5 +221,5 @@ class Trainer:
 
     def close_writer(self):
         if self.writer is not None:
-            self.writer.close()
-            self.writer = None
+            writer, self.writer = self.writer, None
+            writer.close()

@@ -202,5 +202,5 @@ def test_global_batch_size_and_scope():
     cfg.DATALOADER.TRAIN_X.BATCH_SIZE_SCOPE = "per_process"
     assert global_batch_size(cfg, 5) == 60
     cfg.DATALOADER.TRAIN_X.BATCH_SIZE_SCOPE = "globl"
-    with pytest.raises(UserError, match="BATCH_SIZE_SCOPE is 'globl'; valid: global, per_process"):
+    with pytest.raises(UserError, match="BATCH_SIZE_SCOPE is 'globl'; it must be one of global, per_process"):
         check_config(cfg)

@@ -658,7 +658,9 @@ def main(argv=None):
     from restore.distributed import close_distributed, init_distributed, world_info_from_env
     from restore.engine.logger import close_logger
     from restore.lock import output_lock
+    from restore.engine.stop import RunStopped
     created = None  # the output folder, when this run created it
+    stopped = None  # RunStopped: a signal stopped the run after saving its state
     try:
         errors = user_errors()
         try:
@@ -677,6 +679,9 @@ def main(argv=None):
             with output_lock(cfg.OUTPUT_DIR) as lock:
                 created = cfg.OUTPUT_DIR if new and lock is not None else None  # rank 0 holds the lock
                 result = run(args, cfg, engine, lock)
+        except RunStopped as stop:
+            log.warning(str(stop))
+            stopped = stop
         except errors as err:
             if os.environ.get("RESTORE_TRACEBACK"):
                 raise
@@ -690,6 +695,8 @@ def main(argv=None):
     if closing is not None:
         log.error(f"Error: {error_message(closing)}")
         sys.exit(1)
+    if stopped is not None:
+        stopped.finish()  # the handler bound before ours (submitit's requeue), else exit 128 + the signal
     return result
 
 

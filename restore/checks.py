@@ -125,7 +125,7 @@ def refuse(key, value, problem, choices=None):
 
 
 def check_lists(cfg) -> None:
-    """The list-valued general keys: sizes, the normalisation, the crop scale, the LR steps."""
+    """The list-valued general keys: sizes, the normalisation, the crop scale, the LR steps, the stop signals."""
     size = lookup(cfg, "INPUT.SIZE")
     if size is not None and (len(size) != 2 or any(type(v) is not int or v < 1 for v in size)):
         refuse("INPUT.SIZE", tuple(size), "must be two positive whole numbers (height, width in pixels)")
@@ -146,6 +146,14 @@ def check_lists(cfg) -> None:
     steps = steps if isinstance(steps, (list, tuple)) else [steps] if steps is not None else []
     if any(type(v) is not int or (v < 1 and v != -1) for v in steps):
         refuse("OPTIM.STEPSIZE", steps, "must hold whole epochs of at least 1 (-1: OPTIM.MAX_EPOCH)")
+    signals = lookup(cfg, "TRAIN.STOP_SIGNALS")
+    if signals is not None:
+        from .engine.stop import DEFAULT_SIGNALS, signal_numbers
+        try:
+            signal_numbers(signals)
+        except ValueError:
+            refuse("TRAIN.STOP_SIGNALS", list(signals), f"must hold signal names such as {', '.join(DEFAULT_SIGNALS)} "
+                                                        "([]: none)")
     kernel = lookup(cfg, "INPUT.GB_K")
     if isinstance(kernel, int) and kernel % 2 == 0:
         refuse("INPUT.GB_K", kernel, "must be odd (gaussian_blur's kernel size)")

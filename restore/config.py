@@ -145,6 +145,9 @@ def add_general_keys(cfg: CN) -> CN:
     # Keep the DataLoader's worker processes across epochs (native engine; NUM_WORKERS > 0). Off by default,
     # as Dassl: torch then seeds the workers once instead of every epoch, so the augmentations differ.
     cfg.DATALOADER.PERSISTENT_WORKERS = False
+    # Signals on which training saves a resumable state at its next check point and stops (a preemption,
+    # a time limit; restore/engine/stop.py). [] binds none.
+    cfg.TRAIN.STOP_SIGNALS = ["SIGTERM", "SIGUSR1", "SIGUSR2"]
     # Modules of other packages that register methods (train.py --method-module, or set here in a yaml
     # file): imported before the config is built, recorded so that resume, --eval-only, sweep workers and
     # python -m restore.legacy import them again.

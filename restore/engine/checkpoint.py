@@ -4,6 +4,7 @@
                                                             scheduler, val_result (+ rng, scaler,
                                                             trainer: ours only)
     <directory>/<registered name>/checkpoint                text: the latest file name
+    <directory>/<registered name>/interrupted.pth.tar       a mid-epoch state (a run stopped by a signal)
 
 Files are written to a temporary file in the same folder and renamed (restore.files), so an interrupted save
 never leaves a half-written checkpoint, and a failed one names the file. Loading runs no code from the file
@@ -25,6 +26,9 @@ from ..safe_pickle import UntrustedFileError, torch_load
 log = logging.getLogger(__name__)
 
 BEST = "model-best.pth.tar"
+# A run stopped by a signal mid-epoch (restore/engine/stop.py): its own name, never in the `checkpoint`
+# record nor a `model.pth.tar-<epoch>`, so that only a resume takes it; removed when its epoch ends.
+INTERRUPTED = "interrupted.pth.tar"
 
 
 class CheckpointFileError(FileNotFoundError):
@@ -38,10 +42,11 @@ def epoch_file(epoch: int) -> str:
 def save_checkpoint(state: dict, save_dir: str, model_name: str = "") -> str:
     """Write `state` to `save_dir/model.pth.tar-<state["epoch"]>` (or `model_name`) atomically and
     record it in `save_dir/checkpoint`. Returns the path. A failed write (a full disk) raises OSError
-    naming the file; the previous checkpoint and record stay as they were."""
+    naming the file; the previous checkpoint and record stay as they were. The best and the interrupted
+    checkpoint are not recorded as the latest."""
     name = model_name or epoch_file(state["epoch"])
     path = save_torch(state, os.path.join(save_dir, name))
-    if not model_name or model_name != BEST:
+    if name not in (BEST, INTERRUPTED):
         atomic_write(os.path.join(save_dir, "checkpoint"), lambda f: f.write(f"{name}\n".encode()))
     log.info(f"Checkpoint saved to {path}")
     return path

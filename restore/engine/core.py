@@ -32,7 +32,8 @@ from typing import Dict, List, Optional
 import torch
 from torch import Tensor
 
-from ..distributed import all_reduce_mean, barrier, gather_objects, is_primary, rank
+from ..distributed import all_reduce_mean, barrier, gather_objects, is_primary, rank, world_size
+from ..errors import UserError
 from ..methods.batch import Batch
 from . import checkpoint as ckpt
 from . import run_record
@@ -64,6 +65,7 @@ class EngineCore:
         self.params = model.trainable_parameters()
         self.module = TrainStep(model, precision)
         self.sharded_eval = False
+        self.resumed_position = None  # where a mid-epoch checkpoint stopped (resume)
         self.flags = RunFlags(self.device)  # the run's one small device tensor, read at check points
         self._bad = None  # (names, values, loss) of the first non-finite step, on the device
         self._steps = {}  # step -> (epoch, batch, batches, lr) of the steps since the last check, host-side
@@ -235,6 +237,33 @@ class EngineCore:
             ckpt.save_checkpoint(state, os.path.join(directory, self.name), model_name=model_name)
         barrier()  # the other ranks may read it next (best_val)
 
+    def save_interrupted(self, directory: str, epoch: int, position: dict) -> str:
+        """A mid-epoch checkpoint (a run stopped by a signal, restore/engine/stop.py): `checkpoint_state` as
+        after the epochs before 0-based `epoch`, plus `interrupted`: `position` ({"epoch", "batch": batches
+        done, "num_batches", "meters": the log's running sums}) with the process count and every rank's
+        batches of the epoch (`batches`: this rank's, lists of indices). Written to
+        `directory/<registered name>/interrupted.pth.tar`, outside the `checkpoint` record. Every rank calls
+        it; returns the path."""
+        self.check()  # a non-finite state is never saved
+        batches = position.pop("batches")
+        ranks = gather_objects({"indices": torch.tensor([i for b in batches for i in b], dtype=torch.int64),
+                                "sizes": [len(b) for b in batches]})
+        state = self.checkpoint_state(epoch - 1)
+        state["interrupted"] = {**position, "world_size": world_size(), "batches": ranks}
+        path = os.path.join(directory, self.name, ckpt.INTERRUPTED)
+        if is_primary():
+            ckpt.save_checkpoint(state, os.path.dirname(path), model_name=ckpt.INTERRUPTED)
+        barrier()
+        return path
+
+    def discard_interrupted(self, directory: str) -> None:
+        """Remove the mid-epoch checkpoint of `directory` (its epoch has ended: the epoch's own checkpoint
+        holds the state from here on)."""
+        path = os.path.join(directory, self.name, ckpt.INTERRUPTED)
+        if is_primary() and os.path.exists(path):
+            os.remove(path)
+            log.info(f"Removed the mid-epoch checkpoint {path} (its epoch has ended)")
+
     def load_state(self, path: str, checkpoint, resume: bool = False) -> None:
         """Check `checkpoint` (read from `path`) against this run (run_record.check_checkpoint) and load
         its model state: ours, or an original CoOp-lineage one converted (restore.legacy), onto the
@@ -254,14 +283,21 @@ class EngineCore:
         """Continue from the newest readable checkpoint under `directory/<registered name>/`: the model,
         and for a checkpoint of this project (it carries the run record) the optimiser, schedule, scaler
         and RNG states; an original checkpoint restarts the optimiser and sets the schedule from its epoch.
-        Returns the epoch to start from (0 when there is none)."""
-        path, state = (ckpt.newest_readable_checkpoint(os.path.join(directory, self.name),
-                                                        trust=self.cfg.TRUST_FILES)
-                       if directory else (None, None))
+        Returns the epoch to start from (0 when there is none).
+
+        A mid-epoch checkpoint (`interrupted.pth.tar`, written when a signal stopped the run) comes first: it
+        is newer than any epoch's. Its position is kept in `self.resumed_position` ({"epoch", "batch",
+        "num_batches", "meters", "batches": this rank's, "rng": this rank's} or None) for the loop; it is
+        refused (UserError) for another number of processes than it was saved by, since each process holds
+        its share of the epoch's batches. An epoch's checkpoint saved by another number of processes is
+        resumed with a note."""
+        self.resumed_position = None
+        path, state = self._newest_state(directory) if directory else (None, None)
         if path is None:
             log.info("No checkpoint found, train from scratch")
             return 0
         log.info(f"Found checkpoint at {directory} (will resume training)")
+        self._check_process_count(path, state)
         self.load_state(path, state, resume=True)
         if run_record.has_record(state):
             if state.get("optimizer"):
@@ -275,8 +311,55 @@ class EngineCore:
             log.warning("Note: an original (non-RESTORE) checkpoint: the optimizer state starts afresh")
             self.sched.load_state_dict({"last_epoch": state["epoch"]})
         start = int(state["epoch"])
-        log.info(f"Loaded model weights from {path}; resuming at epoch {start + 1} (lr {self.lr():.4e})")
+        at = ""
+        if "interrupted" in state:
+            position = dict(state["interrupted"])
+            mine = position.pop("batches")[rank()]
+            flat, offset = mine["indices"].tolist(), 0  # a CPU tensor of the file: no device read
+            position["batches"] = []
+            for size in mine["sizes"]:
+                position["batches"].append(flat[offset:offset + size])
+                offset += size
+            position["rng"] = state.get("rng_ranks", [state.get("rng")])[rank()]
+            self.resumed_position = position
+            at = f", batch {position['batch'] + 1}/{position['num_batches']}"
+        log.info(f"Loaded model weights from {path}; resuming at epoch {start + 1}{at} (lr {self.lr():.4e})")
         return start
+
+    def _newest_state(self, directory: str):
+        """(path, state) of the checkpoint a resume takes: the mid-epoch one when there is one that reads,
+        else the newest readable epoch's (restore.engine.checkpoint.newest_readable_checkpoint)."""
+        save_dir = os.path.join(directory, self.name)
+        interrupted = os.path.join(save_dir, ckpt.INTERRUPTED)
+        if os.path.isfile(interrupted):
+            try:
+                return interrupted, ckpt.load_checkpoint(interrupted, trust=self.cfg.TRUST_FILES)
+            except ckpt.CheckpointFileError as err:  # written atomically: only a damaged disk or copy
+                log.warning(f"Warning: {err} Resuming from the last finished epoch instead.")
+        return ckpt.newest_readable_checkpoint(save_dir, trust=self.cfg.TRUST_FILES)
+
+    @staticmethod
+    def _check_process_count(path: str, state) -> None:
+        """A mid-epoch state continues only over as many processes as saved it (UserError); an epoch's
+        state over another number continues with a note (it changes the result slightly)."""
+        if not run_record.has_record(state):
+            return
+        now = world_size()
+        if "interrupted" in state:
+            saved = int(state["interrupted"]["world_size"])
+            if saved != now:
+                raise UserError(
+                    f"{path} is a mid-epoch state saved by a run over {saved} process(es); this run has {now}. "
+                    f"Each process holds its share of the epoch's batches: resume over {saved} "
+                    f"(torchrun --nproc_per_node {saved}), or delete {path} to continue from the last "
+                    f"finished epoch.")
+            return
+        saved = len(state.get("rng_ranks") or [None])
+        if saved != now:
+            log.warning(f"Note: {path} was saved by a run over {saved} process(es); this run continues over "
+                        f"{now}. The global batches stay the same, but each process's random state for the "
+                        f"augmentations and the order in which gradients are summed change, so the result "
+                        f"differs slightly (about 1e-7) from a run over {saved}.")
 
     def load(self, directory: str, epoch: Optional[int] = None) -> None:
         """--eval-only: load `directory/<registered name>/model.pth.tar-<epoch>` (default: model-best.pth.tar,

@@ -13,7 +13,6 @@ flags -> trailing KEY VALUE pairs. A method of another package is imported first
 METHOD_MODULES in a yaml file), since its config keys exist only once it has registered.
 """
 import argparse
-import errno
 import importlib
 import importlib.util
 import logging
@@ -665,21 +664,9 @@ def error_message(err) -> str:
         at = text.rfind(head)
         text = text[at + len(head):].strip() if at >= 0 else text.strip().splitlines()[-1]
     elif isinstance(err, OSError) and not isinstance(err, UserError) and err.strerror:
-        target = f" {err.filename}" if err.filename else ""
-        fix = OS_FIXES.get(err.errno, "")
-        text = f"Cannot write or read{target}: {err.strerror} (errno {err.errno}). {fix}"
+        from restore.files import describe_os_error
+        text = describe_os_error(err)
     return text.strip()
-
-
-OS_FIXES = {
-    errno.ENOSPC: "Free disk space (or choose another --output-dir) and run again (it resumes from "
-                  "the last saved epoch).",
-    errno.EDQUOT: "Free space within your quota (or choose another --output-dir) and run again.",
-    errno.EROFS: "The file system is read-only: choose a writable --output-dir.",
-    errno.EACCES: "Permission denied: choose a folder you can write (--output-dir) or read (--root).",
-    errno.EPERM: "Permission denied: choose a folder you can write (--output-dir) or read (--root).",
-    errno.ENOENT: "Check the path.",
-}
 
 
 def main(argv=None):
@@ -698,8 +685,10 @@ def main(argv=None):
     from restore.distributed import close_distributed, hand_over_error, init_distributed, world_info_from_env
     from restore.engine.logger import close_logger
     from restore.lock import output_lock
+    from restore.engine.stop import RunStopped
     created = None  # the output folder, when this run created it
     output_dir, started = None, time.time()
+    stopped = None  # RunStopped: a signal stopped the run after saving its state
     try:
         errors = user_errors()
         try:
@@ -718,7 +707,10 @@ def main(argv=None):
             # One run per output folder; what a killed run left half-written is removed first.
             with output_lock(cfg.OUTPUT_DIR) as lock:
                 created = cfg.OUTPUT_DIR if new and lock is not None else None  # rank 0 holds the lock
-                return run(args, cfg, engine, lock)
+                result = run(args, cfg, engine, lock)
+        except RunStopped as stop:
+            log.warning(str(stop))
+            stopped = stop
         except errors as err:
             if os.environ.get("RESTORE_TRACEBACK"):
                 raise
@@ -733,10 +725,16 @@ def main(argv=None):
                 sys.exit(1)
             raise
     finally:
-        close_logger()
+        closing = close_logger()  # the log's last lines could not be written: the run's result is not in it
         close_distributed()
         if created:
             remove_if_not_started(created)
+    if closing is not None:
+        log.error(f"Error: {error_message(closing)}")
+        sys.exit(1)
+    if stopped is not None:
+        stopped.finish()  # the handler bound before ours (submitit's requeue), else exit 128 + the signal
+    return result
 
 
 def remove_if_not_started(folder):

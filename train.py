@@ -716,7 +716,7 @@ def main(argv=None):
                 raise
             message = f"Error: {error_message(err)}"
             log.error(f"{message}\n(set RESTORE_TRACEBACK=1 to see the traceback)")
-            hand_over_error(restore.logs.leave_error(output_dir, message))  # under torchrun: to log.txt
+            hand_over_error(restore.logs.leave_error(output_dir, message), started)  # torchrun: to log.txt
             sys.exit(1)
         except Exception:
             # Under torchrun, a collective fails on the ranks whose peer stopped on an error: that rank

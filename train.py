@@ -469,8 +469,10 @@ def check_names(cfg, engine, required=True):
 
 def dassl_names():
     """(trainers, datasets) that Dassl registers itself: --engine dassl runs them too."""
-    from dassl.data.datasets import DATASET_REGISTRY
-    from dassl.engine import TRAINER_REGISTRY
+    from restore.logs import kept_enabled
+    with kept_enabled():  # Dassl's import disables logging below ERROR (the run's own log lines)
+        from dassl.data.datasets import DATASET_REGISTRY
+        from dassl.engine import TRAINER_REGISTRY
     return TRAINER_REGISTRY.registered_names(), DATASET_REGISTRY.registered_names()
 
 

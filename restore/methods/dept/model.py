@@ -168,8 +168,8 @@ class DePTMixin:
         """The base's load, after resizing the head to the checkpoint's classes; then the head is used or
         not by `use_head`. An original checkpoint (no class names) follows the authors' rule and needs a
         head of as many classes as are evaluated."""
-        names = state.get(NAMES_KEY, {}).get("head_classnames") if isinstance(state.get(NAMES_KEY), dict) \
-            else None
+        extra = state.get(NAMES_KEY)
+        names = extra.get("head_classnames") if isinstance(extra, dict) else None
         weight = state.get("linear_probe_proj.weight")
         if weight is not None and self.head_type == "linear" and \
                 weight.shape != self.linear_probe_proj.weight.shape:  # another class count: a new head

@@ -3,7 +3,8 @@
 CoCoOp_DePT, KgCoOp_DePT, MaPLe_DePT (their trainers ExtrasLinearProbe{CoOp,CoCoOp,KgCoOp,MaPLe}).
 
 DePT's keys live in TRAINER.DEPT; the base method's stay in its node. The authors' spellings are aliases:
-TRAINER.LINEAR_PROBE.{WEIGHT, TEST_TIME_FUSION, TYPE}, TRAINER.FILM.LINEAR_PROBE and OPTIM.LR_EXP. Their
+TRAINER.LINEAR_PROBE.WEIGHT, TRAINER.LINEAR_PROBE.TEST_TIME_FUSION, TRAINER.LINEAR_PROBE.TYPE,
+TRAINER.FILM.LINEAR_PROBE and OPTIM.LR_EXP. Their
 train.py changes Dassl's defaults for every run (OPTIM.STAGED_LR True, LR 0.0035, BASE_LR_MULT 1.0, MAX_EPOCH
 10, TRAIN.CHECKPOINT_FREQ -1); our configs/trainers/<Base>_DePT/ yaml files write them out.
 docs/REPRODUCING.md, "DePT", lists what differs from the authors' code.

@@ -14,6 +14,7 @@ from torch import nn
 
 import train
 from restore.engine.optim import build_optimizer
+from restore.errors import UserError
 from restore.legacy import convert_state_dict, original_layout, to_original_state_dict
 from restore.methods import build_model, registry
 from restore.methods.base import CheckpointError
@@ -130,6 +131,9 @@ def test_evaluation_fuses_the_head_on_its_classes_and_is_the_base_elsewhere(make
         torch.testing.assert_close(new(images), new.logits(enc_new.image, enc_new.text))
         assert torch.equal(new.state_to_save()["linear_probe_proj.weight"], state["linear_probe_proj.weight"])
         assert new.state_to_save()["_extra_state"] == state["_extra_state"]
+        for other in (sub, new):  # its head's columns are not these classes: no training on them
+            with pytest.raises(UserError, match="train from a fresh model"):
+                other.loss({"img": images, "label": torch.tensor([0, 1])})
 
 
 def test_head_rows_by_name_with_repeated_names():

@@ -108,7 +108,7 @@ class DePTMixin:
     def loss_terms(self, batch, enc, logits):
         """The base's terms with its cross-entropy split: ce = (1 - W) CE(s, y), head = W CE(h, y) (the
         authors' sum: (1 - W) ce + W head, then the base's other terms)."""
-        if not self.head_active:
+        if not self.head_active or self.head_rows is not None:
             raise UserError(f"{type(self).__name__} trains its head on the training classes, but its head "
                             "was loaded for other classes: train from a fresh model.")
         terms, logs = super().loss_terms(batch, enc, logits)

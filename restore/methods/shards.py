@@ -55,7 +55,8 @@ def encode_text_sharded(model, trace=False):
     prompts = [p[lo:hi] if p is not None and p.dim() == 3 else p for p in model.text_prompts()]
     rows, count, total = _local_trace(trace, lo, hi, n)
     features, samples = model.text_encoder(model.token_embeds[lo:hi], model.eot[lo:hi], prompts,
-                                           model.n_slots, rows, model.fs_norm, model.prompt_free)
+                                           model.n_slots, rows, model.fs_norm, model.prompt_free,
+                                           model.text_branches())
     features = all_gather_rows(features, [b - a for a, b in bounds])
     if samples is None:
         return features, None
@@ -74,5 +75,5 @@ def encode_image_traced(model, images, subset: int = 0):
         trace = broadcast_from_primary(torch.randperm(n, device=images.device)[:subset])
     rows, count, total = _local_trace(trace, lo, lo + images.shape[0], n)
     features, samples = model.image_encoder(images, model.vision_prompts(), rows, model.fs_norm,
-                                            model.prompt_free)
+                                            model.prompt_free, model.vision_branches())
     return features, _global_estimate(samples, count, total, n, trace is not True)

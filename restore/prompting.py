@@ -16,11 +16,11 @@ adapter transposes at its block calls). Prompts:
 prompt is [n, width] (shared) or [N, n, width] (per sample). `branches` (a `Branches`, or None)
 adds a method's own computation inside a tower (MMA's adapters): `stem(x)` is added to the tokens
 before block 0, `blocks[l](x)` to block l's output, computed from block l's input; nothing is
-computed where they are None. With `trace` the encoders also return
-the feature shift of each traced sample at each block, [L, k]: each block is called a second time
-on its input without the prompt tokens (the prompt-free pass), and `shift_per_sample` compares the
-two outputs at the non-prompt positions. A block with a branch but no prompt tokens compares its
-output with the block's own output without the branch (the same call, no second pass). `prompt_free` says how the prompt-free pass takes part in
+computed where they are None. With `trace` the encoders also return the feature shift of each
+traced sample at each block, [L, k]: each block is called a second time on its input without the
+prompt tokens (the prompt-free pass), and `shift_per_sample` compares the two outputs at the
+non-prompt positions; a block with a branch and no prompt tokens compares its output with and
+without the branch (one block call). `prompt_free` says how the prompt-free pass takes part in
 the backward pass (`_prompt_free`; docs/METHOD.md section 3). The encoders own no parameters; they
 are plain callables over the CLIP's modules.
 """

@@ -43,6 +43,7 @@ EXTERNAL = [
     r"run_maple_fsa\.sh",           # the release's run script
     r"(trainers/)?(kgcoop|prograd)\.py",  # KgCoOp's and ProGrad's original trainers (REPRODUCING.md section 12)
     r"(run|prograd)\.sh",           # their run scripts
+    r"(trainers/mmadapter|clip/gsl)\.py|run_examples\.sh",  # MMA's original trainer, gradient op, run script
 ]
 EXTERNAL_RE = re.compile("(?:" + "|".join(EXTERNAL) + r")\Z")
 

@@ -70,7 +70,7 @@ def adapter_layers(width: int, indices, dim: int) -> nn.ModuleDict:
 
 
 def adapt(x, seq, shared, scale):
-    """s * up(shared(down(x))) in the adapters' dtype, returned in x's (fp16 weights keep fp32 adapters)."""
+    """s * up(shared(down(x))), computed in the adapters' dtype (fp32 also when the CLIP runs in fp16)."""
     return seq.up(shared(seq.down(x.to(seq.up.weight.dtype)))) * scale
 
 
@@ -86,6 +86,9 @@ def stem_branch(x, seq, shared, scale):
 
 
 class MultiModalAdapter(PromptedCLIP):
+    """The frozen CLIP with MMA's adapters (module docstring); learned: text_adapter, visual_adapter and
+    shared_adapter, keyed by the authors' 1-based index k (their checkpoint names)."""
+
     def __init__(self, cfg, classnames, clip_model):
         super().__init__(cfg, classnames, clip_model)
         c = cfg.TRAINER.MMADAPTER
@@ -101,7 +104,7 @@ class MultiModalAdapter(PromptedCLIP):
             if dim == width:  # the authors' code builds a layer without down/up and fails in its first forward
                 raise UserError(f"{KEY}.ADAPTER_DIM={dim} equals the {tower} encoder's width: the adapters "
                                 "need a bottleneck narrower or wider than the tower.")
-        self.set_text_template(c.TEXT_CTX_INIT.replace("_", " "), 0)
+        self.set_text_template(c.TEXT_CTX_INIT, 0)
         indices = range(start, end + 1)
         self.text_adapter = adapter_layers(text.width, indices, dim)
         self.visual_adapter = adapter_layers(vision.width, indices, dim)
@@ -109,7 +112,8 @@ class MultiModalAdapter(PromptedCLIP):
         self.scale = float(c.ADAPTER_SCALE)
 
     def _branches(self, adapters, norm) -> Branches:
-        """Index 0 -> the stem, index k >= 1 -> block k - 1."""
+        """One tower's adapters as branches of the encoders: index 0 -> the stem, index k >= 1 -> block k - 1,
+        fed through that block's ln_1 (`norm(k - 1)`)."""
         stem, blocks = None, [None] * (max(int(k) for k in adapters) if len(adapters) else 0)
         for k, seq in adapters.items():
             shared = self.shared_adapter[k]

@@ -21,7 +21,14 @@ from test_engine_fakes import ROOT
 S = 0.1
 
 
+def close(actual, expected, rel=1e-4):
+    """Equal up to float32 rounding, relative to the tensor's largest entry (a gradient scaled by 10 or 1000, or
+    missing, is off by most of it)."""
+    assert (actual - expected).abs().max() <= rel * expected.abs().max(), (actual - expected).abs().max()
+
+
 def mma(make_cfg, classnames, clip_model, start=2, end=3, *opts):
+    torch.manual_seed(0)  # the adapters' initialisation
     cfg = make_cfg("MultiModalAdapter", "TRAINER.MMADAPTER.ADAPTER_START", start, "TRAINER.MMADAPTER.ADAPTER_END",
                    end, "TRAINER.MMADAPTER.ADAPTER_SCALE", S, "TRAINER.MMADAPTER.TEXT_CTX_INIT", "a photo of a",
                    *opts)
@@ -93,8 +100,8 @@ def test_logits_loss_and_gradients_equal_an_independent_computation(make_cfg, cl
         if p.requires_grad:
             assert p.grad.abs().sum() > 0, name
             factor = 1.0 if name.split(".")[1] == "0" else 1 / S
-            torch.testing.assert_close(ours[name], p.grad * factor, atol=1e-6, rtol=1e-4)
-    torch.testing.assert_close(pixels.grad, ref_pixels.grad, atol=1e-8, rtol=1e-4)
+            close(ours[name], p.grad * factor)
+    close(pixels.grad, ref_pixels.grad)
     assert ours["text_adapter.3.up.bias"].abs().sum() > 0 and ours["visual_adapter.3.down.0.weight"].abs().sum() > 0
 
 

@@ -19,7 +19,6 @@ import sys
 from typing import Dict, List, Optional
 
 from ..errors import UserError
-from ..suggest import did_you_mean
 from .spec import (BACKBONE_FAMILIES, ORIGINAL_LAYOUTS, TOWERS, VALUE_TYPES, Alias, ConfigNode, Key,
                    MethodSpec, OriginalLayout)
 
@@ -105,6 +104,9 @@ def _validate(spec: MethodSpec, module: str) -> None:
     for key in spec.context_keys:
         if key not in own:
             fail(f"context key {key!r} is not a key of its nodes.")
+    for term, key in spec.loss_keys.items():
+        if key not in own:
+            fail(f"loss_keys[{term!r}] names {key!r}, which is not a key of its nodes.")
     for flag, key in spec.flags.items():
         if not _NAME.match(flag) or key not in own:
             fail(f"flag --{flag} must set a key of its nodes (got {key!r}).")
@@ -276,10 +278,8 @@ def get(name: str) -> MethodSpec:
     """The spec of `name`; UserError (with a did-you-mean and the registered names) for an unknown name."""
     _ensure_loaded()
     if name not in _SPECS:
-        what = "No trainer given (--trainer)" if not name else f"Unknown trainer {name!r}"
-        raise UserError(f"{what}.{did_you_mean(name or '', names())} Valid trainers: {', '.join(names())}. "
-                        "A method of another package registers when its module is imported "
-                        "(--method-module, METHOD_MODULES).")
+        from ..cli import check_trainer
+        check_trainer(name, source="")  # raises: the one message for an unknown trainer
     return _SPECS[name]
 
 

@@ -56,7 +56,7 @@ def encode_text_sharded(model, trace=False):
     rows, count, total = _local_trace(trace, lo, hi, n)
     features, samples = model.text_encoder(model.token_embeds[lo:hi], model.eot[lo:hi], prompts,
                                            model.n_slots, rows, model.fs_norm, model.prompt_free,
-                                           model.text_branches())
+                                           model.text_length(lo, hi), branches=model.text_branches())
     features = all_gather_rows(features, [b - a for a, b in bounds])
     if samples is None:
         return features, None

@@ -3,9 +3,7 @@
 of an adapter method (the block with and without its adapter), the evaluation's text features after more training
 (fresh, not the authors' stale cache), the config checks, the authors' configs and scripts, and checkpoints in the
 authors' layout both ways. The authors' draw order is pinned in tests/test_parity.py."""
-import os
 import shutil
-import subprocess
 
 import clip
 import pytest
@@ -16,7 +14,7 @@ import train
 from restore.errors import UserError
 from restore.legacy import convert_state_dict, original_layout, to_original_state_dict
 from restore.methods import build_model
-from test_engine_fakes import ROOT
+from test_engine_fakes import script_train_calls
 
 S = 0.1
 
@@ -207,16 +205,7 @@ needs_bash = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash
     ("base2new_train", "oxford_pets", "vit_b16_ep5"), ("base2new_train", "imagenet", "vit_b16_ep5_imnet"),
     ("xd_train", "imagenet", "vit_b16_ep5_imnet"), ("xd_test", "dtd", "vit_b16_ep5_imnet")])
 def test_scripts_use_the_authors_configs(tmp_path, script, dataset, config):
-    fake, calls = tmp_path / "python", tmp_path / "calls.txt"
-    fake.write_text('#!/bin/bash\nprintf "%s\\n" "$*" >> "$CALLS"\n'
-                    'for a in "$@"; do [ "$a" = --check-finished ] && exit 3; done; exit 0\n')
-    fake.chmod(0o755)
-    env = {k: v for k, v in os.environ.items() if k not in ("OUTPUT", "SHOTS", "LOADEP")}
-    env.update(PYTHON=str(fake), CALLS=str(calls), DATA=str(tmp_path))
-    proc = subprocess.run(["bash", f"scripts/mma/{script}.sh", dataset, "1"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    (argv,) = [line.split() for line in calls.read_text().splitlines() if "--check-finished" not in line]
+    (argv,) = script_train_calls(tmp_path, f"mma/{script}", dataset, "1")
     assert argv[argv.index("--trainer") + 1] == "MultiModalAdapter"
     assert argv[argv.index("--config-file") + 1] == f"configs/trainers/MultiModalAdapter/{config}.yaml"
     if script == "xd_test":

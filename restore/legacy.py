@@ -19,7 +19,8 @@ which kind they hold. Original layouts (docs/REPRODUCING.md section 8):
     MaPLe_FSA      MaPLe + {text,visual}_adapter.{post_ln, FFN.0, FFN.2}.*, {text,vis}_cali_ratio
                    -> RESTORE_m with TRAINER.RESTORE.SURGERY.MODE / FS.DEFINITION "release"
     declared       a layout a method declares (restore.methods.spec.OriginalLayout): its base's names,
-                   its unused keys dropped. KgCoOp: CoOp's plus bias_vectors, meta_net.linear1.*
+                   its unused keys dropped. KgCoOp: CoOp's plus bias_vectors, meta_net.linear1.*; MMA
+                   (MultiModalAdapter): our key names plus token_embedding, tokenized_prompts
 
 Dropped: the class-dependent token_prefix/token_suffix buffers (so base -> new and cross-dataset
 loads work), the frozen CLIP weights (image_encoder.*, text_encoder.*, logit_scale, and our own

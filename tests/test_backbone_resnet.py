@@ -111,7 +111,8 @@ def test_vision_prompt_methods_refuse_with_one_line(rn, name):
     with pytest.raises(UnsupportedBackbone) as err:
         restore.build_model(cfg_for(name), CLASSNAMES, rn)
     msg = str(err.value)
-    assert msg == (f"{name} puts prompts into the image encoder, which backbone 'RN50' (OpenAI "
+    uses = "adapts the blocks of" if name == "MultiModalAdapter" else "puts prompts into"
+    assert msg == (f"{name} {uses} the image encoder, which backbone 'RN50' (OpenAI "
                    "ResNet) cannot take: a ResNet image encoder (ModifiedResNet) has no token "
                    "blocks to take vision prompts; methods that can use it: "
                    + ", ".join(TEXT_ONLY_METHODS))

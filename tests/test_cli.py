@@ -98,7 +98,9 @@ def test_all_trainer_configs_merge():
             assert cfg.MODEL.BACKBONE.NAME == next(v for k, v in prefix.items()
                                                    if re.match(rf"{k}(_|\.)", name)), path
             assert cfg.INPUT.INTERPOLATION == "bicubic"
-            assert cfg.OPTIM.WARMUP_EPOCH == 1 and cfg.OPTIM.WARMUP_CONS_LR == 1e-5
+            # one constant warm-up epoch, but MMA's authors': none
+            assert cfg.OPTIM.WARMUP_EPOCH == (0 if trainer == "MultiModalAdapter" else 1)
+            assert cfg.OPTIM.WARMUP_CONS_LR == 1e-5
             assert cfg.DATALOADER.TEST.BATCH_SIZE == 100
 
 

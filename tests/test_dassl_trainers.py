@@ -94,6 +94,7 @@ def make_cfg(trainer, data_root, output_dir, subsample="base", epochs=1, **opts)
     cfg.OPTIM.WARMUP_CONS_LR = 1e-5
     cfg.TRAIN.PRINT_FREQ = 20
     # The tiny CLIP has 3 layers per tower.
+    cfg.merge_from_list(list(registry.get(trainer).tiny))  # MMA's adapted blocks
     cfg.TRAINER.LPT.PROMPT_DEPTH_TEXT = 3
     cfg.TRAINER.VPT.PROMPT_DEPTH_VISION = 2
     cfg.TRAINER.IVLP.PROMPT_DEPTH_TEXT = cfg.TRAINER.IVLP.PROMPT_DEPTH_VISION = 3

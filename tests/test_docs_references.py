@@ -47,6 +47,7 @@ EXTERNAL = [
     r"(run|prograd)\.sh",           # their run scripts
     r"(trainers/)?(elp_\w+|optim)\.py|configs\.py",  # DePT's original trainers, optimiser and task table
     r"configs/trainers/ExtrasLinearProbe\w+/\w+\.yaml",  # DePT's original configs (ours: configs/trainers/*_DePT)
+    r"(trainers/mmadapter|clip/gsl)\.py|run_examples\.sh",  # MMA's original trainer, gradient op, run script
 ]
 EXTERNAL_RE = re.compile("(?:" + "|".join(EXTERNAL) + r")\Z")
 

@@ -27,6 +27,7 @@ def make_cfg(name, release=False):
     cfg = restore.get_cfg_default()
     cfg.TRAINER.NAME = name
     cfg.DATASET.NAME = "OxfordPets"
+    cfg.merge_from_list(list(registry.get(name).tiny))  # fits the tiny CLIP (MMA's adapted blocks)
     cfg.TRAINER.COOP.N_CTX = cfg.TRAINER.COCOOP.N_CTX = 4
     cfg.TRAINER.LPT.PROMPT_DEPTH_TEXT = DEPTH
     cfg.TRAINER.VPT.PROMPT_DEPTH_VISION = DEPTH

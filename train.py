@@ -469,8 +469,10 @@ def check_names(cfg, engine, required=True):
 
 def dassl_names():
     """(trainers, datasets) that Dassl registers itself: --engine dassl runs them too."""
-    from dassl.data.datasets import DATASET_REGISTRY
-    from dassl.engine import TRAINER_REGISTRY
+    from restore.logs import kept_enabled
+    with kept_enabled():  # Dassl's import disables logging below ERROR (the run's own log lines)
+        from dassl.data.datasets import DATASET_REGISTRY
+        from dassl.engine import TRAINER_REGISTRY
     return TRAINER_REGISTRY.registered_names(), DATASET_REGISTRY.registered_names()
 
 
@@ -716,7 +718,7 @@ def main(argv=None):
                 raise
             message = f"Error: {error_message(err)}"
             log.error(f"{message}\n(set RESTORE_TRACEBACK=1 to see the traceback)")
-            hand_over_error(restore.logs.leave_error(output_dir, message))  # under torchrun: to log.txt
+            hand_over_error(restore.logs.leave_error(output_dir, message), started)  # torchrun: to log.txt
             sys.exit(1)
         except Exception:
             # Under torchrun, a collective fails on the ranks whose peer stopped on an error: that rank

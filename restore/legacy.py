@@ -107,9 +107,11 @@ def original_layout(state_dict: dict):
     OriginalLayout, recognised by its marks: "KgCoOp"), "CoOp" (prompt learner only), "IVLP"
     (IVLP / VPT / PromptSRC), "MaPLe_FSA", "MaPLe", or None (ours, or unrecognised)."""
     keys = set(unwrap(state_dict))
-    for name, layout in _declared().items():
-        if keys & set(layout.marks):
-            return name
+    frozen = "logit_scale" in keys or any(k.startswith(_FROZEN_PREFIXES) for k in keys)
+    found = [(len(keys & set(layout.marks)), name) for name, layout in _declared().items()
+             if keys & set(layout.marks) and (frozen or not layout.whole_model)]
+    if found:  # the most marks matched, the first declared on a tie
+        return max(found, key=lambda x: x[0])[1]
     if any(k in keys for k in ("ctx", "token_prefix", "token_suffix")) or any(
             k.startswith("meta_net.") for k in keys):
         return "CoOp"

@@ -79,8 +79,11 @@ DRIVER = textwrap.dedent("""
     import restore.distributed
     from restore.engine import Trainer
     restore.distributed.close_distributed = lambda: None  # one process group for all the runs
+    hand_over_error = restore.distributed.hand_over_error  # it leaves the group: only in the last run
     original, original_step = Trainer.run_epoch, Trainer.forward_backward
-    for i, (args, kill) in enumerate(json.load(open(sys.argv[1]))):
+    runs = json.load(open(sys.argv[1]))
+    for i, (args, kill) in enumerate(runs):
+        restore.distributed.hand_over_error = hand_over_error if i == len(runs) - 1 else lambda *a, **k: None
         def run_epoch(self, kill=kill):
             if kill is True and self.epoch == 1 and os.environ["RANK"] == "1":
                 os.kill(os.getpid(), signal.SIGKILL)  # torchrun then stops rank 0

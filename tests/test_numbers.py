@@ -26,6 +26,7 @@ from restore.engine import EngineCore, Trainer
 from restore.engine.flags import RunFlags
 from restore.methods import registry
 from test_engine_fakes import cli_opts, make_cfg, make_oxford_pets
+from test_faults_inputs import fails
 
 DATASET_CFG = "configs/datasets/oxford_pets.yaml"
 CLASSES = ["cat", "golden_retriever", "sports car", "tree"]
@@ -38,22 +39,9 @@ def data_root(tmp_path_factory):
     return str(root)
 
 
-def run(data_root, out, trainer="CoOp", extra=(), opts=()):
-    return train.main(["--root", data_root, "--seed", "1", "--trainer", trainer, "--engine", "native",
-                       "--dataset-config-file", DATASET_CFG, "--output-dir", str(out), *extra,
-                       *cli_opts(trainer, "DATASET.NUM_SHOTS", 4, *opts)])
-
-
-def error_line(capsys, *args, **kwargs):
-    """Run, expect exit 1 with one error line (no traceback); return it."""
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as info:
-        run(*args, **kwargs)
-    assert info.value.code == 1
-    err = capsys.readouterr().err
-    errors = [line for line in err.splitlines() if line.startswith("Error: ")]
-    assert "Traceback" not in err and len(errors) == 1, err
-    return errors[0]
+def error_line(capsys, data_root, out, trainer="CoOp", extra=(), opts=()):
+    """A 4-shot run that stops with exit 1 and one error line (test_faults_inputs.fails); returns the line."""
+    return fails(capsys, data_root, out, trainer, extra, ("DATASET.NUM_SHOTS", 4, *opts))
 
 
 # ------------------------------------------------------------------------------------ config values

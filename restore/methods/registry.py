@@ -25,7 +25,7 @@ from .spec import (BACKBONE_FAMILIES, ORIGINAL_LAYOUTS, TOWERS, VALUE_TYPES, Ali
 ENTRY_POINT_GROUP = "restore.methods"
 # The order the built-in families (the packages restore/methods/<family>/) are listed in: --help, the
 # benchmark's tables. A family package not named here is found all the same, and listed after them.
-LISTED_FAMILIES = ("zsclip", "coop", "cocoop", "ivlp", "maple", "promptsrc", "restore")
+LISTED_FAMILIES = ("zsclip", "coop", "cocoop", "ivlp", "maple", "promptsrc", "restore", "kgcoop", "prograd", "dept")
 BUILTIN_PREFIX = "restore.methods."
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

@@ -156,12 +156,16 @@ class OriginalLayout:
     method in its `original_layouts` (KgCoOp: the CoOp layout plus its unused `bias_vectors` and
     `meta_net.linear1`); restore/legacy.py reads and writes it through its base's renaming.
 
-    name      its name (`export_layout` may name it); writers: who writes it, for messages."""
+    name      its name (`export_layout` may name it); writers: who writes it, for messages.
+    whole_model   the original saves its whole model, frozen CLIP included (DePT): a state is in this layout
+              only with the frozen CLIP's keys too, since ours share its learned keys' names. Where several
+              declared layouts match, the one matching the most marks wins."""
     name: str
     base: str
     marks: Tuple[str, ...]
     unused: Tuple[str, ...] = ()
     writers: str = ""
+    whole_model: bool = False
 
     def holds(self, key: str) -> bool:
         """Whether `key` (of a state dict in this layout) is one of its unused keys."""

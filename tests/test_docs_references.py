@@ -43,6 +43,10 @@ EXTERNAL = [
     r"run_maple_fsa\.sh",           # the release's run script
     r"(trainers/)?(kgcoop|prograd)\.py",  # KgCoOp's and ProGrad's original trainers (REPRODUCING.md section 12)
     r"(run|prograd)\.sh",           # their run scripts
+    r"(trainers/)?(coprompt|constants)\.py",  # CoPrompt's original trainer and per-dataset table
+    r"configs/trainers/coprompt\.yaml",       # its config (ours: configs/trainers/CoPrompt/coprompt.yaml)
+    r"(gpt_file/)?(<dataset>|<name>|\w+)_prompt\.json",  # its descriptions files, the user's
+    r"base2new_(train|test)_coprompt\.sh",  # its run scripts
 ]
 EXTERNAL_RE = re.compile("(?:" + "|".join(EXTERNAL) + r")\Z")
 

@@ -417,3 +417,47 @@ def test_scripts(tmp_path):
     (argv,) = script_calls(tmp_path, "xd_test", "oxford_pets", "1")
     assert {k: v for k, v in pairs(argv).items() if k.startswith("TRAINER.")} == {
         "TRAINER.COPROMPT.PROMPT_DEPTH": "12", "TRAINER.COPROMPT.N_CTX": "4", "TRAINER.COPROMPT.W": "8.0"}
+
+
+def test_feature_shift_is_the_prompts_alone(make_cfg, classnames, clip_model, images, ref):
+    """docs/METHOD.md section 2: CoPrompt's adapters act after the encoders, so its per-block shift is that of a
+    MaPLe model holding the same prompts (the adapters, however large, change nothing)."""
+    model = ref.randomize_(coprompt(make_cfg, classnames, clip_model, "TRAINER.COPROMPT.DESCRIPTIONS", "captions"))
+    maple = build_model(make_cfg("MaPLe", "TRAINER.MAPLE.N_CTX", 2, "TRAINER.MAPLE.PROMPT_DEPTH", 2), classnames,
+                        clip_model)
+    maple.load_state({k: v for k, v in model.state_to_save().items() if k.startswith("prompt_learner.")})
+    got, want = model.feature_shift(images), maple.feature_shift(images)
+    assert (got.vision > 0).all() and (got.text > 0).all()
+    torch.testing.assert_close(got.vision, want.vision, rtol=0, atol=0)
+    torch.testing.assert_close(got.text, want.text, rtol=0, atol=0)
+    assert not torch.allclose(model(images), maple(images))  # the adapters do change the logits
+
+
+def test_both_engines_make_the_same_run(tmp_path, monkeypatch):
+    """The authors' config (two RandAugment views, the per-dataset table) through train.py on the native engine and
+    on Dassl (where installed): the same images, description indices and updates, so the same learned tensors."""
+    os.environ.setdefault("OUTDATED_IGNORE", "1")
+    from restore.logs import kept_enabled
+    with kept_enabled():
+        pytest.importorskip("dassl.engine", exc_type=ImportError)
+    monkeypatch.setattr(np, "int", int, raising=False)  # Dassl's SolarizeAdd on numpy >= 1.24
+    from test_engine_fakes import make_oxford_pets
+    states = []
+    for engine in ("native", "dassl"):
+        out = tmp_path / engine
+        # A data folder each: both draw their few-shot samples with Python's random, which the augmentations and
+        # description indices then continue (a shared cached sample would shift the second run's stream).
+        make_oxford_pets(str(tmp_path / engine / "data"))
+        train.main(["--root", str(tmp_path / engine / "data"), "--seed", "1", "--trainer", "CoPrompt", "--engine", engine,
+                    "--dataset-config-file", "configs/datasets/oxford_pets.yaml", "--config-file",
+                    "configs/trainers/CoPrompt/coprompt.yaml", "--output-dir", str(out),
+                    "MODEL.BACKBONE.NAME", "tiny-random", "INPUT.SIZE", "(32, 32)", "DATALOADER.NUM_WORKERS", "0",
+                    "TRAINER.COPROMPT.PREC", "fp32", "TRAINER.COPROMPT.DESCRIPTIONS", "captions",
+                    "TRAINER.COPROMPT.PROMPT_DEPTH", "2", "OPTIM.MAX_EPOCH", "2", "DATASET.NUM_SHOTS", "2",
+                    "DATASET.SUBSAMPLE_CLASSES", "base"])
+        log = (out / "log.txt").read_text()
+        assert "+ randaugment (n=2, m=10)" in log and "cons_image" in log
+        states.append(torch.load(out / "MultiModalPromptLearner" / "model.pth.tar-2", weights_only=True)["state_dict"])
+    assert set(states[0]) == set(states[1])
+    for k in states[0]:
+        torch.testing.assert_close(states[0][k], states[1][k], rtol=0, atol=1e-7)

@@ -23,7 +23,7 @@ from restore.engine.seed import set_random_seed
 from restore.legacy import convert_state_dict, original_layout, to_original_state_dict
 from restore.methods import build_model
 from restore.methods.coprompt import descriptions as D
-from test_engine_fakes import ROOT
+from test_engine_fakes import ROOT, script_train_calls, trailing_pairs
 
 DESCRIPTIONS = {"cat": ["a small furry pet.", "an animal that meows on the sofa."],
                 "golden retriever": ["a big friendly dog.", "a dog with golden fur."],
@@ -376,46 +376,32 @@ def test_randaugment_equals_dassls(monkeypatch):
 
 
 # ------------------------------------------------------------------------------------------ scripts
-def script_calls(tmp_path, script, *args, code=0, **env):
-    """The train.py argument lists scripts/coprompt/<script>.sh runs (PYTHON: a stand-in recording them), or
-    its stderr when it must stop (code != 0)."""
-    fake, calls = tmp_path / "python", tmp_path / "calls.txt"
-    fake.write_text('#!/bin/bash\nprintf "%s\\n" "$*" >> "$CALLS"\n'
-                    'for a in "$@"; do [ "$a" = --check-finished ] && exit 3; done; exit 0\n')
-    fake.chmod(0o755)
-    calls.unlink(missing_ok=True)
-    full = {k: v for k, v in os.environ.items() if k not in ("DATA", "OUTPUT", "SHOTS", "LOADEP", "DESCRIPTIONS")}
-    full.update(PYTHON=str(fake), CALLS=str(calls), DATA=str(tmp_path), **env)
-    proc = subprocess.run(["bash", f"scripts/coprompt/{script}.sh", *args], cwd=ROOT, env=full,
-                          capture_output=True, text=True, timeout=60)
-    assert proc.returncode == code, proc.stderr[-2000:]
-    if code:
-        return proc.stderr
-    return [line.split() for line in calls.read_text().splitlines() if "--check-finished" not in line]
-
-
-def pairs(argv):
-    i = next(j for j, a in enumerate(argv) if a.startswith(("DATASET.", "TRAINER.")))
-    return dict(zip(argv[i::2], argv[i + 1::2]))
+def script_calls(tmp_path, script, *args, **env):
+    """The train.py argument lists scripts/coprompt/<script>.sh runs (test_engine_fakes.script_train_calls)."""
+    return script_train_calls(tmp_path, f"coprompt/{script}", *args, unset=("LOADEP", "DESCRIPTIONS"), **env)
 
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 def test_scripts(tmp_path):
     """The authors' config, DESCRIPTIONS required to train on a real dataset (not on the testbed, not to
     evaluate), Food101's epoch 5, and the source's row of the table on cross-dataset evaluations."""
-    err = script_calls(tmp_path, "base2new_train", "oxford_pets", "1", code=1)
-    assert "set DESCRIPTIONS to the descriptions file of oxford_pets" in err
+    env = {k: v for k, v in os.environ.items() if k != "DESCRIPTIONS"}
+    proc = subprocess.run(["bash", "scripts/coprompt/base2new_train.sh", "oxford_pets", "1"], cwd=ROOT,
+                          env={**env, "DATA": str(tmp_path)}, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "set DESCRIPTIONS to the descriptions file of oxford_pets" in proc.stderr
     (argv,) = script_calls(tmp_path, "base2new_train", "oxford_pets", "1", DESCRIPTIONS="/d/gpt_file")
-    assert argv[argv.index("--config-file") + 1] == "configs/trainers/CoPrompt/coprompt.yaml"
-    assert pairs(argv)["TRAINER.COPROMPT.DESCRIPTIONS"] == "/d/gpt_file"
+    assert argv[argv.index("--config-file") + 1].endswith("configs/trainers/CoPrompt/coprompt.yaml")
+    assert trailing_pairs(argv)["TRAINER.COPROMPT.DESCRIPTIONS"] == "/d/gpt_file"
+    (argv,) = script_calls(tmp_path, "xd_train", "imagenet", "1", DESCRIPTIONS="gpt_file")  # from the caller's folder
+    assert trailing_pairs(argv)["TRAINER.COPROMPT.DESCRIPTIONS"] == os.path.join(ROOT, "gpt_file")
     (argv,) = script_calls(tmp_path, "base2new_train", "shapes", "1")
-    assert argv[argv.index("--config-file") + 1] == "configs/trainers/CoPrompt/testbed.yaml"
+    assert argv[argv.index("--config-file") + 1].endswith("configs/trainers/CoPrompt/testbed.yaml")
     (argv,) = script_calls(tmp_path, "base2new_test", "food101", "1")
     assert argv[argv.index("--load-epoch") + 1] == "5"
     (argv,) = script_calls(tmp_path, "base2new_test", "dtd", "1")
     assert argv[argv.index("--load-epoch") + 1] == "8" and "TRAINER.COPROMPT.PROMPT_DEPTH" not in argv
     (argv,) = script_calls(tmp_path, "xd_test", "oxford_pets", "1")
-    assert {k: v for k, v in pairs(argv).items() if k.startswith("TRAINER.")} == {
+    assert {k: v for k, v in trailing_pairs(argv).items() if k.startswith("TRAINER.")} == {
         "TRAINER.COPROMPT.PROMPT_DEPTH": "12", "TRAINER.COPROMPT.N_CTX": "4", "TRAINER.COPROMPT.W": "8.0"}
 
 

@@ -238,6 +238,9 @@ def test_descriptions_cache_under_the_output_folder(tmp_path, classnames, make_c
     path = write(tmp_path / "d.json", DESCRIPTIONS)
     out = tmp_path / "run"
     opts = ("TRAINER.COPROMPT.DESCRIPTIONS", path, "OUTPUT_DIR", str(out))
+    coprompt(make_cfg, classnames, clip_model, *opts)  # outside a run (no such folder): nothing written
+    assert not out.exists() and os.listdir(cwd) == []
+    out.mkdir()
     first = coprompt(make_cfg, classnames, clip_model, *opts).description_features
     assert os.listdir(out) == ["coprompt_descriptions.pt"] and os.listdir(cwd) == []
     with torch.no_grad():

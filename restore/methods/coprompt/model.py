@@ -90,7 +90,9 @@ class CoPrompt(MaPLe):
         text_tower = sum(float(p.double().sum()) for name, p in self.clip.named_parameters()
                          if not name.startswith("visual"))
         backbone = f"{cfg.MODEL.BACKBONE.NAME}|{cfg.MODEL.BACKBONE.get('PATH', '')}|{text_tower:.17g}"
-        cache = os.path.join(cfg.OUTPUT_DIR, "coprompt_descriptions.pt") if cfg.OUTPUT_DIR else None
+        # A run's folder (train.py makes it before the model): a model built outside a run writes nothing.
+        out = cfg.OUTPUT_DIR
+        cache = os.path.join(out, "coprompt_descriptions.pt") if out and os.path.isdir(out) else None
         return D.cached_features(cache, D.cache_key(file, self.classnames, backbone),
                                  lambda: D.encode_descriptions(self.text_encoder, texts))
 

@@ -104,6 +104,9 @@ def _validate(spec: MethodSpec, module: str) -> None:
     for key in spec.context_keys:
         if key not in own:
             fail(f"context key {key!r} is not a key of its nodes.")
+    for term, key in spec.loss_keys.items():
+        if key not in own:
+            fail(f"loss_keys[{term!r}] names {key!r}, which is not a key of its nodes.")
     for flag, key in spec.flags.items():
         if not _NAME.match(flag) or key not in own:
             fail(f"flag --{flag} must set a key of its nodes (got {key!r}).")

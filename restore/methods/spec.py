@@ -202,6 +202,8 @@ class MethodSpec:
                       refused for another trainer), as its authors' train.py spells them.
     derive_cfg        cfg -> None, run on the merged config of a run of this method before it is checked:
                       writes the keys the model reads from the keys its users set (MaPLe_FSA's release node).
+    loss_keys         {logged loss term: the key its users set to weight it} ({"fs": "TRAINER.RESTORE.FS.WEIGHT"}):
+                      a training step whose loss turns non-finite in such a term names that key.
     tiny              KEY VALUE pairs that make it small on the tests' tiny random CLIP (3 + 3 layers): prompt
                       depths below its layers, few context tokens (tests and smoke runs).
     """
@@ -221,6 +223,7 @@ class MethodSpec:
     dataset_overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     flags: Mapping[str, str] = field(default_factory=dict)
     derive_cfg: Optional[Callable] = None
+    loss_keys: Mapping[str, str] = field(default_factory=dict)
     tiny: Tuple[Any, ...] = ()
 
     def __post_init__(self):

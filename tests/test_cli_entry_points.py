@@ -23,8 +23,13 @@ from sweep.plan import check_args
 from test_engine_fakes import ROOT, cli_opts, make_oxford_pets
 
 PETS = "configs/datasets/oxford_pets.yaml"
-TRAINERS = ("ZeroshotCLIP, CoOp, CoCoOp, LPT, VPT, IVLP, MaPLe, PromptSRC, RESTORE_m, RESTORE_p, MaPLe_FSA, KgCoOp, "
-            "ProGrad, CoOp_DePT, CoCoOp_DePT, KgCoOp_DePT, MaPLe_DePT")
+# Every registered method, in listing order (the built-in families, then the others as registered).
+TRAINERS = ", ".join(registry.names())
+assert TRAINERS.startswith("ZeroshotCLIP, CoOp, CoCoOp, LPT, VPT, IVLP, MaPLe, PromptSRC, RESTORE_m, RESTORE_p, "
+                           "MaPLe_FSA")
+# Every node with an N_CTX key, in the order the methods first list them.
+N_CTX_KEYS = ", ".join(f"{n.path}.N_CTX" for n in registry.nodes() if n.key("N_CTX") is not None)
+assert N_CTX_KEYS.startswith("TRAINER.COOP.N_CTX, TRAINER.COCOOP.N_CTX, TRAINER.MAPLE.N_CTX, TRAINER.MAPLE_FSA.N_CTX")
 
 
 def error_of(main, argv, capsys):
@@ -165,9 +170,7 @@ def test_every_entry_point_refuses_a_dataset_alike(tmp_path, capsys):
     ("RESTORE_m", "TRAINER.MAPLE.FS.WEIGHT", "Did you mean TRAINER.RESTORE.FS.WEIGHT?"),  # a sub-node
     ("RESTORE_m", "RESTORE.FS.WEIGHT", "Did you mean TRAINER.RESTORE.FS.WEIGHT?"),  # its parent left out
     ("MaPLe_FSA", "TRAINER.RESTORE.N_CTX", "Did you mean one of TRAINER.MAPLE.N_CTX, TRAINER.MAPLE_FSA.N_CTX?"),
-    ("", "TRAINER.RESTORE.N_CTX", "Did you mean one of TRAINER.COOP.N_CTX, TRAINER.COCOOP.N_CTX, "
-                                  "TRAINER.MAPLE.N_CTX, TRAINER.MAPLE_FSA.N_CTX, TRAINER.KGCOOP.N_CTX, "
-                                  "TRAINER.PROGRAD.N_CTX?"),  # no trainer: every node
+    ("", "TRAINER.RESTORE.N_CTX", f"Did you mean one of {N_CTX_KEYS}?"),  # no trainer: every node
     ("CoOp", "TRAINER.MAPLE.n_ctx", "Did you mean TRAINER.MAPLE.N_CTX?"),  # case-only, same node, first
     ("CoOp", "OPTIM.LR_SCHEDULR", "Did you mean OPTIM.LR_SCHEDULER?"),
 ])

@@ -48,6 +48,10 @@ EXTERNAL = [
     r"(trainers/)?(elp_\w+|optim)\.py|configs\.py",  # DePT's original trainers, optimiser and task table
     r"configs/trainers/ExtrasLinearProbe\w+/\w+\.yaml",  # DePT's original configs (ours: configs/trainers/*_DePT)
     r"(trainers/mmadapter|clip/gsl)\.py|run_examples\.sh",  # MMA's original trainer, gradient op, run script
+    r"(trainers/)?(coprompt|constants)\.py",  # CoPrompt's original trainer and per-dataset table
+    r"configs/trainers/coprompt\.yaml",       # its config (ours: configs/trainers/CoPrompt/coprompt.yaml)
+    r"(gpt_file/)?(<dataset>|<name>|\w+)_prompt\.json",  # its descriptions files, the user's
+    r"base2new_(train|test)_coprompt\.sh",  # its run scripts
 ]
 EXTERNAL_RE = re.compile("(?:" + "|".join(EXTERNAL) + r")\Z")
 

@@ -65,6 +65,27 @@ RELEASE_TEMPLATES = {
 }
 
 
+# TCP's two tables (htyao89/Textual-based_Class-aware_prompt_tuning, trainers/tcp.py): the hand prompts whose
+# frozen features feed its class-token encoder (CUSTOM_TEMPLATES_ori there), and its learnable prompts, whose
+# first four words are the context slots (CUSTOM_TEMPLATES there; "X X X X" = random context).
+TCP_HAND_TEMPLATES = {
+    **CUSTOM_TEMPLATES,
+    "FGVCAircraft": "a photo of an aircraft {}.",
+    "DescribableTextures": "a photo of a {}, a type of texture.",
+    "Food101": "a photo of a {}, a type of food.",
+}
+TCP_PROMPTS = {
+    **{k: "X X X X {}." for k in ("EuroSAT", "SUN397", "Caltech101")},
+    "OxfordPets": "X X X X {}, a type of pet.",
+    "OxfordFlowers": "X X X X {}, a type of flower.",
+    "FGVCAircraft": "X X X X {}, a type of aircraft.",
+    "DescribableTextures": "X X X X {} texture.",
+    "StanfordCars": "X X X X {}, a type of car",  # no final period, as theirs
+    "Food101": "X X X X {}, a type of food.",
+    "UCF101": "a photo of a person doing {}.",
+    **{k: "a photo of a {}." for k in ("ImageNet", "ImageNetSketch", "ImageNetV2", "ImageNetA", "ImageNetR")},
+}
+
 # PromptSRC's IMAGENET_TEMPLATES (60 of CLIP's 80 ImageNet templates, "a photo of a {}." first).
 PROMPTSRC_TEMPLATES = [
     "a photo of a {}.", "a bad photo of a {}.", "a photo of many {}.", "a sculpture of a {}.",

@@ -272,3 +272,12 @@ def test_scripts_pass_the_authors_settings(tmp_path):
     assert argv[argv.index("--load-epoch") + 1] == "50"
     (argv,) = script_calls(tmp_path, "xd_train", "imagenet", "1")
     assert argv[argv.index("--config-file") + 1] == "configs/trainers/TCP/vit_b16_ep100_ctxv1.yaml"
+    # ImageNet and SUN397 models train 25 epochs (the spec's override): the test scripts load that epoch.
+    for script, dataset, epoch in (("base2new_test", "sun397", "25"), ("base2new_test", "imagenet", "25"),
+                                   ("xd_test", "dtd", "25"), ("xd_test", "imagenet_a", "25")):
+        (argv,) = script_calls(tmp_path, script, dataset, "1")
+        assert argv[argv.index("--load-epoch") + 1] == epoch, (script, dataset)
+    (argv,) = script_calls(tmp_path, "base2new_test", "sun397", "1", "OPTIM.MAX_EPOCH", "7")
+    assert argv[argv.index("--load-epoch") + 1] == "7"
+    (argv,) = script_calls(tmp_path, "xd_test", "shapes", "1")  # source: the testbed's objects
+    assert argv[argv.index("--load-epoch") + 1] == "30"

@@ -8,3 +8,16 @@ CFG=vit_b16_ep100_ctxv1
 XD_CFG=vit_b16_ep100_ctxv1
 METHOD_OPTS=(TRAINER.TCP.N_CTX 4 TRAINER.TCP.CSC False TRAINER.TCP.W 1.0 TRAINER.TCP.CLASS_TOKEN_POSITION end)
 source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
+
+# Their train.py trains ImageNet and SUN397 for 25 epochs (TCP's per-dataset override): the test scripts evaluate
+# that epoch of a model trained there, unless LOADEP or an OPTIM.MAX_EPOCH override says which.
+tcp_load_epoch() {  # tcp_load_epoch TRAINED_DATASET [KEY VALUE ...]
+    local dataset="$1"
+    shift
+    if [ -n "${LOADEP:-}" ]; then return; fi
+    while [ "$#" -ge 2 ]; do
+        if [ "$1" = "OPTIM.MAX_EPOCH" ]; then return; fi
+        shift 2
+    done
+    case "$dataset" in imagenet | sun397) LOADEP=25 ;; esac
+}

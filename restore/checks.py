@@ -18,6 +18,7 @@ COMMON_MINIMA = {
     "OPTIM.MAX_EPOCH": (1, "the number of training epochs"),
     "OPTIM.LR": (None, "the learning rate, > 0"),
     "OPTIM.WEIGHT_DECAY": (0, "the weight decay"),
+    "OPTIM.ADAM_EPS": (None, "Adam's eps, > 0"),
     "DATALOADER.TRAIN_X.BATCH_SIZE": (1, "the training batch size"),
     "DATALOADER.TRAIN_U.BATCH_SIZE": (1, "the unlabelled batch size"),
     "DATALOADER.TEST.BATCH_SIZE": (1, "the evaluation batch size"),

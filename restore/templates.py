@@ -1,5 +1,5 @@
-"""Hand-written prompt templates: CoOp's per-dataset templates (ZeroshotCLIP), KgCoOp's, ProGrad's and the
-RESTORE release's per-dataset tables (their hand prompts), and PromptSRC's 60-template ensemble (its frozen
+"""Hand-written prompt templates: CoOp's per-dataset templates (ZeroshotCLIP), KgCoOp's, ProGrad's, TCP's and the
+RESTORE release's per-dataset tables (their hand prompts; TCP's learnable prompts), and PromptSRC's 60-template ensemble (its frozen
 text targets). Data, not code: lists as the public methods use them."""
 
 # CoOp's ZeroshotCLIP templates, keyed by DATASET.NAME. Other datasets (e.g. the synthetic

@@ -195,16 +195,18 @@ def test_the_authors_config_and_command_line_run_unchanged():
     assert (t.CTX_INIT, t.N_CTX, t.CSC, t.W, t.PREC, t.INSERT_LAYER, t.KG_WEIGHT) == ("", 4, False, 1.0, "fp32", 8, 8.0)
     assert (cfg.DATALOADER.TRAIN_X.BATCH_SIZE, cfg.OPTIM.NAME, cfg.OPTIM.LR, cfg.OPTIM.MAX_EPOCH) == \
         (32, "adam", 0.002, 50)
-    opt = build_optimizer(None, [torch.nn.Parameter(torch.zeros(2))], cfg.OPTIM)
-    assert opt.defaults["eps"] == 1e-3 and opt.defaults["weight_decay"] == 5e-4
-    assert build_optimizer(None, [torch.nn.Parameter(torch.zeros(2))], train.default_cfg("native").OPTIM).defaults["eps"] \
-        == 1e-8  # torch's and Dassl's, for every other config
+    def adam(optim_cfg):
+        return build_optimizer(None, [torch.nn.Parameter(torch.zeros(2))], optim_cfg).defaults
+    assert adam(cfg.OPTIM)["eps"] == 1e-3 and adam(cfg.OPTIM)["weight_decay"] == 5e-4
+    assert adam(train.default_cfg("native").OPTIM)["eps"] == 1e-8  # torch's and Dassl's, for every other config
     assert setup(*config, "TRAINER.COOP.CTX_INIT", "True").TRAINER.TCP.CTX_INIT == "a photo of a"
     for name in ("ImageNet", "SUN397"):
         cfg = setup(*config, "DATASET.NAME", name)
         assert cfg.OPTIM.MAX_EPOCH == 25 and list(cfg.DATASET_OVERRIDES) == ["OPTIM.MAX_EPOCH 25"]
         assert setup(*config, "DATASET.NAME", name, "OPTIM.MAX_EPOCH", "2").OPTIM.MAX_EPOCH == 2  # ours: the CLI wins
     assert setup(*config, "DATASET.NAME", "Caltech101").OPTIM.MAX_EPOCH == 50
+    with pytest.raises(UserError, match=r"OPTIM.ADAM_EPS is 0.0; it must be greater than 0"):
+        setup(*config, "OPTIM.ADAM_EPS", "0.0")
     cfg = setup("--config-file", "configs/trainers/TCP/testbed.yaml")
     assert (cfg.TRAINER.TCP.INSERT_LAYER, cfg.OPTIM.ADAM_EPS) == (3, 1e-3)
 
@@ -260,7 +262,8 @@ def script_calls(tmp_path, script, *args):
 def test_scripts_pass_the_authors_settings(tmp_path):
     (argv,) = script_calls(tmp_path, "base2new_train", "oxford_pets", "1", "OPTIM.MAX_EPOCH", "3")
     assert argv[argv.index("--config-file") + 1] == "configs/trainers/TCP/vit_b16_ep100_ctxv1.yaml"
-    assert argv[argv.index("--output-dir") + 1].endswith("train_base/oxford_pets/shots_16/TCP/vit_b16_ep100_ctxv1/seed1")
+    assert argv[argv.index("--output-dir") + 1].endswith(
+        "train_base/oxford_pets/shots_16/TCP/vit_b16_ep100_ctxv1/seed1")
     i = next(j for j, a in enumerate(argv) if re.match(r"^[A-Z][A-Z0-9_]*\.[A-Z]", a))
     opts = dict(zip(argv[i::2], argv[i + 1::2]))
     assert {k: opts[k] for k in ("TRAINER.TCP.N_CTX", "TRAINER.TCP.CSC", "TRAINER.TCP.W",

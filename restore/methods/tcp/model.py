@@ -20,7 +20,6 @@ Random draws, in the authors' order (for the same seed, the same run): the conte
 CTX_INIT), a second CLIP build (their frozen copy for the hand prompts; replayed only when the CLIP's own
 build was, restore.backbone.replay_second_build), then meta_net's linear1 and linear2.
 """
-import torch
 from torch import Tensor
 
 from ...backbone import replay_second_build

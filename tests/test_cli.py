@@ -99,7 +99,7 @@ def test_all_trainer_configs_merge():
                                                    if re.match(rf"{k}(_|\.)", name)), path
             assert cfg.INPUT.INTERPOLATION == "bicubic"
             assert cfg.OPTIM.WARMUP_EPOCH == 1 and cfg.OPTIM.WARMUP_CONS_LR == 1e-5
-            assert cfg.DATALOADER.TEST.BATCH_SIZE == 100
+            assert cfg.DATALOADER.TEST.BATCH_SIZE == (500 if trainer == "TCP" else 100)  # TCP's authors: 500
 
 
 def test_restore_configs_follow_method_md():

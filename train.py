@@ -20,11 +20,14 @@ import logging
 import os
 import pkgutil
 import re
+import shutil
 import sys
 import warnings
 
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
 
+from restore.cli import (BACKBONES, check_data_root, check_dataset, check_trainer,  # noqa: E402
+                         dataset_configs, node_of, unknown_key)
 from restore.config import canonical_opts, merge_from_file, merge_from_list  # noqa: E402
 from restore.errors import UserError  # noqa: E402
 from restore.methods import registry  # noqa: E402  (the method specs; no torch)
@@ -68,7 +71,8 @@ def build_parser():
                    help="dassl: Dassl.pytorch's trainers (trainers/); native: restore.engine; "
                         "auto: dassl when importable, else native")
     p.add_argument("--print-config", action="store_true",
-                   help="print the resolved config (defaults, yaml files, flags, KEY VALUE pairs) and stop")
+                   help="print the resolved config (defaults, yaml files, flags, KEY VALUE pairs) and stop; "
+                        "names and keys are checked as for a run (a trainer and dataset may be left out)")
     p.add_argument("--trust-files", action="store_true",
                    help="trust every file this run reads (= TRUST_FILES True): checkpoints, few-shot "
                         "caches and preprocessed.pkl are unpickled without restriction (which can run "
@@ -109,26 +113,15 @@ def trainers_help():
 
 
 def help_epilog():
-    """The names a user can pass, read from the registries (so the help cannot go stale), and an example."""
-    import glob
-
-    from restore.backbone import available_backbones
-    import restore.data.testbed  # noqa: F401  (registers the testbed datasets)
-    from restore.data import DATASETS
-    configs = {}
-    for path in sorted(glob.glob(os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                              "configs", "datasets", "*.yaml"))):
-        with open(path) as f:
-            m = re.search(r'NAME:\s*"?(\w+)', f.read())
-        if m:
-            configs[m.group(1)] = os.path.basename(path)[:-len(".yaml")]
-    datasets = [f"{configs[n]} ({n})" if n in configs else n for n in DATASETS]
+    """The names a user can pass, read from the method registry and the dataset configs without torch
+    (restore.cli; so the help cannot go stale and answers at once), and an example."""
+    datasets = [f"{config} ({name})" for config, name in dataset_configs().items()]
     return "\n".join([
         *trainers_help(),
         "datasets (--dataset-config-file configs/datasets/<name>.yaml; DATASET.NAME in brackets):",
         *textwrap_names(datasets),
         "backbones (MODEL.BACKBONE.NAME, set by the method config or --backbone):",
-        *textwrap_names(available_backbones()),
+        *textwrap_names(BACKBONES),
         "  and open_clip:MODEL/TAG, e.g. open_clip:ViT-B-16/laion2b_s34b_b88k (pip install open-clip-torch;",
         "  docs/BACKBONES.md lists which methods run on which backbone)",
         "  OpenAI weights are read from ~/.cache/clip/<file> (downloaded there when online); a local",
@@ -247,28 +240,6 @@ def default_cfg(engine):
     return get_cfg_default()
 
 
-def _node_keys(cfg, key_path):
-    """The deepest existing node on `key_path` (a list of keys), its dotted name, and the first key
-    that does not exist there."""
-    node, prefix = cfg, []
-    for k in key_path:
-        if not isinstance(node, dict) or k not in node:
-            return node, ".".join(prefix), k
-        node, prefix = node[k], prefix + [k]
-    return node, ".".join(prefix), None
-
-
-def unknown_key_message(cfg, full_key, source):
-    node, where, missing = _node_keys(cfg, full_key.split("."))
-    valid = sorted(node.keys()) if isinstance(node, dict) else []
-    hint = did_you_mean(missing or "", valid, fmt=(where + ".{}") if where else "{}")
-    under = f"under {where}" if where else "at the top level"
-    msg = f"Unknown config key {full_key} ({source}).{hint}"
-    if not isinstance(node, dict):
-        return msg + f" {where} is a value, not a group of keys."
-    return msg + f" Valid keys {under}: {', '.join(valid)}."
-
-
 def type_mismatch_message(err, source):
     """yacs's "Type mismatch (<class 'float'> vs. <class 'str'>) with values (0.0003 vs. abc) for config
     key: OPTIM.LR" -> which key wants which type."""
@@ -281,7 +252,7 @@ def type_mismatch_message(err, source):
             f"Write e.g. {default!s} in that type.")
 
 
-def merge_file(cfg, path, flag, trainer=None):
+def merge_file(cfg, path, flag, trainer=""):
     if not os.path.isfile(path):
         folder = os.path.dirname(path) or "."
         avail = sorted(f for f in os.listdir(folder) if f.endswith(".yaml")) if os.path.isdir(folder) else []
@@ -295,20 +266,37 @@ def merge_file(cfg, path, flag, trainer=None):
     except KeyError as err:
         text = str(err.args[0]) if err.args else str(err)
         key = text.split("Non-existent config key:")[-1].strip()
-        raise ConfigError(unknown_key_message(cfg, key, f"in {path}")) from None
+        raise ConfigError(unknown_key(cfg, first_key_under(path, key), f"in {path}", trainer)) from None
     except ValueError as err:
         raise ConfigError(type_mismatch_message(err, f"in {path}")) from None
 
 
-def merge_opts(cfg, opts, trainer=None):
+def first_key_under(path, key):
+    """The first full key the yaml file `path` sets under `key`: yacs names the first group the config
+    lacks, the message names the key the user wrote under it."""
+    import yaml
+
+    from restore.checks import lookup
+    try:
+        with open(path) as f:
+            node = lookup(yaml.safe_load(f), key)
+    except (OSError, yaml.YAMLError):
+        return key
+    while isinstance(node, dict) and node:
+        first = next(iter(node))
+        key, node = f"{key}.{first}", node[first]
+    return key
+
+
+def merge_opts(cfg, opts, trainer=""):
     if len(opts) % 2:
         raise ConfigError(f"Config overrides must be KEY VALUE pairs; got an odd number: {' '.join(opts)}")
     # A method key's alias (as its authors write it) names its canonical key.
     opts = canonical_opts(opts, trainer)
     for key in opts[0::2]:
-        node, _, missing = _node_keys(cfg, key.split("."))
+        node, _, missing = node_of(cfg, key)
         if missing is not None:
-            raise ConfigError(unknown_key_message(cfg, key, "on the command line"))
+            raise ConfigError(unknown_key(cfg, key, "on the command line", cfg.TRAINER.NAME))
         if isinstance(node, dict):
             raise ConfigError(f"{key} is a group of keys, not a value; set one of "
                               f"{', '.join(sorted(node.keys()))}.")
@@ -405,11 +393,12 @@ def running_trainer(args):
     return ""
 
 
-def setup_cfg(args, engine="native"):
+def setup_cfg(args, engine="native", run=False):
     """The run's config: defaults, the dataset yaml, the method yaml, the method's per-dataset overrides,
     the flags, the KEY VALUE pairs (those two as the command line: applied before the overrides here,
     which then skip the keys they set, as if applied after); then the method's derive_cfg, the smoke
-    fitting and the value checks. Frozen."""
+    fitting and the value checks. Frozen. The trainer and dataset named are checked at once
+    (`check_names`); for a `run` they must be given."""
     modules = method_modules(args)
     cfg = default_cfg(engine)
     trainer = running_trainer(args)
@@ -421,6 +410,7 @@ def setup_cfg(args, engine="native"):
     opts = args.opts or []
     merge_opts(cfg, opts, trainer)
     given += canonical_opts(opts, trainer)[0::2]
+    check_names(cfg, engine, required=run)
     written = list(cfg.DATASET_OVERRIDES)
     cfg.DATASET_OVERRIDES = apply_dataset_overrides(cfg, keep=given)
     if written and written != list(cfg.DATASET_OVERRIDES):  # e.g. a config printed by another run
@@ -460,12 +450,27 @@ def fit_backbone_inputs(cfg):
         log.warning(f"Note: {note}")
 
 
-def check_trainer(name, valid):
-    if name in valid:
-        return
-    hint = did_you_mean(name, list(valid))
-    what = "No trainer given (--trainer)" if not name else f"Unknown trainer {name!r}"
-    raise ConfigError(f"{what}.{hint} Valid trainers: {', '.join(valid)}.")
+def check_names(cfg, engine, required=True):
+    """The trainer, the dataset and the data folder of the merged config, checked as every entry point
+    checks them (restore.cli) and before anything is read or written. A run needs a trainer and a
+    dataset (`required`); --print-config prints a config without them."""
+    trainers, datasets = dassl_names() if engine == "dassl" else ((), ())
+    if cfg.TRAINER.NAME or required:
+        check_trainer(cfg.TRAINER.NAME, trainers)
+    if cfg.DATASET.NAME or required:
+        from restore.data.base import DATASETS, import_readers
+        import_readers(include_testbed=True)  # the registry also holds the datasets of --method-module
+        check_dataset(cfg.DATASET.NAME, accept="name", source="DATASET.NAME",
+                      names=sorted(set(DATASETS) | set(datasets)),
+                      fix="Pass --dataset-config-file configs/datasets/<name>.yaml or set DATASET.NAME.")
+    check_data_root(cfg.DATASET.ROOT, "--root")
+
+
+def dassl_names():
+    """(trainers, datasets) that Dassl registers itself: --engine dassl runs them too."""
+    from dassl.data.datasets import DATASET_REGISTRY
+    from dassl.engine import TRAINER_REGISTRY
+    return TRAINER_REGISTRY.registered_names(), DATASET_REGISTRY.registered_names()
 
 
 def print_args(args, cfg):
@@ -691,11 +696,12 @@ def main(argv=None):
     from restore.distributed import close_distributed, init_distributed, world_info_from_env
     from restore.engine.logger import close_logger
     from restore.lock import output_lock
+    created = None  # the output folder, when this run created it
     try:
         errors = user_errors()
         try:
             engine = choose_engine(args.engine, processes=world_info_from_env()[2])
-            cfg = setup_cfg(args, engine)
+            cfg = setup_cfg(args, engine, run=not args.print_config)
             if args.print_config:
                 print(cfg)
                 return None
@@ -704,8 +710,10 @@ def main(argv=None):
             from restore.engine.provenance import check_output_dir
             check_output_dir(cfg, eval_args(args))  # before any work: nothing to mix or overwrite
             init_distributed(cfg)  # under torchrun; before the lock, which rank 0 takes for all
+            new = bool(cfg.OUTPUT_DIR) and not os.path.exists(cfg.OUTPUT_DIR)
             # One run per output folder; what a killed run left half-written is removed first.
             with output_lock(cfg.OUTPUT_DIR) as lock:
+                created = cfg.OUTPUT_DIR if new and lock is not None else None  # rank 0 holds the lock
                 return run(args, cfg, engine, lock)
         except errors as err:
             if os.environ.get("RESTORE_TRACEBACK"):
@@ -715,6 +723,17 @@ def main(argv=None):
     finally:
         close_logger()
         close_distributed()
+        if created:
+            remove_if_not_started(created)
+
+
+def remove_if_not_started(folder):
+    """Remove the output folder this run created when the run stopped before it started (no run record:
+    refused by a check of its data, checkpoint or backbone, or interrupted while preparing), so that
+    no folder, log or lock is left to mistake for a run."""
+    from restore.engine.provenance import RUN_INFO
+    if not os.path.exists(os.path.join(folder, RUN_INFO)):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":

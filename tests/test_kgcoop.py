@@ -1,10 +1,7 @@
 """KgCoOp against independent computations: its loss and gradient (the frozen CLIP's modules, conftest's `ref`),
 its hand prompts per dataset, the authors' and the release's configs and scripts, and checkpoints in the
 authors' layout both ways. The random draws of the authors' order are pinned in tests/test_parity.py."""
-import os
-import re
 import shutil
-import subprocess
 
 import clip
 import pytest
@@ -15,7 +12,7 @@ import train
 from restore.legacy import convert_state_dict, describe_mismatch, original_layout, to_original_state_dict
 from restore.methods import build_model
 from restore.templates import KGCOOP_TEMPLATES, RELEASE_TEMPLATES
-from test_engine_fakes import ROOT
+from test_engine_fakes import script_train_calls, trailing_pairs
 
 
 def kgcoop(make_cfg, classnames, clip_model, *opts, dataset="DescribableTextures"):
@@ -133,25 +130,8 @@ needs_bash = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash
 
 
 def script_calls(tmp_path, script, *args, **env):
-    """The train.py argument lists scripts/kgcoop/<script>.sh runs (PYTHON is a stand-in that records them
-    and answers --check-finished with "not finished")."""
-    fake, calls = tmp_path / "python", tmp_path / "calls.txt"
-    fake.write_text('#!/bin/bash\nprintf "%s\\n" "$*" >> "$CALLS"\n'
-                    'for a in "$@"; do [ "$a" = --check-finished ] && exit 3; done; exit 0\n')
-    fake.chmod(0o755)
-    calls.unlink(missing_ok=True)
-    full = {k: v for k, v in os.environ.items() if k not in ("DATA", "OUTPUT", "SHOTS", "W", "VARIANT")}
-    full.update(PYTHON=str(fake), CALLS=str(calls), DATA=str(tmp_path), **env)
-    proc = subprocess.run(["bash", f"scripts/kgcoop/{script}.sh", *args], cwd=ROOT, env=full,
-                          capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return [line.split() for line in calls.read_text().splitlines() if "--check-finished" not in line]
-
-
-def pairs(argv):
-    """{KEY: VALUE} of a train.py argument list's trailing pairs."""
-    i = next(j for j, a in enumerate(argv) if re.match(r"^[A-Z][A-Z0-9_]*\.[A-Z]", a))
-    return dict(zip(argv[i::2], argv[i + 1::2]))
+    """The train.py argument lists scripts/kgcoop/<script>.sh runs (test_engine_fakes.script_train_calls)."""
+    return script_train_calls(tmp_path, f"kgcoop/{script}", *args, unset=("W", "VARIANT"), **env)
 
 
 @needs_bash
@@ -163,7 +143,7 @@ def test_scripts_pass_the_authors_or_the_release_settings(tmp_path, env, weight,
     (argv,) = script_calls(tmp_path, "base2new_train", "oxford_pets", "1", "OPTIM.MAX_EPOCH", "3", **env)
     assert argv[argv.index("--config-file") + 1] == f"configs/trainers/KgCoOp/{config}.yaml"
     assert argv[argv.index("--output-dir") + 1].endswith(f"train_base/oxford_pets/shots_16/KgCoOp/{config}/seed1")
-    opts = pairs(argv)
+    opts = trailing_pairs(argv)
     assert {k: opts[k] for k in ("TRAINER.KGCOOP.N_CTX", "TRAINER.KGCOOP.CSC", "TRAINER.KGCOOP.W",
                                  "TRAINER.KGCOOP.CLASS_TOKEN_POSITION", "DATASET.SUBSAMPLE_CLASSES")} == \
         {"TRAINER.KGCOOP.N_CTX": "4", "TRAINER.KGCOOP.CSC": "False", "TRAINER.KGCOOP.W": weight,
@@ -173,4 +153,4 @@ def test_scripts_pass_the_authors_or_the_release_settings(tmp_path, env, weight,
     assert argv[argv.index("--load-epoch") + 1] == ("10" if env.get("VARIANT") else "100")
     (argv,) = script_calls(tmp_path, "xd_test", "dtd", "1", **env)
     assert argv[argv.index("--config-file") + 1] == f"configs/trainers/KgCoOp/{xd_config}.yaml"
-    assert pairs(argv)["TRAINER.KGCOOP.W"] == weight
+    assert trailing_pairs(argv)["TRAINER.KGCOOP.W"] == weight

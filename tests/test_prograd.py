@@ -3,10 +3,7 @@ frozen CLIP's modules, conftest's `ref`), the gradient projection (float64, by h
 through the engine's backward hook (one process, and two gloo processes against one), the authors' and the
 release's configs and scripts. The random draws of the authors' order are pinned in tests/test_parity.py."""
 import math
-import os
-import re
 import shutil
-import subprocess
 
 import clip
 import pytest
@@ -19,7 +16,7 @@ import train
 from restore.errors import UserError
 from restore.methods import build_model
 from restore.methods.prograd.model import project, soft_kl
-from test_engine_fakes import ROOT
+from test_engine_fakes import script_train_calls, trailing_pairs
 
 
 def prograd(make_cfg, classnames, clip_model, *opts, dataset="OxfordPets"):
@@ -193,24 +190,8 @@ needs_bash = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash
 
 
 def script_calls(tmp_path, script, *args, **env):
-    """The train.py argument lists scripts/prograd/<script>.sh runs (PYTHON is a stand-in that records them
-    and answers --check-finished with "not finished")."""
-    fake, calls = tmp_path / "python", tmp_path / "calls.txt"
-    fake.write_text('#!/bin/bash\nprintf "%s\\n" "$*" >> "$CALLS"\n'
-                    'for a in "$@"; do [ "$a" = --check-finished ] && exit 3; done; exit 0\n')
-    fake.chmod(0o755)
-    calls.unlink(missing_ok=True)
-    full = {k: v for k, v in os.environ.items() if k not in ("DATA", "OUTPUT", "SHOTS", "LAMBDA", "VARIANT")}
-    full.update(PYTHON=str(fake), CALLS=str(calls), DATA=str(tmp_path), **env)
-    proc = subprocess.run(["bash", f"scripts/prograd/{script}.sh", *args], cwd=ROOT, env=full,
-                          capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return [line.split() for line in calls.read_text().splitlines() if "--check-finished" not in line]
-
-
-def pairs(argv):
-    i = next(j for j, a in enumerate(argv) if re.match(r"^[A-Z][A-Z0-9_]*\.[A-Z]", a))
-    return dict(zip(argv[i::2], argv[i + 1::2]))
+    """The train.py argument lists scripts/prograd/<script>.sh runs (test_engine_fakes.script_train_calls)."""
+    return script_train_calls(tmp_path, f"prograd/{script}", *args, unset=("LAMBDA", "VARIANT"), **env)
 
 
 @needs_bash
@@ -219,7 +200,7 @@ def pairs(argv):
 def test_base_to_novel_scripts_pass_the_authors_or_the_release_settings(tmp_path, env, config, shots, load):
     (argv,) = script_calls(tmp_path, "base2new_train", "dtd", "2", **env)
     assert argv[argv.index("--config-file") + 1] == f"configs/trainers/ProGrad/{config}.yaml"
-    opts = pairs(argv)
+    opts = trailing_pairs(argv)
     assert (opts["DATASET.NUM_SHOTS"], opts["TRAINER.PROGRAD.LOSS.LAMBDA"], opts["TRAINER.PROGRAD.N_CTX"]) == \
         (shots, "1.0", "16")
     (argv,) = script_calls(tmp_path, "base2new_test", "dtd", "2", **env)
@@ -234,7 +215,7 @@ def test_few_shot_script_takes_the_authors_lambda(tmp_path, dataset, shots, lam)
     EuroSAT as the authors' README says, else 1.0; three seeds."""
     runs = script_calls(tmp_path, "main", dataset, "rn50", "end", "16", shots, "False")
     assert len(runs) == 3
-    opts = pairs(runs[0])
+    opts = trailing_pairs(runs[0])
     assert (opts["TRAINER.COOP.N_CTX"], opts["DATASET.NUM_SHOTS"], opts["TRAINER.PROGRAD.LOSS.LAMBDA"]) == \
         ("16", shots, lam)
     assert runs[0][runs[0].index("--output-dir") + 1].endswith(

@@ -42,6 +42,7 @@ EXTERNAL = [
     r"(trainers/)?maple_fsa\.py",   # the official RESTORE release's trainer
     r"run_maple_fsa\.sh",           # the release's run script
     r"(trainers/)?(kgcoop|prograd)\.py",  # KgCoOp's and ProGrad's original trainers (REPRODUCING.md section 12)
+    r"(trainers/)?tcp\.py", r"trainers/clip_text/model\.py",  # TCP's original trainer and text encoder (section 13)
     r"(run|prograd)\.sh",           # their run scripts
 ]
 EXTERNAL_RE = re.compile("(?:" + "|".join(EXTERNAL) + r")\Z")

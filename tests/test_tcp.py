@@ -4,10 +4,7 @@ dataset, the feature shift at the insertion block by hand, the class-token exten
 fitted to small CLIPs, the authors' config and command line, the optimizer's eps, the per-dataset epochs, and
 checkpoints in the authors' layout both ways. The random draws of the authors' order are pinned in
 tests/test_parity.py."""
-import os
-import re
 import shutil
-import subprocess
 
 import clip
 import pytest
@@ -21,7 +18,7 @@ from restore.legacy import convert_state_dict, original_layout, to_original_stat
 from restore.methods import build_model
 from restore.methods.class_tokens import with_class_tokens
 from restore.smoke import fit_cfg_to_backbone
-from test_engine_fakes import ROOT
+from test_engine_fakes import script_train_calls, trailing_pairs
 
 
 def tcp(make_cfg, classnames, clip_model, *opts, dataset="OxfordPets"):
@@ -243,19 +240,8 @@ needs_bash = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash
 
 
 def script_calls(tmp_path, script, *args):
-    """The train.py argument lists scripts/tcp/<script>.sh runs (PYTHON is a stand-in that records them and
-    answers --check-finished with "not finished")."""
-    fake, calls = tmp_path / "python", tmp_path / "calls.txt"
-    fake.write_text('#!/bin/bash\nprintf "%s\\n" "$*" >> "$CALLS"\n'
-                    'for a in "$@"; do [ "$a" = --check-finished ] && exit 3; done; exit 0\n')
-    fake.chmod(0o755)
-    calls.unlink(missing_ok=True)
-    env = {k: v for k, v in os.environ.items() if k not in ("DATA", "OUTPUT", "SHOTS")}
-    env.update(PYTHON=str(fake), CALLS=str(calls), DATA=str(tmp_path))
-    proc = subprocess.run(["bash", f"scripts/tcp/{script}.sh", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return [line.split() for line in calls.read_text().splitlines() if "--check-finished" not in line]
+    """The train.py argument lists scripts/tcp/<script>.sh runs (test_engine_fakes.script_train_calls)."""
+    return script_train_calls(tmp_path, f"tcp/{script}", *args, unset=("LOADEP",))
 
 
 @needs_bash
@@ -264,8 +250,7 @@ def test_scripts_pass_the_authors_settings(tmp_path):
     assert argv[argv.index("--config-file") + 1] == "configs/trainers/TCP/vit_b16_ep100_ctxv1.yaml"
     assert argv[argv.index("--output-dir") + 1].endswith(
         "train_base/oxford_pets/shots_16/TCP/vit_b16_ep100_ctxv1/seed1")
-    i = next(j for j, a in enumerate(argv) if re.match(r"^[A-Z][A-Z0-9_]*\.[A-Z]", a))
-    opts = dict(zip(argv[i::2], argv[i + 1::2]))
+    opts = trailing_pairs(argv)
     assert {k: opts[k] for k in ("TRAINER.TCP.N_CTX", "TRAINER.TCP.CSC", "TRAINER.TCP.W",
                                  "TRAINER.TCP.CLASS_TOKEN_POSITION", "DATASET.SUBSAMPLE_CLASSES")} == \
         {"TRAINER.TCP.N_CTX": "4", "TRAINER.TCP.CSC": "False", "TRAINER.TCP.W": "1.0",

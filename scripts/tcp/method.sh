@@ -1,5 +1,5 @@
 # TCP's trainer, config and its authors' script values, sourced by the scripts in this folder.
-# Its authors' base-to-novel setting (htyao89/Textual-based_Class-aware_prompt_tuning, scripts/base2new_train.sh):
+# Its authors' base-to-novel setting (htyao89/Textual-based_Class-aware_prompt_tuning, its base-to-novel train script):
 #   configs/trainers/TCP/vit_b16_ep100_ctxv1.yaml (Adam, eps 1e-3, batch 32, 50 epochs; 25 on ImageNet and
 #   SUN397), 4 random context tokens, W=1.0 (read and, as in their code, unused). They publish base-to-novel
 #   only: the cross-dataset source trains with the same config. docs/REPRODUCING.md section "TCP".

@@ -217,8 +217,8 @@ def test_vision_prompts_refused(name, reason, method):
     msg = str(err.value)
     assert msg.startswith(f"{method} puts prompts into the image encoder, which backbone "
                           f"'open_clip:test' (open_clip ")
-    assert reason in msg and msg.endswith("methods that can use it: ZeroshotCLIP, CoOp, "
-                                          "CoCoOp, LPT") and "\n" not in msg
+    assert reason in msg and msg.endswith("methods that can use it: " + ", ".join(registry.supporting("resnet")))
+    assert "\n" not in msg and "ZeroshotCLIP, CoOp, CoCoOp, LPT" in msg
 
 
 def test_text_towers_that_cannot_take_prompts_are_refused():

@@ -13,7 +13,6 @@ flags -> trailing KEY VALUE pairs. A method of another package is imported first
 METHOD_MODULES in a yaml file), since its config keys exist only once it has registered.
 """
 import argparse
-import errno
 import importlib
 import importlib.util
 import logging
@@ -22,6 +21,7 @@ import pkgutil
 import re
 import shutil
 import sys
+import time
 import warnings
 
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
@@ -29,6 +29,7 @@ warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
 from restore.cli import (BACKBONES, check_data_root, check_dataset, check_trainer,  # noqa: E402
                          dataset_configs, node_of, unknown_key)
 from restore.config import canonical_opts, merge_from_file, merge_from_list  # noqa: E402
+import restore.logs  # noqa: E402
 from restore.errors import UserError  # noqa: E402
 from restore.methods import registry  # noqa: E402  (the method specs; no torch)
 from restore.suggest import did_you_mean  # noqa: E402
@@ -468,8 +469,10 @@ def check_names(cfg, engine, required=True):
 
 def dassl_names():
     """(trainers, datasets) that Dassl registers itself: --engine dassl runs them too."""
-    from dassl.data.datasets import DATASET_REGISTRY
-    from dassl.engine import TRAINER_REGISTRY
+    from restore.logs import kept_enabled
+    with kept_enabled():  # Dassl's import disables logging below ERROR (the run's own log lines)
+        from dassl.data.datasets import DATASET_REGISTRY
+        from dassl.engine import TRAINER_REGISTRY
     return TRAINER_REGISTRY.registered_names(), DATASET_REGISTRY.registered_names()
 
 
@@ -663,21 +666,9 @@ def error_message(err) -> str:
         at = text.rfind(head)
         text = text[at + len(head):].strip() if at >= 0 else text.strip().splitlines()[-1]
     elif isinstance(err, OSError) and not isinstance(err, UserError) and err.strerror:
-        target = f" {err.filename}" if err.filename else ""
-        fix = OS_FIXES.get(err.errno, "")
-        text = f"Cannot write or read{target}: {err.strerror} (errno {err.errno}). {fix}"
+        from restore.files import describe_os_error
+        text = describe_os_error(err)
     return text.strip()
-
-
-OS_FIXES = {
-    errno.ENOSPC: "Free disk space (or choose another --output-dir) and run again (it resumes from "
-                  "the last saved epoch).",
-    errno.EDQUOT: "Free space within your quota (or choose another --output-dir) and run again.",
-    errno.EROFS: "The file system is read-only: choose a writable --output-dir.",
-    errno.EACCES: "Permission denied: choose a folder you can write (--output-dir) or read (--root).",
-    errno.EPERM: "Permission denied: choose a folder you can write (--output-dir) or read (--root).",
-    errno.ENOENT: "Check the path.",
-}
 
 
 def main(argv=None):
@@ -693,15 +684,19 @@ def main(argv=None):
     if args.seed == 0:
         log.warning("Note: --seed 0 is ignored, as in CoOp (`if args.seed:`); pass `SEED 0` as an option "
                     "to fix the seed to 0.")
-    from restore.distributed import close_distributed, init_distributed, world_info_from_env
+    from restore.distributed import close_distributed, hand_over_error, init_distributed, world_info_from_env
     from restore.engine.logger import close_logger
     from restore.lock import output_lock
+    from restore.engine.stop import RunStopped
     created = None  # the output folder, when this run created it
+    output_dir, started = None, time.time()
+    stopped = None  # RunStopped: a signal stopped the run after saving its state
     try:
         errors = user_errors()
         try:
             engine = choose_engine(args.engine, processes=world_info_from_env()[2])
             cfg = setup_cfg(args, engine, run=not args.print_config)
+            output_dir = cfg.OUTPUT_DIR
             if args.print_config:
                 print(cfg)
                 return None
@@ -714,17 +709,34 @@ def main(argv=None):
             # One run per output folder; what a killed run left half-written is removed first.
             with output_lock(cfg.OUTPUT_DIR) as lock:
                 created = cfg.OUTPUT_DIR if new and lock is not None else None  # rank 0 holds the lock
-                return run(args, cfg, engine, lock)
+                result = run(args, cfg, engine, lock)
+        except RunStopped as stop:
+            log.warning(str(stop))
+            stopped = stop
         except errors as err:
             if os.environ.get("RESTORE_TRACEBACK"):
                 raise
-            log.error(f"Error: {error_message(err)}\n(set RESTORE_TRACEBACK=1 to see the traceback)")
+            message = f"Error: {error_message(err)}"
+            log.error(f"{message}\n(set RESTORE_TRACEBACK=1 to see the traceback)")
+            hand_over_error(restore.logs.leave_error(output_dir, message), started)  # torchrun: to log.txt
             sys.exit(1)
+        except Exception:
+            # Under torchrun, a collective fails on the ranks whose peer stopped on an error: that rank
+            # printed its line; rank 0 puts it into log.txt, and no rank adds a traceback of its own.
+            if restore.logs.stopped_by_peer(output_dir, started) and not os.environ.get("RESTORE_TRACEBACK"):
+                sys.exit(1)
+            raise
     finally:
-        close_logger()
+        closing = close_logger()  # the log's last lines could not be written: the run's result is not in it
         close_distributed()
         if created:
             remove_if_not_started(created)
+    if closing is not None:
+        log.error(f"Error: {error_message(closing)}")
+        sys.exit(1)
+    if stopped is not None:
+        stopped.finish()  # the handler bound before ours (submitit's requeue), else exit 128 + the signal
+    return result
 
 
 def remove_if_not_started(folder):

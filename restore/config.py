@@ -142,6 +142,12 @@ def add_general_keys(cfg: CN) -> CN:
     # Under torchrun with N processes: "global" = TRAIN_X.BATCH_SIZE is the batch of one step over all
     # processes (BATCH_SIZE / N each); "per_process" = each process takes BATCH_SIZE (N times larger steps).
     cfg.DATALOADER.TRAIN_X.BATCH_SIZE_SCOPE = "global"
+    # Keep the DataLoader's worker processes across epochs (native engine; NUM_WORKERS > 0). Off by default,
+    # as Dassl: torch then seeds the workers once instead of every epoch, so the augmentations differ.
+    cfg.DATALOADER.PERSISTENT_WORKERS = False
+    # Signals on which training saves a resumable state at its next check point and stops (a preemption,
+    # a time limit; restore/engine/stop.py). [] binds none.
+    cfg.TRAIN.STOP_SIGNALS = ["SIGTERM", "SIGUSR1", "SIGUSR2"]
     # Modules of other packages that register methods (train.py --method-module, or set here in a yaml
     # file): imported before the config is built, recorded so that resume, --eval-only, sweep workers and
     # python -m restore.legacy import them again.
@@ -279,6 +285,28 @@ def canonical_opts(opts: list, trainer=None) -> list:
 YAML_SUFFIXES = (".yaml", ".yml")
 
 
+def read_yaml(path: str, what: str):
+    """The YAML file at `path` as plain data (yaml.safe_load: no tag builds an object). One UserError line
+    naming `what` and the file for a file that cannot be read or parsed; a Python tag
+    (`!!python/object/apply:...`) is named as such (yaml's own message is a traceback-long
+    ConstructorError that names no file)."""
+    import yaml
+    try:
+        with open(path, encoding="utf-8") as f:
+            return yaml.safe_load(f)
+    except OSError as err:
+        raise UserError(f"{what} {path} cannot be read: {err.strerror or err}.") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        if "python/" in str(err):
+            raise UserError(f"{what} {path}{where} holds a Python object tag (!!python/...), which a config never "
+                            "needs and which an unsafe loader would run as code: it is not read. Write plain "
+                            "values.") from None
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise UserError(f"{what} {path} is not valid YAML{where}: {problem}.") from None
+
+
 def merge_from_file(cfg: CN, path: str, trainer=None) -> None:
     """`cfg.merge_from_file` for yaml files only (yacs would execute a `.py` config: UserError), with the
     method key aliases of a run of `trainer` translated, and integers accepted for float keys: the anchors'
@@ -286,8 +314,10 @@ def merge_from_file(cfg: CN, path: str, trainer=None) -> None:
     if not path.lower().endswith(YAML_SUFFIXES):
         raise UserError(f"Config file {path}: only yaml files (.yaml, .yml) are read, since a Python "
                         "config would run as code; write its keys in yaml.")
-    with open(path) as f:
-        other = cfg.load_cfg(f.read())  # a string: parsed as yaml whatever the file name says
+    tree = read_yaml(path, "Config file") or {}
+    if not isinstance(tree, dict):
+        raise UserError(f"Config file {path} holds a {type(tree).__name__}, not KEY: VALUE lines.")
+    other = type(cfg)(tree)
     translate_aliases(other, path, trainer)
     _ints_to_floats(cfg, other)
     cfg.merge_from_other_cfg(other)

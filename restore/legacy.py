@@ -28,8 +28,11 @@ loads work), the frozen CLIP weights (image_encoder.*, text_encoder.*, logit_sca
 some prompts in fp16). Nothing here imports Dassl; torch is imported where tensors are made, so that
 `python -m restore.legacy --help` and its argument checks answer at once.
 """
+import logging
 import os
 import re
+
+log = logging.getLogger(__name__)
 
 _VISION_DEEP = re.compile(r"^image_encoder\.transformer\.resblocks\.(\d+)\.VPT_shallow$")
 _TEXT_DEEP = re.compile(r"^text_encoder\.transformer\.resblocks\.(\d+)\.VPT_shallow$")
@@ -105,9 +108,11 @@ def original_layout(state_dict: dict):
     OriginalLayout, recognised by its marks: "KgCoOp"), "CoOp" (prompt learner only), "IVLP"
     (IVLP / VPT / PromptSRC), "MaPLe_FSA", "MaPLe", or None (ours, or unrecognised)."""
     keys = set(unwrap(state_dict))
-    for name, layout in _declared().items():
-        if keys & set(layout.marks):
-            return name
+    frozen = "logit_scale" in keys or any(k.startswith(_FROZEN_PREFIXES) for k in keys)
+    found = [(len(keys & set(layout.marks)), name) for name, layout in _declared().items()
+             if keys & set(layout.marks) and (frozen or not layout.whole_model)]
+    if found:  # the most marks matched, the first declared on a tie
+        return max(found, key=lambda x: x[0])[1]
     if any(k in keys for k in ("ctx", "token_prefix", "token_suffix")) or any(
             k.startswith("meta_net.") for k in keys):
         return "CoOp"
@@ -264,15 +269,23 @@ def to_original_state_dict(trainer_name: str, state_dict: dict) -> dict:
     return out
 
 
-def export_checkpoint(trainer_name: str, model_dir: str, output_dir: str, epoch=None) -> str:
+def export_checkpoint(trainer_name: str, model_dir: str, output_dir: str, epoch=None, trust: bool = False) -> str:
     """Write our checkpoint `model_dir/<registered name>/model.pth.tar-<epoch>` (latest when epoch is
     None) as `output_dir/<registered name>/model.pth.tar-<epoch>` in the original layout, for the
-    original code's `--model-dir output_dir --load-epoch <epoch> --eval-only`. Returns the path."""
+    original code's `--model-dir output_dir --load-epoch <epoch> --eval-only`. Returns the path.
+    ValueError (one line naming the file) for a checkpoint whose record says another trainer trained it;
+    `trust`: read the checkpoint without restriction (--trust-files)."""
     from .engine.checkpoint import load_checkpoint, model_file, save_checkpoint
+    from .engine.run_record import has_record
     from .methods.registry import registered_name
     name = registered_name(trainer_name)
     source = model_file(model_dir, name, epoch)
-    checkpoint = load_checkpoint(source)
+    checkpoint = load_checkpoint(source, trust=trust)
+    if not has_record(checkpoint):
+        log.warning(f"Note: {source} records no trainer: that it holds {trainer_name} prompts is not checked.")
+    elif checkpoint["trainer"] != trainer_name:
+        raise ValueError(f"{source} was trained with {checkpoint['trainer']}, not {trainer_name}: pass --trainer "
+                         f"{checkpoint['trainer']}.")
     state = to_original_state_dict(trainer_name, checkpoint)
     return save_checkpoint({"state_dict": state, "epoch": checkpoint.get("epoch", epoch),
                             "optimizer": None, "scheduler": None, "val_result": None},
@@ -295,14 +308,21 @@ def main(argv=None):
     p.add_argument("--method-module", action="append", default=[],
                    help="a module registering a method of another package (the modules the training run "
                         "recorded in its run_info.json are imported too)")
+    p.add_argument("--trust-files", action="store_true",
+                   help="read the checkpoint without restriction, which can run code stored in it (as train.py "
+                        "--trust-files); without it only tensors and plain data are read")
     args = p.parse_args(argv)
+    from .files import describe_os_error
     try:
         registry.import_modules(args.method_module)
         registry.import_modules(registry.recorded_modules(args.model_dir),
                                 f"METHOD_MODULES of {os.path.join(args.model_dir, 'run_info.json')}")
         export_layout(check_trainer(args.trainer))  # before torch: the message every entry point gives
-        export_checkpoint(args.trainer, args.model_dir, args.output_dir, args.load_epoch)
-    except (ValueError, KeyError, OSError) as err:
+        export_checkpoint(args.trainer, args.model_dir, args.output_dir, args.load_epoch, trust=args.trust_files)
+    except OSError as err:
+        text = describe_os_error(err) if err.strerror and not isinstance(err, ValueError) else str(err)
+        raise SystemExit(f"Error: {text}") from None
+    except (ValueError, KeyError) as err:
         raise SystemExit(f"Error: {err}") from None
 
 

@@ -24,7 +24,7 @@ from test_engine_fakes import ROOT, cli_opts, make_oxford_pets
 
 PETS = "configs/datasets/oxford_pets.yaml"
 TRAINERS = ("ZeroshotCLIP, CoOp, CoCoOp, LPT, VPT, IVLP, MaPLe, PromptSRC, RESTORE_m, RESTORE_p, MaPLe_FSA, KgCoOp, "
-            "ProGrad, TCP")
+            "ProGrad, CoOp_DePT, CoCoOp_DePT, KgCoOp_DePT, MaPLe_DePT, TCP")
 
 
 def error_of(main, argv, capsys):

@@ -298,7 +298,7 @@ def test_method_listing_imports_no_torch():
     import sys
     code = ("import sys, train; lines = train.trainers_help(); "
             "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('torch'))[:5]; "
-            "print(' '.join(lines[1:]))")  # the names, wrapped
+            "print(' '.join(lines[1:]))")  # the names, wrapped over as many lines as they need
     env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr

@@ -10,10 +10,13 @@ class OptimizerError(ValueError):
 
 def param_groups(model, params, optim_cfg):
     """`params` as one group, or (OPTIM.STAGED_LR) Dassl's two groups: the trainable parameters of the
-    model's children named in OPTIM.NEW_LAYERS at LR, all others at LR * BASE_LR_MULT."""
+    model's children named in OPTIM.NEW_LAYERS at LR, all others at LR * BASE_LR_MULT. A method that
+    declares its own staged groups (a `lr_groups(params, optim_cfg)` method: DePT's) gives them instead."""
     params = list(params)
     if not optim_cfg.STAGED_LR:
         return params
+    if hasattr(model, "lr_groups"):
+        return model.lr_groups(params, optim_cfg)
     new_layers = optim_cfg.NEW_LAYERS
     if isinstance(new_layers, str):
         new_layers = [new_layers]

@@ -25,7 +25,7 @@ from .spec import (BACKBONE_FAMILIES, ORIGINAL_LAYOUTS, TOWERS, VALUE_TYPES, Ali
 ENTRY_POINT_GROUP = "restore.methods"
 # The order the built-in families (the packages restore/methods/<family>/) are listed in: --help, the
 # benchmark's tables. A family package not named here is found all the same, and listed after them.
-LISTED_FAMILIES = ("zsclip", "coop", "cocoop", "ivlp", "maple", "promptsrc", "restore")
+LISTED_FAMILIES = ("zsclip", "coop", "cocoop", "ivlp", "maple", "promptsrc", "restore", "kgcoop", "prograd", "dept")
 BUILTIN_PREFIX = "restore.methods."
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -104,6 +104,9 @@ def _validate(spec: MethodSpec, module: str) -> None:
     for key in spec.context_keys:
         if key not in own:
             fail(f"context key {key!r} is not a key of its nodes.")
+    for term, key in spec.loss_keys.items():
+        if key not in own:
+            fail(f"loss_keys[{term!r}] names {key!r}, which is not a key of its nodes.")
     for flag, key in spec.flags.items():
         if not _NAME.match(flag) or key not in own:
             fail(f"flag --{flag} must set a key of its nodes (got {key!r}).")

@@ -159,12 +159,16 @@ class OriginalLayout:
     method in its `original_layouts` (KgCoOp: the CoOp layout plus its unused `bias_vectors` and
     `meta_net.linear1`); restore/legacy.py reads and writes it through its base's renaming.
 
-    name      its name (`export_layout` may name it); writers: who writes it, for messages."""
+    name      its name (`export_layout` may name it); writers: who writes it, for messages.
+    whole_model   the original saves its whole model, frozen CLIP included (DePT): a state is in this layout
+              only with the frozen CLIP's keys too, since ours share its learned keys' names. Where several
+              declared layouts match, the one matching the most marks wins."""
     name: str
     base: str
     marks: Tuple[str, ...]
     unused: Tuple[str, ...] = ()
     writers: str = ""
+    whole_model: bool = False
 
     def holds(self, key: str) -> bool:
         """Whether `key` (of a state dict in this layout) is one of its unused keys."""
@@ -205,6 +209,8 @@ class MethodSpec:
                       refused for another trainer), as its authors' train.py spells them.
     derive_cfg        cfg -> None, run on the merged config of a run of this method before it is checked:
                       writes the keys the model reads from the keys its users set (MaPLe_FSA's release node).
+    loss_keys         {logged loss term: the key its users set to weight it} ({"fs": "TRAINER.RESTORE.FS.WEIGHT"}):
+                      a training step whose loss turns non-finite in such a term names that key.
     tiny              KEY VALUE pairs that make it small on the tests' tiny random CLIP (3 + 3 layers): prompt
                       depths below its layers, few context tokens (tests and smoke runs).
     """
@@ -224,6 +230,7 @@ class MethodSpec:
     dataset_overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     flags: Mapping[str, str] = field(default_factory=dict)
     derive_cfg: Optional[Callable] = None
+    loss_keys: Mapping[str, str] = field(default_factory=dict)
     tiny: Tuple[Any, ...] = ()
 
     def __post_init__(self):

@@ -61,7 +61,8 @@ class CoOp(PromptedCLIP):
         if self.class_token_position == "end":
             return super().encode_text(trace)
         x = self.arrange_prompts(self.prompt_learner.ctx)
-        features, samples = self.text_encoder(x, self.eot, (), 0, trace, self.fs_norm)
+        features, samples = self.text_encoder(x, self.eot, (), 0, trace, self.fs_norm,
+                                              length=self.text_length())
         return features, (estimate(samples, trace, x.shape[0]) if trace is not False else None)
 
     def arrange_prompts(self, ctx):

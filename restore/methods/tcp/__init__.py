@@ -7,7 +7,7 @@ CLASS_TOKEN_POSITION, W, ALPHA) and CoCoOp's PREC (their class-token encoder's p
 aliases here, applied to TCP runs only, so that the authors' yaml file and command lines work unchanged. Their
 `CTX_INIT: False` is a random context, a true value the context "a photo of a" (the code ignores the string).
 The insertion block and the loss weight are literals in their code (block 8, weight 8.0); here they are keys
-with those defaults. docs/REPRODUCING.md section 13 lists what differs from the authors' code.
+with those defaults. docs/REPRODUCING.md section 14 lists what differs from the authors' code.
 """
 from ..coop import coop_aliases
 from ..registry import register

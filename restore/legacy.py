@@ -4,7 +4,8 @@ in the originals' layout (`to_original_state_dict`, `export_checkpoint`, `python
 `convert_state_dict(trainer_name, state_dict)` maps the `state_dict` of a checkpoint saved by the
 public CoOp / CoCoOp (KaiyangZhou/CoOp), IVLP / VPT / MaPLe
 (muzairkhattak/multimodal-prompt-learning), PromptSRC (muzairkhattak/PromptSRC), KgCoOp (htyao89/KgCoOp),
-ProGrad (BeierZhu/Prompt-align) or MaPLe_FSA (the official RESTORE release, Yaphabates/RESTORE_)
+ProGrad (BeierZhu/Prompt-align), TCP (htyao89/Textual-based_Class-aware_prompt_tuning: CoOp's layout)
+or MaPLe_FSA (the official RESTORE release, Yaphabates/RESTORE_)
 trainers onto the keys of our model's `state_to_save()`. Our own states pass through unchanged, so callers need not know
 which kind they hold. Original layouts (docs/REPRODUCING.md section 8):
 

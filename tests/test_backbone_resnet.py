@@ -36,7 +36,7 @@ def cfg_for(name, *opts):
     cfg = restore.get_cfg_default()
     cfg.TRAINER.NAME = name
     cfg.MODEL.BACKBONE.NAME = "RN50"
-    cfg.merge_from_list(["TRAINER.LPT.PROMPT_DEPTH_TEXT", 2, *opts])
+    cfg.merge_from_list(["TRAINER.LPT.PROMPT_DEPTH_TEXT", 2, "TRAINER.TCP.INSERT_LAYER", 2, *opts])
     return cfg
 
 

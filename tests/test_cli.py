@@ -104,7 +104,7 @@ def test_all_trainer_configs_merge():
             # one constant warm-up epoch, but MMA's authors': none
             assert cfg.OPTIM.WARMUP_EPOCH == (0 if trainer == "MultiModalAdapter" else 1)
             assert cfg.OPTIM.WARMUP_CONS_LR == 1e-5
-            assert cfg.DATALOADER.TEST.BATCH_SIZE == 100
+            assert cfg.DATALOADER.TEST.BATCH_SIZE == (500 if trainer == "TCP" else 100)  # TCP's authors: 500
 
 
 def test_restore_configs_follow_method_md():

@@ -193,11 +193,12 @@ def test_a_key_under_the_wrong_node_names_the_node_that_has_it(trainer, key, sug
 
 
 def test_the_key_search_covers_declared_aliases(monkeypatch, capsys):
-    """An alias (a key's spelling in its authors' files) names its canonical key."""
+    """An alias (a key's spelling in its authors' files) names its canonical key (a made-up spelling: no node has
+    a key of that name)."""
     monkeypatch.setattr(registry, "aliases",
-                        lambda trainer=None: {"TRAINER.COOP.KG_WEIGHT": Alias("TRAINER.COCOOP.N_CTX")})
-    message = error_of(train.main, ["--engine", "native", "--print-config", "TRAINER.MAPLE.KG_WEIGHT", "3"], capsys)
-    assert message.startswith("Unknown config key 'TRAINER.MAPLE.KG_WEIGHT' (on the command line). Did you mean "
+                        lambda trainer=None: {"TRAINER.COOP.LAB_WEIGHT": Alias("TRAINER.COCOOP.N_CTX")})
+    message = error_of(train.main, ["--engine", "native", "--print-config", "TRAINER.MAPLE.LAB_WEIGHT", "3"], capsys)
+    assert message.startswith("Unknown config key 'TRAINER.MAPLE.LAB_WEIGHT' (on the command line). Did you mean "
                               "TRAINER.COCOOP.N_CTX? Valid keys under TRAINER.MAPLE: CTX_INIT, N_CTX, PREC, "
                               "PROMPT_DEPTH.")
 

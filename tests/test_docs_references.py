@@ -44,6 +44,7 @@ EXTERNAL = [
     r"(OUT/)?gpu_check\.md",         # benchmarks/gpu_check.py's report, written into its output folder
     r"clip/clip\.py",                # the originals' copy of OpenAI's clip module (patched by gpu_check_prepare)
     r"(trainers/)?(kgcoop|prograd)\.py",  # KgCoOp's and ProGrad's original trainers (REPRODUCING.md section 12)
+    r"(trainers/)?tcp\.py", r"trainers/clip_text/model\.py",  # TCP's trainer and text encoder (section 16)
     r"(run|prograd)\.sh",           # their run scripts
     r"(trainers/)?(elp_\w+|optim)\.py|configs\.py",  # DePT's original trainers, optimiser and task table
     r"configs/trainers/ExtrasLinearProbe\w+/\w+\.yaml",  # DePT's original configs (ours: configs/trainers/*_DePT)

@@ -35,6 +35,7 @@ def make_cfg(name, release=False):
     cfg.TRAINER.MAPLE.PROMPT_DEPTH = DEPTH
     cfg.TRAINER.COPROMPT.PROMPT_DEPTH = DEPTH
     cfg.TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT = cfg.TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION = DEPTH
+    cfg.TRAINER.TCP.INSERT_LAYER = DEPTH - 1  # a block index: the last of the tiny CLIP's 3
     if release:
         cfg.TRAINER.RESTORE.FS.DEFINITION = "release"
         cfg.TRAINER.RESTORE.SURGERY.MODE = "release"

@@ -1,9 +1,9 @@
 """Same seed, same run: the random-order contract with the original CoOp, CoCoOp, MaPLe, MaPLe_FSA, KgCoOp,
-ProGrad and MMA (ZjjConan/Multi-Modal-Adapter, on upstream Dassl).
+ProGrad, MMA (ZjjConan/Multi-Modal-Adapter, on upstream Dassl) and TCP.
 
 The recorded values were produced by the ORIGINAL trainers' own code (KaiyangZhou/CoOp, muzairkhattak/
 multimodal-prompt-learning, the official RESTORE release; htyao89/KgCoOp and BeierZhu/Prompt-align on their Dassl
-fork), run on CPU in fp32 with torch 2.14.1: Dassl's `set_random_seed(1)`, their `load_clip_to_cpu` on the
+fork; htyao89/Textual-based_Class-aware_prompt_tuning on upstream Dassl, its second CLIP in fp32), run on CPU in fp32 with torch 2.14.1: Dassl's `set_random_seed(1)`, their `load_clip_to_cpu` on the
 OpenAI-layout state dict built below, `clip_model.float()`, their `CustomCLIP(cfg, classnames, clip_model)`
 (ProGrad: its zero-shot `CLIP(cfg, classnames)` first, as its build_model does); then the next two `torch.rand` values, and the first four
 indices of a `RandomSampler` over 20 items after the same steps (the first batch of a 20-image few-shot set
@@ -113,6 +113,31 @@ _MMA_VALUES = {
 for _start, (_values, _next, _batch) in _MMA_VALUES.items():
     RECORDED[f"MultiModalAdapter start{_start}"] = (
         {k.format(s=_start): v for k, v in zip(_MMA_KEYS, _values)}, _next, _batch)
+# TCP (htyao89/Textual-based_Class-aware_prompt_tuning): its context, its second CLIP build (the hand prompts'
+# copy), its meta_net. "ctx_init": the authors' CTX_INIT True ("a photo of a"). Their block 8 needs no
+# draw; ours is the recording CLIP's block 1.
+RECORDED["TCP"] = ({
+    "prompt_learner.ctx": RECORDED["CoOp"][0]["prompt_learner.ctx"],
+    "prompt_learner.meta_net.linear1.weight": ([-0.02312009036540985, 0.004373615141957998, 0.01959756761789322],
+                                               -17.007103429342237),
+    "prompt_learner.meta_net.linear1.bias": ([-0.011696756817400455, -0.021200306713581085, -0.016762802377343178],
+                                             -0.09025991277303547),
+    "prompt_learner.meta_net.linear2.weight": ([-0.021171584725379944, -0.05924215540289879, 0.0034355581738054752],
+                                               1.2613167891377088),
+    "prompt_learner.meta_net.linear2.bias": ([-0.06237924098968506, 0.034998584538698196, 0.0067322636023163795],
+                                             -0.18913169748338987)},
+    [0.4884859323501587, 0.76056307554245], [18, 4, 7, 13])
+RECORDED["TCP ctx_init"] = ({
+    "prompt_learner.ctx": RECORDED["CoCoOp"][0]["prompt_learner.ctx"],
+    "prompt_learner.meta_net.linear1.weight": ([-0.03579682111740112, 0.031824447214603424, 0.007978709414601326],
+                                               -17.257947418709477),
+    "prompt_learner.meta_net.linear1.bias": ([0.029470782727003098, -0.022561702877283096, 0.004251052159816027],
+                                             0.06588685866154265),
+    "prompt_learner.meta_net.linear2.weight": ([-0.010121291503310204, -0.010372213087975979, -0.03960800543427467],
+                                               -1.6512290567770833),
+    "prompt_learner.meta_net.linear2.bias": ([-0.03288903087377548, -0.07981962710618973, -0.0635673999786377],
+                                             -0.23099125374210416)},
+    [0.14712971448898315, 0.6979818940162659], [19, 11, 14, 7])
 OPTIONS = {
     "CoOp": ["TRAINER.COOP.N_CTX", 4, "TRAINER.COOP.CTX_INIT", "", "TRAINER.COOP.PREC", "fp32"],
     "CoCoOp": ["TRAINER.COCOOP.N_CTX", 4, "TRAINER.COCOOP.CTX_INIT", "a photo of a", "TRAINER.COCOOP.PREC", "fp32"],
@@ -127,6 +152,8 @@ OPTIONS = {
                                         "a photo of a", "TRAINER.MMADAPTER.PREC", "fp32"] for s in (0, 1)},
     **{f"ProGrad ctx_init {d}": ["TRAINER.PROGRAD.N_CTX", 16, "TRAINER.PROGRAD.CTX_INIT", True, "DATASET.NAME", d,
                                  "TRAINER.PROGRAD.PREC", "fp32"] for d in ("OxfordPets", "DescribableTextures")},
+    "TCP": ["TRAINER.TCP.N_CTX", 4, "TRAINER.TCP.INSERT_LAYER", 1, "TRAINER.TCP.PREC", "fp32"],
+    "TCP ctx_init": ["TRAINER.TCP.CTX_INIT", "a photo of a", "TRAINER.TCP.INSERT_LAYER", 1, "TRAINER.TCP.PREC", "fp32"],
 }
 
 

@@ -45,6 +45,8 @@ class Key:
     used_if     a sibling key (a prompt depth) that uses this count: while it is 0 this key may be 0 too.
     layers      for a prompt depth: the encoder(s) whose layers bound it ("text", "vision", "both"); a
                 model checks the bound when built, and smoke runs (restore.smoke) lower it to fit.
+    block       with `layers`: the value is a 0-based block index (TCP's insertion block), so it fits below
+                the encoder's layers (smoke runs lower it to the last block), not up to them as a depth.
     evaluation  True when the key only changes how a saved state is evaluated (precision, test-time
                 options): an --eval-only run may use another value than its training run.
     """
@@ -59,6 +61,7 @@ class Key:
     special: Mapping[Any, str] = field(default_factory=dict)
     used_if: Optional[str] = None
     layers: Optional[str] = None
+    block: bool = False
     evaluation: bool = False
 
     @property

@@ -36,7 +36,7 @@ class CoOp(PromptedCLIP):
         self.prompt_learner = nn.Module()
         ctx, prefix = self.initial_context(c, shape)
         self.prompt_learner.ctx = nn.Parameter(ctx)
-        self.set_text_template(prefix, ctx.shape[-2])
+        self.set_text_template(prefix, ctx.shape[-2], self.class_template())
         # Tokens of each class name (between SOS and EOT), for "middle" and "front".
         names = self.text_encoder.tokenize(self.classnames)
         self.name_lens = (self.text_encoder.eot_index(names) - 1).tolist()
@@ -49,6 +49,10 @@ class CoOp(PromptedCLIP):
         n_ctx = len(ctx_init.split(" ")) if ctx_init else c.N_CTX
         vectors = context_vectors(self.text_encoder, ctx_init, n_ctx, shape)
         return vectors, ctx_init or " ".join(["X"] * n_ctx)
+
+    def class_template(self) -> str:
+        """What follows the context in every class prompt: "{}." (the class name and a period)."""
+        return "{}."
 
     def text_prompts(self):
         return [self.prompt_learner.ctx]

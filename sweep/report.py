@@ -1,14 +1,16 @@
-"""The report of a sweep: from the finished runs of the plan (sweep.plan), the base-to-novel, cross-dataset,
-domain-generalisation and ablation tables (results.md, results.csv), the accuracy plot, and the
-feature-shift and t-SNE analyses of the base-trained models."""
+"""The report of a sweep: from the finished runs of the plan (sweep.plan), one Method x dataset table per
+protocol (sweep.table: markdown, CSV and a plot), the trade-off against zero-shot CLIP and the ablation
+table (results.md, results.csv), and the testbed's feature-shift and t-SNE analyses of the base-trained
+models."""
 import csv
 import math
 import os
 import statistics
 import sys
 
-from sweep.plan import (CFG, DG_TARGETS, FAST_TRACE, SHOTS, SOURCE, XD_TARGETS, common_args, finished,
-                        max_epoch)
+from sweep import table as tables
+from sweep.plan import (FAST_TRACE, SHOTS, TESTBED_CFG, common_args, finished, max_epoch, output_root,
+                        run_config)
 
 
 def hm(b, n):
@@ -31,12 +33,17 @@ def fmt(values):
     return f"{m:.2f}" if len(values) == 1 else f"{m:.2f} ± {sd:.2f}"
 
 
-def base2new_results(out, trainer, datasets, seeds):
+def config_name(args, trainer="RESTORE_m"):
+    """The folder name of the trainer's base-to-novel config in this sweep (sweep.plan.run_config)."""
+    return run_config(trainer, "base2new", getattr(args, "configs", TESTBED_CFG)).name
+
+
+def base2new_results(out, trainer, datasets, seeds, cfg=TESTBED_CFG):
     """{dataset: {seed: (base, novel)}} of finished runs."""
     res = {}
     for dataset in datasets:
         for seed in seeds:
-            common = f"{dataset}/shots_{SHOTS}/{trainer}/{CFG}/seed{seed}"
+            common = f"{dataset}/shots_{SHOTS}/{trainer}/{cfg}/seed{seed}"
             b = finished(f"{out}/base2new/train_base/{common}")
             n = finished(f"{out}/base2new/test_new/{common}")
             if b is not None and n is not None:
@@ -56,37 +63,23 @@ def seed_averages(res, datasets, seeds):
 
 
 def report(args, elapsed=None):
-    out = args.output
-    lines, rows = [], []
-    lines.append("## Base-to-novel (testbed; mean ± std over seeds, HM of the dataset averages)\n")
-    header = "| Method | " + " | ".join(f"{d} B / N / HM" for d in args.datasets) + \
-             " | Avg Base | Avg Novel | Avg HM |"
-    lines += [header, "|---" * (len(args.datasets) + 4) + "|"]
+    """The tables of the sweep's protocols over its output folder (every method and config found there,
+    each row naming its config and epochs), written to results.md, results.csv and
+    <protocol>_accuracy.png; the base-to-novel trade-off against ZeroshotCLIP and the ablation table
+    follow. Returns {method: [(base, novel, hm) per seed]} of the plan's base-to-novel runs."""
+    out = output_root(args)
+    found = [tables.read_table(out, p) for p in ("base2new", "xd", "dg", "fewshot") if p in args.protocols]
+    lines = [tables.markdown(t) for t in found]
+    rows = [r for t in found for r in tables.csv_rows(t)]
     summary = {}
-    for trainer in args.methods:
-        res = base2new_results(out, trainer, args.datasets, args.seeds)
-        if not res:
-            continue
-        cells = []
-        for d in args.datasets:
-            per = res.get(d, {})
-            bs = [v[0] for v in per.values()]
-            ns = [v[1] for v in per.values()]
-            hs = [hm(b, n) for b, n in per.values()]
-            cells.append(f"{fmt(bs)} / {fmt(ns)} / {fmt(hs)}" if per else "-")
-            for metric, vals in (("base", bs), ("novel", ns), ("hm", hs)):
-                m, sd, se = mean_se(vals)
-                rows.append(["base2new", trainer, d, metric, m, sd, se, len(vals)])
-        avg = seed_averages(res, args.datasets, args.seeds)
-        summary[trainer] = avg
-        cols = [fmt([a[i] for a in avg]) for i in range(3)]
-        for metric, i in (("base", 0), ("novel", 1), ("hm", 2)):
-            m, sd, se = mean_se([a[i] for a in avg])
-            rows.append(["base2new", trainer, "average", metric, m, sd, se, len(avg)])
-        lines.append(f"| {trainer} | " + " | ".join(cells) + " | " + " | ".join(cols) + " |")
+    if "base2new" in args.protocols:
+        for trainer in args.methods:
+            res = base2new_results(out, trainer, args.datasets, args.seeds, config_name(args, trainer))
+            if res:
+                summary[trainer] = seed_averages(res, args.datasets, args.seeds)
 
     if "ZeroshotCLIP" in summary and "CoOp" in summary:
-        lines.append("\n**The trade-off RESTORE addresses** (dataset averages, difference of seed "
+        lines.append("**The trade-off RESTORE addresses** (dataset averages, difference of seed "
                      "means, in standard errors of that difference):\n")
         for other in [m for m in summary if m != "ZeroshotCLIP"]:
             parts = []
@@ -101,43 +94,15 @@ def report(args, elapsed=None):
             if parts:
                 lines.append(f"- {other} vs ZeroshotCLIP: " + ", ".join(parts))
 
-    for kind, targets in (("xd", XD_TARGETS), ("dg", DG_TARGETS)):
-        if kind not in args.protocols:
-            continue
-        title = "Cross-dataset" if kind == "xd" else "Domain generalisation"
-        lines.append(f"\n## {title} (train: all classes of {SOURCE}; mean ± std over seeds)\n")
-        lines.append(f"| Method | {SOURCE} | " + " | ".join(targets) + " | Average | seeds |")
-        lines.append("|---" * (len(targets) + 4) + "|")
-        for trainer in args.methods:
-            src = [v for s in args.seeds if (v := finished(
-                f"{out}/{SOURCE}/{trainer}/{CFG}_{SHOTS}shots/seed{s}")) is not None]
-            if not src:
-                continue
-            per_target, per_seed = [], {}
-            for t in targets:
-                vals = []
-                for s in args.seeds:
-                    v = finished(f"{out}/evaluation/{trainer}/{CFG}_{SHOTS}shots/{t}/seed{s}")
-                    if v is not None:
-                        vals.append(v)
-                        per_seed.setdefault(s, []).append(v)
-                per_target.append(fmt(vals))
-                m, sd, se = mean_se(vals)
-                rows.append([kind, trainer, t, "accuracy", m, sd, se, len(vals)])
-            avg = [statistics.mean(v) for v in per_seed.values() if len(v) == len(targets)]
-            m, sd, se = mean_se(avg)
-            rows.append([kind, trainer, "average", "accuracy", m, sd, se, len(avg)])
-            lines.append(f"| {trainer} | {fmt(src)} | " + " | ".join(per_target) +
-                         f" | {fmt(avg)} | {len(src)} |")
-
     if "ablation" in args.protocols:
+        cfg = config_name(args)
         lines.append("\n## Ablations of RESTORE_m (base-to-novel, dataset averages; "
                      "mean ± std over seeds)\n")
         lines.append("| FS.WEIGHT | SURGERY.MODE | Base | Novel | HM | seeds |")
         lines.append("|---|---|---|---|---|---|")
         for name in args.ablations:
             root = out if name == "fs1_fsguided" else f"{out}/ablation/{name}"
-            res = base2new_results(root, "RESTORE_m", args.datasets, args.seeds)
+            res = base2new_results(root, "RESTORE_m", args.datasets, args.seeds, cfg)
             avg = seed_averages(res, args.datasets, args.seeds)
             if not avg:
                 continue
@@ -145,9 +110,9 @@ def report(args, elapsed=None):
             lines.append(f"| {weight[2:]} | {mode.replace('fsguided', 'fs_guided')} | " +
                          " | ".join(fmt([a[i] for a in avg]) for i in range(3)) + f" | {len(avg)} |")
             for metric, i in (("base", 0), ("novel", 1), ("hm", 2)):
-                m, sd, se = mean_se([a[i] for a in avg])
-                rows.append(["ablation", f"RESTORE_m {name}", "average", metric, m, sd, se,
-                             len(avg)])
+                m, sd, _ = mean_se([a[i] for a in avg])
+                rows.append(["ablation", f"RESTORE_m {name}", cfg, "", SHOTS, "average", metric,
+                             f"{m:.4f}", f"{sd:.4f}", len(avg), "", ""])
     if elapsed is not None:
         lines.append(f"\nRun time of this invocation: {elapsed / 60:.1f} min.")
 
@@ -157,39 +122,12 @@ def report(args, elapsed=None):
         f.write(text)
     with open(f"{out}/results.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["protocol", "method", "dataset", "metric", "mean", "std", "se", "seeds"])
-        for r in rows:
-            w.writerow([f"{v:.4f}" if isinstance(v, float) else v for v in r])
+        w.writerow(tables.CSV_HEADER)
+        w.writerows(rows)
     print(text)
-    plot_accuracy(summary, f"{out}/base2new_accuracy.png")
+    for t in found:
+        tables.plot(t, f"{out}/{t.protocol}_accuracy.png")
     return summary
-
-
-def plot_accuracy(summary, path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-    methods = [m for m in summary if summary[m]]
-    if not methods:
-        return
-    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(methods)), 3.8))
-    x = np.arange(len(methods))
-    for i, (name, colour) in enumerate((("Base", "tab:blue"), ("Novel", "tab:red"),
-                                        ("HM", "tab:green"))):
-        stats = [mean_se([a[i] for a in summary[m]]) for m in methods]
-        ax.bar(x + (i - 1) * 0.27, [s[0] for s in stats], 0.27, yerr=[s[2] for s in stats],
-               label=name, color=colour, capsize=2)
-    ax.set_xticks(x)
-    ax.set_xticklabels(methods, rotation=20, fontsize=8)
-    ax.set_ylabel("accuracy (%), testbed average")
-    lo = min(mean_se([a[i] for a in summary[m]])[0] for m in methods for i in range(3))
-    ax.set_ylim(max(0, lo - 10), 100)
-    ax.legend(fontsize=8, ncol=3)
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 # ------------------------------------------------------------------------ shift analysis
@@ -198,11 +136,12 @@ def load_trained(trainer, dataset, seed, subsample, args, out=None, extra=()):
     `subsample` classes ("base" or "new") of `dataset`; `extra`: the run's config overrides (KEY VALUE ...)."""
     import train
     from restore.engine import Trainer
-    out = out or args.output
-    model_dir = f"{out}/base2new/train_base/{dataset}/shots_{SHOTS}/{trainer}/{CFG}/seed{seed}"
-    argv = common_args(dataset, trainer, seed, args.data) + [
+    out = out or output_root(args)
+    config = run_config(trainer, "base2new", getattr(args, "configs", TESTBED_CFG))
+    model_dir = f"{out}/base2new/train_base/{dataset}/shots_{SHOTS}/{trainer}/{config.name}/seed{seed}"
+    argv = common_args(dataset, trainer, seed, args.data, config) + [
         "DATASET.NUM_SHOTS", str(SHOTS), "DATASET.SUBSAMPLE_CLASSES", subsample, "VERBOSE", "False",
-        *extra]
+        *config.overrides, *extra]
     cfg = train.setup_cfg(train.build_parser().parse_args(argv), "native")
     console = sys.stdout
     with open(os.devnull, "w") as quiet:
@@ -210,7 +149,7 @@ def load_trained(trainer, dataset, seed, subsample, args, out=None, extra=()):
         try:
             trainer_obj = Trainer(cfg)
             if trainer_obj.trainable:
-                trainer_obj.load_model(model_dir, epoch=max_epoch(trainer))
+                trainer_obj.load_model(model_dir, epoch=max_epoch(config.file, config.overrides))
         finally:
             sys.stdout = console
     return trainer_obj
@@ -240,7 +179,7 @@ def shift_analysis(args, summary):
         rows.append(row)
     if not rows:
         return
-    out = args.output
+    out = output_root(args)
     plot_per_layer(shifts, f"{out}/feature_shift_per_layer.png",
                    title="Feature shift per layer (testbed base test sets, seed 1)")
     for key in ("novel", "base"):
@@ -267,11 +206,11 @@ def fast_trace_report(args):
     MaPLe's base-to-novel runs, where present for the same seeds, give a reference row (no L_fs)."""
     from restore.analysis.feature_shift_study import average_feature_shift
     from restore.feature_shift import discrepancy
-    out, results = args.output, {}
+    out, results = output_root(args), {}
     rows = [(name, "RESTORE_m", out if name == "exact" else f"{out}/fast/{name}")
             for name in args.fast_trace] + [("MaPLe (reference)", "MaPLe", out)]
     for name, trainer, root in rows:
-        res = base2new_results(root, trainer, args.datasets, args.seeds)
+        res = base2new_results(root, trainer, args.datasets, args.seeds, config_name(args, trainer))
         avg = seed_averages(res, args.datasets, args.seeds)
         if not avg:
             continue
@@ -321,5 +260,5 @@ def tsne_analysis(args, methods=("ZeroshotCLIP", "CoOp", "MaPLe", "RESTORE_m")):
         for subsample, name in (("base", "base"), ("new", "novel")):
             t = load_trained(trainer, dataset, seed, subsample, args)
             groups[name] = collect_features(t.model, t.test_loader, device=t.device)
-        plot_tsne(groups, f"{args.output}/tsne_{dataset}_{trainer}.png",
+        plot_tsne(groups, f"{output_root(args)}/tsne_{dataset}_{trainer}.png",
                   title=f"{trainer} on {dataset} (seed {seed})")

@@ -35,8 +35,9 @@ def test_pool_of_two_gives_the_serial_tables_and_overlaps(tmp_path, monkeypatch)
     serial_jobs, pool_jobs = plan(serial), plan(pooled)
     assert len(pool_jobs) == 4 and all(argv[-len(TINY):] == TINY for _, steps in pool_jobs for _, argv in steps)
 
-    run_jobs(serial_jobs, workers=1, threads=1)
-    times = run_jobs(pool_jobs, workers=2, threads=1)
+    assert run_jobs(serial_jobs, workers=1, threads=1)[1] == {}  # none failed
+    times, failed = run_jobs(pool_jobs, workers=2, threads=1)
+    assert failed == {}
 
     for (_, a), (_, b) in zip(serial_jobs, pool_jobs):  # every run, train (base) and test (new), agrees
         for (folder_a, _), (folder_b, _) in zip(a, b):

@@ -20,6 +20,8 @@ register(MethodSpec(
     registered_name="VLPromptLearner", vision_prompts=True,
     context_keys=("TRAINER.PROMPTSRC.N_CTX_TEXT", "TRAINER.PROMPTSRC.CTX_INIT"),
     original_layouts=("IVLP",), export_layout="IVLP", cost=1.75, benchmark=True,
+    configs={"base2new": "vit_b16_c2_ep20_batch4_4+4ctx", "xd": "vit_b16_c2_ep20_batch4_4+4ctx_cross_datasets",
+             "fewshot": "vit_b16_c2_ep50_batch4_4+4ctx_few_shot"},
     tiny=("TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT", 2, "TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION", 2,
           "TRAINER.PROMPTSRC.N_CTX_VISION", 3)))
 

@@ -83,6 +83,9 @@ FAST_TRACE = {  # name -> overrides of RESTORE_m
                        "TRAINER.RESTORE.FS.VISION_IMAGES", "16", "TRAINER.RESTORE.FS.TEXT_CLASSES", "8"],
 }
 SHOTS = 16
+# Every training step saves a checkpoint each epoch, so that a run stopped by a signal (a preempted Slurm
+# task, a killed pool) resumes from its last epoch; an operational key, not part of the run's settings.
+RESUMABLE = ("TRAIN.CHECKPOINT_FREQ", "1")
 TESTBED_CFG = "testbed"  # configs/trainers/<method>/testbed.yaml
 XD_EPOCHS = 2  # testbed: as the release's cross-dataset runs; the source has 128 classes (8x the base-class steps)
 RESULT = re.compile(r"\* accuracy: ([\.\deE+-]+)%")
@@ -197,6 +200,9 @@ def add_arguments(parser, configs=TESTBED_CFG):
     parser.add_argument("--data", default=os.environ.get("DATA", None),
                         help="folder of the datasets (DATASETS.md; default: $DATA); testbed datasets are "
                              "generated there on first use (default ./data)")
+    parser.add_argument("overrides", nargs="*", metavar="KEY VALUE",
+                        help="config overrides for every run, after each method's config (as train.py's; e.g. "
+                             "DATALOADER.NUM_WORKERS 4); they are part of the runs' settings")
     parser.add_argument("--output", default=None,
                         help="root of the runs' output folders and the tables (default: output/benchmark; "
                              "with --configs testbed output/testbed)")
@@ -212,6 +218,8 @@ def check_args(args):
     from restore.cli import check_data_root, check_dataset, check_trainer, dataset_configs
     from restore.testbed.datasets import DATASETS as TESTBED_DATASETS
     registry.import_modules(args.method_module)
+    if len(getattr(args, "overrides", None) or []) % 2:
+        raise UserError(f"KEY VALUE overrides come in pairs: {' '.join(args.overrides)} has an odd number of words.")
     args.configs = getattr(args, "configs", TESTBED_CFG)
     testbed = args.configs == TESTBED_CFG
     args.methods = args.methods or methods()
@@ -262,7 +270,7 @@ def base2new_job(out, trainer, dataset, seed, data, extra=(), config=None):
     return [
         (train_dir, common_args(dataset, trainer, seed, data, config) + [
             "--output-dir", train_dir, "DATASET.NUM_SHOTS", str(SHOTS),
-            "DATASET.SUBSAMPLE_CLASSES", "base", *extra]),
+            "DATASET.SUBSAMPLE_CLASSES", "base", *RESUMABLE, *extra]),
         (test_dir, common_args(dataset, trainer, seed, data, config) + [
             "--output-dir", test_dir, "--model-dir", train_dir, "--load-epoch", str(epoch),
             "--eval-only", "DATASET.NUM_SHOTS", str(SHOTS), "DATASET.SUBSAMPLE_CLASSES", "new",
@@ -277,7 +285,7 @@ def transfer_job(out, trainer, seed, data, source, targets, extra=(), config=Non
     extra = [*config.overrides, *extra]
     train_dir = f"{out}/{source}/{trainer}/{config.name}_{SHOTS}shots/seed{seed}"
     steps = [(train_dir, common_args(source, trainer, seed, data, config) + [
-        "--output-dir", train_dir, "DATASET.NUM_SHOTS", str(SHOTS), *extra])]
+        "--output-dir", train_dir, "DATASET.NUM_SHOTS", str(SHOTS), *RESUMABLE, *extra])]
     for target in targets:
         test_dir = f"{out}/evaluation/{trainer}/{config.name}_{SHOTS}shots/{target}/seed{seed}"
         steps.append((test_dir, common_args(target, trainer, seed, data, config) + [
@@ -292,7 +300,7 @@ def fewshot_job(out, trainer, dataset, shots, seed, data, extra=(), config=None)
     extra = [*config.overrides, *extra]
     folder = f"{out}/fewshot/{dataset}/shots_{shots}/{trainer}/{config.name}/seed{seed}"
     return [(folder, common_args(dataset, trainer, seed, data, config) + [
-        "--output-dir", folder, "DATASET.NUM_SHOTS", str(shots), *extra])]
+        "--output-dir", folder, "DATASET.NUM_SHOTS", str(shots), *RESUMABLE, *extra])]
 
 
 def output_root(args):

@@ -144,15 +144,18 @@ def run_jobs(jobs, workers=1, threads=1, gpus=(), nproc=1, progress=None):
         for label, steps in jobs:
             ended(label, lambda: run_job(steps, threads, nproc))
         return times, failed
+    import multiprocessing
+    # Fresh worker processes: a fork of a process whose torch has run parallel code (the plan's checks
+    # build a smoke backbone) can hang in its first parallel region (OpenMP's threads are not forked).
+    context = multiprocessing.get_context("spawn")
     pool_args = {}
     groups = device_groups(list(gpus), nproc) if gpus else []
     if groups:
-        import multiprocessing
-        devices = multiprocessing.Manager().Queue()
+        devices = context.Manager().Queue()
         for group in groups:
             devices.put(group)
         pool_args = dict(initializer=take_device, initargs=(devices,))
-    with ProcessPoolExecutor(max_workers=len(groups) or workers, **pool_args) as pool:
+    with ProcessPoolExecutor(max_workers=len(groups) or workers, mp_context=context, **pool_args) as pool:
         futures = {pool.submit(run_job, steps, threads, nproc): label for label, steps in jobs}
         for future in as_completed(futures):
             ended(futures[future], future.result)

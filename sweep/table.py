@@ -2,7 +2,7 @@
 benchmark (benchmark.py, testbed_benchmark.py) writes it and `parse_test_res.py --table` prints it.
 
     table = read_table("output/benchmark", "base2new")     # also the original repositories' output folder
-    print(markdown(table)); write(table, "output/benchmark")  # results_base2new.md / .csv / .png
+    print(markdown(table)); write(table, "output/benchmark")  # results_<protocol>.md, .csv and .png
 
 Layouts read (sweep.plan's, the scripts', and the CoOp-lineage repositories'):
 

@@ -2,7 +2,7 @@
 method's published configs; a plan whose parts cannot belong together is refused in one line before
 anything runs; and, end to end on fake real-layout datasets (a few classes of solid-colour images) with the
 tiny random CLIP, the serial run, the local pool (fake GPU ids) and submitit's local executor give the same
-Method x dataset table."""
+Method x dataset table (and the pool's workers run at the same time)."""
 import argparse
 import dataclasses
 import multiprocessing
@@ -15,6 +15,7 @@ import benchmark
 from restore.methods import registry
 from sweep import table as tables
 from sweep.plan import check_plan, finished, plan
+from sweep.report import report
 from sweep.runner import job_state, run_jobs, status, submit
 from test_data_fakes import make_dtd, make_eurosat
 
@@ -59,6 +60,8 @@ def test_dry_run_lists_the_published_configs(tmp_path, capsys):
         assert option(command, "--config-file") == f"configs/trainers/{trainer}/{config}.yaml", command
         assert f"/{config}/seed1" in command or f"/{config}_16shots/" in command
         assert "OPTIM.MAX_EPOCH" not in command
+        # every training run saves each epoch (resumable after a signal); an evaluation saves nothing
+        assert ("TRAIN.CHECKPOINT_FREQ 1" in command) == ("--eval-only" not in command)
     assert "--eval-only" in commands[1] and option(commands[1], "--load-epoch") == "5"  # MaPLe's 5 epochs
     assert not os.path.exists(tmp_path / "out")
 
@@ -172,6 +175,8 @@ def test_serial_pool_and_submitit_give_the_same_table(tmp_path, monkeypatch, cap
     assert run_jobs(jobs["serial"], workers=1, threads=1)[1] == {}
     times, failed = run_jobs(jobs["pool"], threads=1, gpus=["5", "7"])  # fake GPU ids: one worker each
     assert failed == {} and len(times) == 4
+    spans = sorted(times.values())  # the two workers ran jobs at the same time
+    assert any(spans[i + 1][0] < spans[i][1] for i in range(3)), spans
     record = submit(jobs["submitit"], str(tmp_path / "slurm"),
                     executor=submitit.LocalExecutor(folder=str(tmp_path / "slurm")))
     assert len(record["labels"]) == 4
@@ -191,6 +196,13 @@ def test_serial_pool_and_submitit_give_the_same_table(tmp_path, monkeypatch, cap
         texts.append(tables.markdown(table))
     assert texts[0] == texts[1] == texts[2]
     print(texts[0])
+    reports = []
+    for args in runs.values():  # the sweep's report: the same files
+        report(args)
+        with open(os.path.join(args.output, "backbone_tiny-random", "results.md")) as f, \
+                open(os.path.join(args.output, "backbone_tiny-random", "results.csv")) as g:
+            reports.append((f.read(), g.read()))
+    assert reports[0] == reports[1] == reports[2] and texts[0] in reports[0][0]
 
     status(jobs["serial"], str(tmp_path / "none"))
     assert "4 of 4 jobs finished; running 0, failed 0, to run 0" in capsys.readouterr().out
@@ -212,3 +224,52 @@ def test_a_failed_job_is_listed_with_its_reason_and_the_rest_run(tmp_path, monke
     assert "1 job(s) failed" in out and f"  b2n CoOp eurosat s1: {failed['b2n CoOp eurosat s1']}" in out
     assert "done 1, running 0, failed 1, to run 0" in out
     assert job_state(jobs[0][1]) == "done" and job_state(jobs[1][1]) == "to run"
+
+
+def test_the_docs_name_the_configs_and_numbers_the_code_uses():
+    """docs/BENCHMARK.md's table of published configs (and their epochs) is the specs', and docs/RESULTS.md
+    section 9's published averages are sweep/published.csv's."""
+    import re
+
+    from sweep.plan import config_file, max_epoch
+    text = open(os.path.join(ROOT, "docs", "BENCHMARK.md")).read().split("| few-shot |")[1].split("\n\n")[0]
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in text.splitlines()[2:]]
+    assert {row[0] for row in rows} == set(registry.benchmark_methods())
+    for method, base2new, xd, fewshot in rows:
+        spec = registry.get(method)
+        for protocol, cell in (("base2new", base2new), ("xd", xd), ("fewshot", fewshot)):
+            name = spec.config("base2new") if cell.startswith(("the same", "as base-to-novel")) else cell.split()[0]
+            assert spec.config(protocol) == name, (method, protocol)
+            epochs = re.search(r"\((\d+)\)", cell)
+            if epochs:
+                assert max_epoch(config_file(method, name)) == int(epochs.group(1)), (method, protocol)
+    section = open(os.path.join(ROOT, "docs", "RESULTS.md")).read().split("## 9.")[1]
+    names = {"CLIP (zero-shot)": "ZeroshotCLIP", "IVLP (MaPLe repo, 5 epochs)": "IVLP"}
+    published = tables.published()
+    lines = [[cell.strip() for cell in line.strip("|").split("|")] for line in section.splitlines()
+             if re.match(r"\| [A-Z].* \| \d", line)]
+    assert len(lines) == 6
+    for name, *values in lines:
+        method = names.get(name, name)
+        assert [published["base2new", method, "average", m][0] for m in ("base", "novel", "hm")] == \
+            [float(v) for v in values], method
+
+
+def test_running_and_stopped_runs_are_told_apart(tmp_path):
+    """A folder locked by a live process is running; one whose run stopped without its result (a signal, an
+    error) is failed, never done; a folder with the result is done."""
+    from restore.lock import LOCK_NAME, owner_record
+    import json
+    steps = [(str(tmp_path / "train"), []), (str(tmp_path / "test"), [])]
+    assert job_state(steps) == "to run"
+    os.makedirs(steps[0][0])
+    (tmp_path / "train" / "log.txt").write_text("epoch [3/10] batch [1/4] loss 1.0\n")  # killed mid-run
+    assert job_state(steps) == "failed"
+    (tmp_path / "train" / LOCK_NAME).write_text(json.dumps(owner_record()))  # this live process holds it
+    assert job_state(steps) == "running"
+    (tmp_path / "train" / LOCK_NAME).unlink()
+    for folder, _ in steps:
+        os.makedirs(folder, exist_ok=True)
+        with open(os.path.join(folder, "log.txt"), "a") as f:
+            f.write("=> result\n* accuracy: 50.0%\n")
+    assert job_state(steps) == "done"

@@ -50,7 +50,8 @@ def build_parser():
                        help="submit the unfinished jobs as a train and a test array instead of running them")
     add_slurm_arguments(slurm, keys=("partition", "time", "cpus", "parallelism", "max_requeues"))
     p.epilog = ("Relative paths (--data, --output, --folder and --slurm-config) are taken from the folder you "
-                "run this in.")
+                "run this in. KEY VALUE overrides go last, after `--` when the option before them takes a list "
+                "(--seeds 1 2 -- DATALOADER.NUM_WORKERS 4).")
     return p
 
 

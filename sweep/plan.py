@@ -133,7 +133,7 @@ def config_file(trainer, config=TESTBED_CFG):
     path = registry.config_file(trainer, config)
     if not os.path.isfile(path):
         fix = (f"write one there (see configs/trainers/CoOp/{config}.yaml)" if config == TESTBED_CFG else
-               f"its spec's configs name a file that is missing (restore.methods.spec.MethodSpec.configs)")
+               "its spec's configs name a file that is missing (restore.methods.spec.MethodSpec.configs)")
         raise UserError(f"{trainer} has no {config} config ({path}): {fix}.")
     inside = os.path.relpath(path, registry.REPOSITORY)
     return path if inside.startswith(os.pardir) else inside
@@ -212,14 +212,16 @@ def check_args(args):
     """The command line of benchmark.py, testbed_benchmark.py and cluster.py, checked as every entry point
     checks its names (restore.cli) before anything runs: other packages' methods imported
     (--method-module), each of --methods a registered method with a config for each protocol (default: the
-    benchmark's methods), each of --datasets a dataset config, --data a folder that may hold data. The
-    default --datasets, --data and --output follow --configs. --data, --output and --folder are made absolute from the
-    caller's folder (the runs start in the repository). UserError naming the argument."""
+    benchmark's methods), each of --datasets a dataset config of the kind --configs runs on, --data a
+    folder that may hold data, the overrides in pairs. The default --datasets, --data and --output follow
+    --configs. --data, --output and --folder are made absolute from the caller's folder (the runs start in
+    the repository). UserError naming the argument."""
     from restore.cli import check_data_root, check_dataset, check_trainer, dataset_configs
     from restore.testbed.datasets import DATASETS as TESTBED_DATASETS
     registry.import_modules(args.method_module)
     if len(getattr(args, "overrides", None) or []) % 2:
-        raise UserError(f"KEY VALUE overrides come in pairs: {' '.join(args.overrides)} has an odd number of words.")
+        raise UserError(f"KEY VALUE overrides come in pairs: {' '.join(args.overrides)} has an odd number of "
+                        "words.")
     args.configs = getattr(args, "configs", TESTBED_CFG)
     testbed = args.configs == TESTBED_CFG
     args.methods = args.methods or methods()
@@ -294,7 +296,7 @@ def transfer_job(out, trainer, seed, data, source, targets, extra=(), config=Non
     return steps
 
 
-def fewshot_job(out, trainer, dataset, shots, seed, data, extra=(), config=None):
+def fewshot_job(out, trainer, dataset, shots, seed, data, config, extra=()):
     """[(folder, argv)]: CoOp's few-shot protocol: train on `shots` images of every class, and the run's
     own test of its last epoch on all classes is the result."""
     extra = [*config.overrides, *extra]
@@ -341,7 +343,7 @@ def plan(args):
                     for dataset in args.datasets:
                         for shots in getattr(args, "shots", FEWSHOT_SHOTS):
                             jobs.append((f"fewshot {trainer} {dataset} {shots}shots s{seed}",
-                                         fewshot_job(out, trainer, dataset, shots, seed, data, more, config)))
+                                         fewshot_job(out, trainer, dataset, shots, seed, data, config, more)))
             if protocol == "ablation":
                 config = run_config("RESTORE_m", "base2new", configs)
                 for name in args.ablations:

@@ -49,9 +49,10 @@ def test_dry_run_lists_the_published_configs(tmp_path, capsys):
                   "--protocols", "base2new", "xd")
     commands = [line for line in out.splitlines() if line.startswith("python train.py")]
     assert len(commands) == 3 * 2 + 3 * 2  # base2new: train + test; xd: imagenet + its target dtd
-    want = {("MaPLe", "base2new"): "vit_b16_c2_ep5_batch4_2ctx",
-            ("RESTORE_m", "base2new"): "vit_b16_c2_ep10_batch4_2ctx", ("CoOp", "base2new"): "vit_b16_ctxv1", ("MaPLe", "xd"): "vit_b16_c2_ep5_batch4_2ctx_cross_datasets",
-            ("RESTORE_m", "xd"): "vit_b16_c2_ep4_batch4_2ctx_cross_datasets", ("CoOp", "xd"): "vit_b16_ep50_ctxv1"}
+    want = {("MaPLe", "base2new"): "vit_b16_c2_ep5_batch4_2ctx", ("CoOp", "base2new"): "vit_b16_ctxv1",
+            ("RESTORE_m", "base2new"): "vit_b16_c2_ep10_batch4_2ctx", ("CoOp", "xd"): "vit_b16_ep50_ctxv1",
+            ("MaPLe", "xd"): "vit_b16_c2_ep5_batch4_2ctx_cross_datasets",
+            ("RESTORE_m", "xd"): "vit_b16_c2_ep4_batch4_2ctx_cross_datasets"}
     for command in commands:
         trainer = option(command, "--trainer")
         protocol = "base2new" if "DATASET.SUBSAMPLE_CLASSES" in command else "xd"

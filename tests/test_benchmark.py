@@ -274,3 +274,27 @@ def test_running_and_stopped_runs_are_told_apart(tmp_path):
         with open(os.path.join(folder, "log.txt"), "a") as f:
             f.write("=> result\n* accuracy: 50.0%\n")
     assert job_state(steps) == "done"
+
+
+def test_slurm_submission_of_the_real_plan(tmp_path, monkeypatch):
+    """benchmark.py --slurm: the plan's unfinished jobs as a train and a dependent test array, each task a
+    run over --nproc GPUs of a node (a stand-in sbatch records what submitit submits)."""
+    pytest.importorskip("submitit", reason="submitit is optional (pip install submitit)")
+    from submitit.core.utils import DelayedSubmission
+    from test_cluster import FAKE, sbatch_options
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in ("sbatch", "srun"):
+        (bin_dir / name).write_text(FAKE.format(count=tmp_path / "count"))
+        (bin_dir / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    record = benchmark.main(["--slurm", "--data", str(tmp_path), "--output", str(tmp_path / "out"),
+                             "--folder", str(tmp_path / "slurm"), "--methods", "MaPLe", "--datasets", "dtd",
+                             "eurosat", "--seeds", "1", "--nproc", "2", "--partition", "gpu", "--time", "240"])
+    assert record["labels"] == ["b2n MaPLe dtd s1", "b2n MaPLe eurosat s1"]
+    train, test = (sbatch_options(tmp_path / "slurm" / f"{record[a]}_submission.sh") for a in ("train", "test"))
+    assert train["gpus-per-node"] == train["ntasks-per-node"] == "2" and train["partition"] == "gpu"
+    assert train["time"] == "240" and test["dependency"] == f"aftercorr:{record['train']}"
+    steps = DelayedSubmission.load(tmp_path / "slurm" / f"{record['train']}_0_submitted.pkl").args[0]
+    argv = steps[0][1]
+    assert argv[argv.index("--config-file") + 1] == "configs/trainers/MaPLe/vit_b16_c2_ep5_batch4_2ctx.yaml"

@@ -148,6 +148,8 @@ def test_a_seed_with_a_nonfinite_accuracy_is_refused_by_folder(tmp_path, bad):
     (folder / "log.txt").write_text(f"=> result\n* accuracy: {bad}%\n")
     with pytest.raises(SystemExit, match=f"^Error: {folder}: its run reports accuracy {bad}"):
         parse_test_res.main(["--table", "base2new", "--root", str(tmp_path)])
+    with pytest.raises(SystemExit, match=f"^Error: {folder}: its run reports accuracy {bad}"):  # CoOp's mode
+        parse_test_res.main([str(folder.parent), "--test-log"])
 
 
 def test_table_without_results(tmp_path):

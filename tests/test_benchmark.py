@@ -2,7 +2,7 @@
 method's published configs; a plan whose parts cannot belong together is refused in one line before
 anything runs; and, end to end on fake real-layout datasets (a few classes of solid-colour images) with the
 tiny random CLIP, the serial run, the local pool (fake GPU ids) and submitit's local executor give the same
-Method x dataset table (and the pool's workers run at the same time)."""
+Method x dataset table."""
 import argparse
 import dataclasses
 import multiprocessing
@@ -179,8 +179,6 @@ def test_serial_pool_and_submitit_give_the_same_table(tmp_path, monkeypatch, cap
     assert run_jobs(jobs["serial"], workers=1, threads=1)[1] == {}
     times, failed = run_jobs(jobs["pool"], threads=1, gpus=["5", "7"])  # fake GPU ids: one worker each
     assert failed == {} and len(times) == 4
-    spans = sorted(times.values())  # the two workers ran jobs at the same time
-    assert any(spans[i + 1][0] < spans[i][1] for i in range(3)), spans
     record = submit(jobs["submitit"], str(tmp_path / "slurm"),
                     executor=submitit.LocalExecutor(folder=str(tmp_path / "slurm")))
     assert len(record["labels"]) == 4

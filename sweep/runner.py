@@ -103,8 +103,12 @@ def run_job(steps, threads, nproc=1):
     os.environ["RESTORE_NUM_THREADS"] = str(threads)  # train.py sets torch's threads from it
     start = time.time()
     for folder, argv in steps:
-        if finished_with(argv):
-            continue
+        try:
+            if finished_with(argv):
+                continue
+        except RuntimeError:  # e.g. the folder holds a run of other settings: the keys are printed above
+            raise JobFailed(f"{folder}: train.py --check-finished refused it (the reason is printed above)") \
+                from None
         error = run_step(argv, nproc)
         if finished(folder) is None:
             raise JobFailed(f"{folder}: {error or last_line(folder) or 'no log'}")

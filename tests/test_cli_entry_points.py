@@ -52,6 +52,7 @@ HELP = [
     [sys.executable, "-m", "restore.legacy"],
     [sys.executable, "cluster.py"],
     [sys.executable, "testbed_benchmark.py"],
+    [sys.executable, "benchmark.py"],
     [sys.executable, "parse_test_res.py"],
 ]
 

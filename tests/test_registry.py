@@ -65,7 +65,7 @@ def test_every_table_has_the_method(name):
     assert (name in plan.methods()) == spec.benchmark and plan.epoch_cost(name) == spec.cost > 0, \
         f"{name}: sweep.plan methods / epoch_cost"
     if spec.benchmark:
-        path = registry.config_file(name, plan.CFG)
+        path = registry.config_file(name, plan.TESTBED_CFG)
         assert os.path.isfile(path), f"{name}: benchmarked, but its testbed config {path} is missing"
         assert plan.max_epoch(name) >= 1
     assert registry.model_class(name).__name__ == name, f"{name}: model class {spec.model}"
@@ -75,7 +75,7 @@ def test_every_table_has_the_method(name):
 def test_the_sweep_plans_the_method_with_its_config(name, tmp_path):
     args = type("Args", (), dict(protocols=["base2new"], seeds=[1], methods=[name], datasets=["shapes"],
                                  output=str(tmp_path), data="data"))()
-    if not os.path.isfile(registry.config_file(name, plan.CFG)):  # MaPLe_FSA: the release's configs only
+    if not os.path.isfile(registry.config_file(name, plan.TESTBED_CFG)):  # MaPLe_FSA: the release's configs only
         with pytest.raises(UserError, match=f"^{name} has no testbed config"):
             plan.plan(args)
         return
@@ -84,7 +84,7 @@ def test_the_sweep_plans_the_method_with_its_config(name, tmp_path):
     assert argv[argv.index("--trainer") + 1] == name
     assert argv[argv.index("--config-file") + 1] == plan.config_file(name)
     assert "--method-module" not in argv  # a built-in: nothing to import
-    assert plan.job_cost(label) > 0
+    assert plan.job_cost((label, steps)) > 0
 
 
 def _invalid(declared: Key):

@@ -168,10 +168,12 @@ def max_epoch(file, overrides=()):
         return int(given[-1])
     if not file.endswith(".yaml"):
         file = config_file(file)
-    from restore.config import get_cfg_default, merge_from_file
-    cfg = get_cfg_default()
-    merge_from_file(cfg, os.path.join(registry.REPOSITORY, file))
-    return cfg.OPTIM.MAX_EPOCH
+    # The yaml's own value (read safely, no merge: a method's yaml may spell keys as aliases of its own
+    # trainer), else the default.
+    from restore.config import get_cfg_default, read_yaml
+    path = os.path.join(registry.REPOSITORY, file)
+    value = ((read_yaml(path, "Config file") or {}).get("OPTIM") or {}).get("MAX_EPOCH")
+    return int(value) if value is not None else get_cfg_default().OPTIM.MAX_EPOCH
 
 
 # --------------------------------------------------------------------------------------- arguments

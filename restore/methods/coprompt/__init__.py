@@ -53,12 +53,30 @@ DATASET_OVERRIDES = {
 COPROMPT_LAYOUT = OriginalLayout("CoPrompt", base="MaPLe", marks=("model_distill.logit_scale",),
                                  unused=("model_distill.",), writers="CoPrompt")
 
+def descriptions_ready(cfg):
+    """The benchmark plan's check (MethodSpec.check_plan): None when the run's descriptions are usable (the
+    testbed generates its own), else the one-line reason (descriptions.check_descriptions: no file, a
+    class without descriptions, ...)."""
+    from restore.data import build_dataset
+    from restore.errors import UserError
+
+    from .descriptions import check_descriptions, is_testbed
+    if is_testbed(cfg.DATASET.NAME):
+        return None
+    try:
+        check_descriptions(cfg.TRAINER.COPROMPT.DESCRIPTIONS, build_dataset(cfg).classnames, cfg.DATASET.NAME)
+    except UserError as err:
+        return str(err)
+    return None
+
+
 register(MethodSpec(
     "CoPrompt", model="restore.methods.coprompt.model:CoPrompt", nodes=(COPROMPT,),
     registered_name="MultiModalPromptLearner", vision_prompts=True,
     context_keys=("TRAINER.COPROMPT.N_CTX", "TRAINER.COPROMPT.CTX_INIT"),
     original_layouts=(COPROMPT_LAYOUT,), export_layout="CoPrompt", cost=3.5, benchmark=True,
-    dataset_overrides=DATASET_OVERRIDES,
+    configs={"base2new": "coprompt"},  # its authors' published configs (scripts/coprompt)
+    dataset_overrides=DATASET_OVERRIDES, check_plan=descriptions_ready,
     tiny=("TRAINER.COPROMPT.PROMPT_DEPTH", 2, "TRAINER.COPROMPT.N_CTX", 2,
           "TRAINER.COPROMPT.DESCRIPTIONS", "captions")))
 

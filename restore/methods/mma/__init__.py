@@ -31,6 +31,7 @@ register(MethodSpec(
     "MultiModalAdapter", model="restore.methods.mma.model:MultiModalAdapter", nodes=(MMADAPTER,),
     registered_name="adapter_learner", backbones=("vit",), context_keys=("TRAINER.MMADAPTER.TEXT_CTX_INIT",),
     original_layouts=(MMA_LAYOUT,), export_layout="MMA", cost=1.5, benchmark=True,
+    configs={"base2new": "vit_b16_ep5", "xd": "vit_b16_ep5_imnet"},  # its authors' published configs (scripts/mma)
     tiny=("TRAINER.MMADAPTER.ADAPTER_START", 2, "TRAINER.MMADAPTER.ADAPTER_END", 3)))
 
 __getattr__ = lazy_model(__name__, ("MultiModalAdapter",))

@@ -37,6 +37,7 @@ register(MethodSpec(
     "TCP", model="restore.methods.tcp.model:TCP", nodes=(TCP,), registered_name="prompt_learner",
     base="CoOp", context_keys=("TRAINER.TCP.N_CTX", "TRAINER.TCP.CTX_INIT"),
     original_layouts=("CoOp",), export_layout="CoOp", cost=1.1, benchmark=True,
+    configs={"base2new": "vit_b16_ep100_ctxv1"},  # its authors' published configs (scripts/tcp)
     # The authors' train.py sets 25 epochs on these two, after the command line; here before it.
     dataset_overrides={"ImageNet": {"OPTIM.MAX_EPOCH": 25}, "SUN397": {"OPTIM.MAX_EPOCH": 25}},
     tiny=("TRAINER.TCP.N_CTX", 3, "TRAINER.TCP.INSERT_LAYER", 2)))

@@ -41,6 +41,7 @@ EXTERNAL = [
     r"dassl/[\w/]+\.py",            # Dassl's modules, described where the behaviour is reproduced
     r"(trainers/)?maple_fsa\.py",   # the official RESTORE release's trainer
     r"run_maple_fsa\.sh",           # the release's run script
+    r"memory_originals\.py",        # the reference harness's script that measured benchmarks/memory_originals.json
 ]
 EXTERNAL_RE = re.compile("(?:" + "|".join(EXTERNAL) + r")\Z")
 

@@ -19,7 +19,7 @@ import argparse
 import os
 import sys
 
-from sweep.plan import ABLATIONS, BASE2NEW, FAST_TRACE, methods, plan
+from sweep.plan import ABLATIONS, BASE2NEW, FAST_TRACE, check_args, plan
 from sweep.runner import status, submit
 
 # Slurm settings: key of the --slurm-config file (= flag without "--", "_" for "-") -> (default, help)
@@ -71,26 +71,26 @@ def main(argv=None):
                    help="trainers (default: the benchmark's methods, MethodSpec.benchmark)")
     p.add_argument("--method-module", action="append", default=[], metavar="MODULE",
                    help="import MODULE first: a method of another package (then name it in --methods)")
-    p.add_argument("--datasets", nargs="+", default=BASE2NEW)
+    p.add_argument("--datasets", nargs="+", default=BASE2NEW,
+                   help=f"testbed datasets of the base-to-novel runs (default: {' '.join(BASE2NEW)})")
     p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     p.add_argument("--ablations", nargs="+", default=list(ABLATIONS), choices=list(ABLATIONS))
     p.add_argument("--fast-trace", nargs="+", default=list(FAST_TRACE), choices=list(FAST_TRACE))
-    p.add_argument("--data", default=os.environ.get("DATA", "./data"))
-    p.add_argument("--output", default="output/testbed")
+    p.add_argument("--data", default=os.environ.get("DATA", "./data"),
+                   help="folder of the testbed datasets, generated there on first use "
+                        "(default: $DATA, else ./data)")
+    p.add_argument("--output", default="output/testbed", help="root of the runs' output folders and the tables")
     p.add_argument("--folder", default="output/slurm", help="submitit's folder (job scripts and logs)")
     p.add_argument("--slurm-config", default=None,
                    help="YAML file of Slurm settings (keys: the flags below, with _ for -); flags override it")
     for key, (default, text) in SLURM.items():
         p.add_argument(f"--{key.replace('_', '-')}", type=str if key == "partition" else int, default=None,
                        help=text if default is None else f"{text} (default {default})")
+    p.epilog = ("Relative paths (--data, --output, --folder and --slurm-config) are taken from the folder you "
+                "run this in.")
     args = p.parse_args(argv)
-    try:  # other packages' methods, then every method named must be registered: one line if not
-        from restore.methods import registry
-        registry.import_modules(args.method_module)
-        args.methods = args.methods or methods()
-        from sweep.plan import config_file
-        for name in args.methods:
-            config_file(name)  # a registered method with a testbed config
+    try:  # methods, datasets and folders, before anything runs: one line if not (sweep.plan.check_args)
+        check_args(args)
     except ValueError as err:
         sys.exit(f"Error: {err}")
     slurm = slurm_settings(args)  # before the chdir: the file is relative to the caller's folder

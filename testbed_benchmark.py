@@ -29,7 +29,7 @@ import os
 import sys
 
 from sweep.plan import (ABLATIONS, BASE2NEW, DG_TARGETS, FAST_TRACE, SOURCE, XD_EPOCHS,  # noqa: F401
-                        XD_TARGETS, epoch_cost, finished, job_cost, max_epoch, methods, plan)
+                        XD_TARGETS, check_args, epoch_cost, finished, job_cost, max_epoch, methods, plan)
 from sweep.report import fast_trace_report, report, shift_analysis, tsne_analysis
 from sweep.runner import finished_with, run_all, run_job, take_device  # noqa: F401
 
@@ -42,7 +42,8 @@ def main(argv=None):
                    help="trainers (default: the benchmark's methods, MethodSpec.benchmark)")
     p.add_argument("--method-module", action="append", default=[], metavar="MODULE",
                    help="import MODULE first: a method of another package (then name it in --methods)")
-    p.add_argument("--datasets", nargs="+", default=BASE2NEW)
+    p.add_argument("--datasets", nargs="+", default=BASE2NEW,
+                   help=f"testbed datasets of the base-to-novel runs (default: {' '.join(BASE2NEW)})")
     p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     p.add_argument("--ablations", nargs="+", default=list(ABLATIONS), choices=list(ABLATIONS))
     p.add_argument("--fast-trace", nargs="+", default=list(FAST_TRACE), choices=list(FAST_TRACE))
@@ -51,18 +52,16 @@ def main(argv=None):
                                                           "worker's GPU (instead of --jobs)")
     p.add_argument("--threads", type=int, default=0,
                    help="torch threads per worker (default: the CPUs available to this process / jobs)")
-    p.add_argument("--data", default=os.environ.get("DATA", "./data"))
-    p.add_argument("--output", default="output/testbed")
+    p.add_argument("--data", default=os.environ.get("DATA", "./data"),
+                   help="folder of the testbed datasets, generated there on first use "
+                        "(default: $DATA, else ./data)")
+    p.add_argument("--output", default="output/testbed", help="root of the runs' output folders and the tables")
     p.add_argument("--report-only", action="store_true")
     p.add_argument("--no-analysis", action="store_true", help="skip feature-shift and t-SNE")
+    p.epilog = "Relative paths (--data and --output) are taken from the folder you run this in."
     args = p.parse_args(argv)
-    try:  # other packages' methods, then every method named must be registered: one line if not
-        from restore.methods import registry
-        registry.import_modules(args.method_module)
-        args.methods = args.methods or methods()
-        from sweep.plan import config_file
-        for name in args.methods:
-            config_file(name)  # a registered method with a testbed config
+    try:  # methods, datasets and folders, before anything runs: one line if not (sweep.plan.check_args)
+        check_args(args)
     except ValueError as err:
         sys.exit(f"Error: {err}")
     os.chdir(os.path.dirname(os.path.abspath(__file__)))

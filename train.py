@@ -16,18 +16,24 @@ import argparse
 import errno
 import importlib
 import importlib.util
+import logging
 import os
 import pkgutil
 import re
+import shutil
 import sys
 import warnings
 
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
 
+from restore.cli import (BACKBONES, check_data_root, check_dataset, check_trainer,  # noqa: E402
+                         dataset_configs, node_of, unknown_key)
 from restore.config import canonical_opts, merge_from_file, merge_from_list  # noqa: E402
 from restore.errors import UserError  # noqa: E402
 from restore.methods import registry  # noqa: E402  (the method specs; no torch)
 from restore.suggest import did_you_mean  # noqa: E402
+
+log = logging.getLogger("train")  # also when run as a script (__main__): restore.logs prints it
 
 ENGINES = ("auto", "dassl", "native")
 
@@ -65,7 +71,8 @@ def build_parser():
                    help="dassl: Dassl.pytorch's trainers (trainers/); native: restore.engine; "
                         "auto: dassl when importable, else native")
     p.add_argument("--print-config", action="store_true",
-                   help="print the resolved config (defaults, yaml files, flags, KEY VALUE pairs) and stop")
+                   help="print the resolved config (defaults, yaml files, flags, KEY VALUE pairs) and stop; "
+                        "names and keys are checked as for a run (a trainer and dataset may be left out)")
     p.add_argument("--trust-files", action="store_true",
                    help="trust every file this run reads (= TRUST_FILES True): checkpoints, few-shot "
                         "caches and preprocessed.pkl are unpickled without restriction (which can run "
@@ -106,26 +113,15 @@ def trainers_help():
 
 
 def help_epilog():
-    """The names a user can pass, read from the registries (so the help cannot go stale), and an example."""
-    import glob
-
-    from restore.backbone import available_backbones
-    import restore.data.testbed  # noqa: F401  (registers the testbed datasets)
-    from restore.data import DATASETS
-    configs = {}
-    for path in sorted(glob.glob(os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                              "configs", "datasets", "*.yaml"))):
-        with open(path) as f:
-            m = re.search(r'NAME:\s*"?(\w+)', f.read())
-        if m:
-            configs[m.group(1)] = os.path.basename(path)[:-len(".yaml")]
-    datasets = [f"{configs[n]} ({n})" if n in configs else n for n in DATASETS]
+    """The names a user can pass, read from the method registry and the dataset configs without torch
+    (restore.cli; so the help cannot go stale and answers at once), and an example."""
+    datasets = [f"{config} ({name})" for config, name in dataset_configs().items()]
     return "\n".join([
         *trainers_help(),
         "datasets (--dataset-config-file configs/datasets/<name>.yaml; DATASET.NAME in brackets):",
         *textwrap_names(datasets),
         "backbones (MODEL.BACKBONE.NAME, set by the method config or --backbone):",
-        *textwrap_names(available_backbones()),
+        *textwrap_names(BACKBONES),
         "  and open_clip:MODEL/TAG, e.g. open_clip:ViT-B-16/laion2b_s34b_b88k (pip install open-clip-torch;",
         "  docs/BACKBONES.md lists which methods run on which backbone)",
         "  OpenAI weights are read from ~/.cache/clip/<file> (downloaded there when online); a local",
@@ -244,28 +240,6 @@ def default_cfg(engine):
     return get_cfg_default()
 
 
-def _node_keys(cfg, key_path):
-    """The deepest existing node on `key_path` (a list of keys), its dotted name, and the first key
-    that does not exist there."""
-    node, prefix = cfg, []
-    for k in key_path:
-        if not isinstance(node, dict) or k not in node:
-            return node, ".".join(prefix), k
-        node, prefix = node[k], prefix + [k]
-    return node, ".".join(prefix), None
-
-
-def unknown_key_message(cfg, full_key, source):
-    node, where, missing = _node_keys(cfg, full_key.split("."))
-    valid = sorted(node.keys()) if isinstance(node, dict) else []
-    hint = did_you_mean(missing or "", valid, fmt=(where + ".{}") if where else "{}")
-    under = f"under {where}" if where else "at the top level"
-    msg = f"Unknown config key {full_key} ({source}).{hint}"
-    if not isinstance(node, dict):
-        return msg + f" {where} is a value, not a group of keys."
-    return msg + f" Valid keys {under}: {', '.join(valid)}."
-
-
 def type_mismatch_message(err, source):
     """yacs's "Type mismatch (<class 'float'> vs. <class 'str'>) with values (0.0003 vs. abc) for config
     key: OPTIM.LR" -> which key wants which type."""
@@ -278,7 +252,7 @@ def type_mismatch_message(err, source):
             f"Write e.g. {default!s} in that type.")
 
 
-def merge_file(cfg, path, flag):
+def merge_file(cfg, path, flag, trainer=""):
     if not os.path.isfile(path):
         folder = os.path.dirname(path) or "."
         avail = sorted(f for f in os.listdir(folder) if f.endswith(".yaml")) if os.path.isdir(folder) else []
@@ -292,9 +266,26 @@ def merge_file(cfg, path, flag):
     except KeyError as err:
         text = str(err.args[0]) if err.args else str(err)
         key = text.split("Non-existent config key:")[-1].strip()
-        raise ConfigError(unknown_key_message(cfg, key, f"in {path}")) from None
+        raise ConfigError(unknown_key(cfg, first_key_under(path, key), f"in {path}", trainer)) from None
     except ValueError as err:
         raise ConfigError(type_mismatch_message(err, f"in {path}")) from None
+
+
+def first_key_under(path, key):
+    """The first full key the yaml file `path` sets under `key`: yacs names the first group the config
+    lacks, the message names the key the user wrote under it."""
+    import yaml
+
+    from restore.checks import lookup
+    try:
+        with open(path) as f:
+            node = lookup(yaml.safe_load(f), key)
+    except (OSError, yaml.YAMLError):
+        return key
+    while isinstance(node, dict) and node:
+        first = next(iter(node))
+        key, node = f"{key}.{first}", node[first]
+    return key
 
 
 def merge_opts(cfg, opts):
@@ -302,9 +293,9 @@ def merge_opts(cfg, opts):
         raise ConfigError(f"Config overrides must be KEY VALUE pairs; got an odd number: {' '.join(opts)}")
     opts = canonical_opts(opts)  # a method key's alias (as its authors write it) names its canonical key
     for key in opts[0::2]:
-        node, _, missing = _node_keys(cfg, key.split("."))
+        node, _, missing = node_of(cfg, key)
         if missing is not None:
-            raise ConfigError(unknown_key_message(cfg, key, "on the command line"))
+            raise ConfigError(unknown_key(cfg, key, "on the command line", cfg.TRAINER.NAME))
         if isinstance(node, dict):
             raise ConfigError(f"{key} is a group of keys, not a value; set one of "
                               f"{', '.join(sorted(node.keys()))}.")
@@ -367,37 +358,39 @@ def apply_dataset_overrides(cfg, keep=()):
     applied = []
     for key, value in registry.get(name).dataset_overrides.get(cfg.DATASET.NAME, {}).items():
         if key in keep:
-            print(f"Note: {name}'s override for {cfg.DATASET.NAME}, {key} {value!r}, is not applied: the "
-                  "command line sets the key.")
+            log.warning(f"Note: {name}'s override for {cfg.DATASET.NAME}, {key} {value!r}, is not applied: the "
+                        "command line sets the key.")
             continue
         old = lookup(cfg, key)
         value = float(value) if isinstance(old, float) and type(value) is int else value
         _set(cfg, key, value)
         applied.append(f"{key} {value!r}")
-        print(f"Per-dataset override of {name} for {cfg.DATASET.NAME}: {key} {old!r} -> {value!r}")
+        log.info(f"Per-dataset override of {name} for {cfg.DATASET.NAME}: {key} {old!r} -> {value!r}")
     return applied
 
 
-def setup_cfg(args, engine="native"):
+def setup_cfg(args, engine="native", run=False):
     """The run's config: defaults, the dataset yaml, the method yaml, the method's per-dataset overrides,
     the flags, the KEY VALUE pairs (those two as the command line: applied before the overrides here,
     which then skip the keys they set, as if applied after); then the method's derive_cfg, the smoke
-    fitting and the value checks. Frozen."""
+    fitting and the value checks. Frozen. The trainer and dataset named are checked at once
+    (`check_names`); for a `run` they must be given."""
     modules = method_modules(args)
     cfg = default_cfg(engine)
     if args.dataset_config_file:
-        merge_file(cfg, args.dataset_config_file, "--dataset-config-file")
+        merge_file(cfg, args.dataset_config_file, "--dataset-config-file", args.trainer)
     if args.config_file:
-        merge_file(cfg, args.config_file, "--config-file")
+        merge_file(cfg, args.config_file, "--config-file", args.trainer)
     given = reset_cfg(cfg, args) + apply_method_flags(cfg, args)
     opts = args.opts or []
     merge_opts(cfg, opts)
     given += canonical_opts(opts)[0::2]
+    check_names(cfg, engine, required=run)
     written = list(cfg.DATASET_OVERRIDES)
     cfg.DATASET_OVERRIDES = apply_dataset_overrides(cfg, keep=given)
     if written and written != list(cfg.DATASET_OVERRIDES):  # e.g. a config printed by another run
-        print(f"Note: DATASET_OVERRIDES {written} of the config files or the command line is replaced by "
-              f"the overrides this run applied, {list(cfg.DATASET_OVERRIDES)}: train.py writes that key.")
+        log.warning(f"Note: DATASET_OVERRIDES {written} of the config files or the command line is replaced by "
+                    f"the overrides this run applied, {list(cfg.DATASET_OVERRIDES)}: train.py writes that key.")
     cfg.METHOD_MODULES = modules
     if cfg.TRAINER.NAME in registry.names() and registry.get(cfg.TRAINER.NAME).derive_cfg:
         registry.get(cfg.TRAINER.NAME).derive_cfg(cfg)  # e.g. MaPLe_FSA: its node onto RESTORE_m's keys
@@ -417,9 +410,9 @@ def fit_smoke_backbone(cfg):
     if name not in SMOKE_BACKBONES or cfg.MODEL.BACKBONE.get("PATH", ""):
         return
     from restore.backbone import load_clip
-    print(SMOKE_NOTE.format(name=name))
+    log.warning(SMOKE_NOTE.format(name=name))
     for change in fit_cfg_to_backbone(cfg, load_clip(name)):
-        print(f"  fitted to it: {change}")
+        log.warning(f"  fitted to it: {change}")
 
 
 def fit_backbone_inputs(cfg):
@@ -429,30 +422,45 @@ def fit_backbone_inputs(cfg):
     from restore.pretrained import fit_inputs
     note = fit_inputs(cfg.MODEL.BACKBONE.NAME, cfg.MODEL.BACKBONE.get("PATH", ""), cfg)
     if note:
-        print(f"Note: {note}")
+        log.warning(f"Note: {note}")
 
 
-def check_trainer(name, valid):
-    if name in valid:
-        return
-    hint = did_you_mean(name, list(valid))
-    what = "No trainer given (--trainer)" if not name else f"Unknown trainer {name!r}"
-    raise ConfigError(f"{what}.{hint} Valid trainers: {', '.join(valid)}.")
+def check_names(cfg, engine, required=True):
+    """The trainer, the dataset and the data folder of the merged config, checked as every entry point
+    checks them (restore.cli) and before anything is read or written. A run needs a trainer and a
+    dataset (`required`); --print-config prints a config without them."""
+    trainers, datasets = dassl_names() if engine == "dassl" else ((), ())
+    if cfg.TRAINER.NAME or required:
+        check_trainer(cfg.TRAINER.NAME, trainers)
+    if cfg.DATASET.NAME or required:
+        from restore.data.base import DATASETS, import_readers
+        import_readers(include_testbed=True)  # the registry also holds the datasets of --method-module
+        check_dataset(cfg.DATASET.NAME, accept="name", source="DATASET.NAME",
+                      names=sorted(set(DATASETS) | set(datasets)),
+                      fix="Pass --dataset-config-file configs/datasets/<name>.yaml or set DATASET.NAME.")
+    check_data_root(cfg.DATASET.ROOT, "--root")
+
+
+def dassl_names():
+    """(trainers, datasets) that Dassl registers itself: --engine dassl runs them too."""
+    from dassl.data.datasets import DATASET_REGISTRY
+    from dassl.engine import TRAINER_REGISTRY
+    return TRAINER_REGISTRY.registered_names(), DATASET_REGISTRY.registered_names()
 
 
 def print_args(args, cfg):
-    print("***************\n** Arguments **\n***************")
+    log.info("***************\n** Arguments **\n***************")
     for key in sorted(args.__dict__):
-        print(f"{key}: {args.__dict__[key]}")
-    print("************\n** Config **\n************")
+        log.info(f"{key}: {args.__dict__[key]}")
+    log.info("************\n** Config **\n************")
     changed = config_changes(cfg, args.model_dir) if args.eval_only else None
     if changed is None:
-        print(cfg)
+        log.info(str(cfg))
         return
     # An evaluation of a trained model: its training log already holds the full config.
-    print(f"The training run's config ({os.path.join(args.model_dir, 'log.txt')}), with these changes:")
+    log.info(f"The training run's config ({os.path.join(args.model_dir, 'log.txt')}), with these changes:")
     for key, value in changed:
-        print(f"{key}: {value}")
+        log.info(f"{key}: {value}")
 
 
 def _config_items(text):
@@ -507,58 +515,64 @@ def prepare_output(cfg, lock):
     killed run left in the output folder (ours now)."""
     from restore.engine.checkpoint import remove_partial_writes
     for note in (lock.notes if lock is not None else []):
-        print(note)
+        log.warning(note)
     remove_partial_writes(cfg.OUTPUT_DIR)
 
 
-def run_native(args, cfg, lock=None):
+def register_dassl_trainers(cfg):
+    """The Dassl engine's registries: our datasets and one trainer per registered method (also those
+    registered since `trainers` was first imported); ConfigError for a trainer Dassl does not know."""
+    import_registering("datasets")  # these import Dassl (restore.logs.kept_enabled)
+    import_registering("trainers")
+    import trainers
+    trainers.register_methods()
+    check_trainer(cfg.TRAINER.NAME, trainers.base.TRAINER_REGISTRY.registered_names())
+
+
+def system_info(engine, cfg):
+    """The "** System info **" block: Dassl's collect_env_info (what Dassl users read in log.txt) for the
+    Dassl engine, a one-line summary for the native one."""
+    import torch
+    if engine == "dassl":
+        from dassl.utils import collect_env_info
+        log.info("Collecting env info ...")
+        return f"** System info **\n{collect_env_info()}\n"
+    device = f"cuda ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() and cfg.USE_CUDA else "cpu"
+    return f"** System info **\nPyTorch {torch.__version__}, Python {sys.version.split()[0]}, device: {device}"
+
+
+ENGINE_TITLES = {"native": "native (restore.engine)", "dassl": "dassl (Dassl.pytorch trainers from trainers/)"}
+
+
+def run(args, cfg, engine, lock=None):
+    """Prepare the run once for either engine (seed, log.txt on rank 0, the output folder, threads, the
+    printed arguments, config and system), build the engine's trainer and run it."""
     import torch
 
     from restore.distributed import is_primary
-    from restore.engine import Trainer, set_random_seed, setup_logger
+    from restore.engine import set_random_seed, setup_logger
     registry.get(cfg.TRAINER.NAME)  # UserError naming the registered methods
-    if not is_primary():  # under torchrun, rank 0 alone writes the log and prints
-        sys.stdout = open(os.devnull, "w")
+    if engine == "dassl":
+        register_dassl_trainers(cfg)
     if cfg.SEED >= 0:
-        print(f"Setting fixed seed: {cfg.SEED}")
+        log.info(f"Setting fixed seed: {cfg.SEED}")
         set_random_seed(cfg.SEED)
-    if is_primary():
+    if is_primary():  # under torchrun, rank 0 alone writes log.txt (the others log errors only)
         setup_logger(cfg.OUTPUT_DIR)
         prepare_output(cfg, lock)
-    print("Engine: native (restore.engine)")
+    log.info(f"Engine: {ENGINE_TITLES[engine]}")
     use_available_cpus(cfg)
     if torch.cuda.is_available() and cfg.USE_CUDA:
         torch.backends.cudnn.benchmark = True
     print_args(args, cfg)
-    print(f"** System info **\nPyTorch {torch.__version__}, Python {sys.version.split()[0]}, "
-          f"device: {'cuda (' + torch.cuda.get_device_name(0) + ')' if torch.cuda.is_available() and cfg.USE_CUDA else 'cpu'}")
-    trainer = Trainer(cfg)
-    return run_trainer(trainer, args, cfg, "native")
-
-
-def run_dassl(args, cfg, lock=None):
-    import torch
-    from dassl.engine import TRAINER_REGISTRY, build_trainer
-    from dassl.utils import collect_env_info, set_random_seed, setup_logger
-    import_registering("datasets")
-    import_registering("trainers")
-    import trainers
-    trainers.register_methods()  # the methods registered since `trainers` was first imported
-    check_trainer(cfg.TRAINER.NAME, TRAINER_REGISTRY.registered_names())
-    if cfg.SEED >= 0:
-        print(f"Setting fixed seed: {cfg.SEED}")
-        set_random_seed(cfg.SEED)
-    setup_logger(cfg.OUTPUT_DIR)
-    prepare_output(cfg, lock)
-    print("Engine: dassl (Dassl.pytorch trainers from trainers/)")
-    use_available_cpus(cfg)
-    if torch.cuda.is_available() and cfg.USE_CUDA:
-        torch.backends.cudnn.benchmark = True
-    print_args(args, cfg)
-    print("Collecting env info ...")
-    print(f"** System info **\n{collect_env_info()}\n")
-    trainer = build_trainer(cfg)
-    return run_trainer(trainer, args, cfg, "dassl")
+    log.info(system_info(engine, cfg))
+    if engine == "dassl":
+        from dassl.engine import build_trainer
+        trainer = build_trainer(cfg)
+    else:
+        from restore.engine import Trainer
+        trainer = Trainer(cfg)
+    return run_trainer(trainer, args, cfg, engine)
 
 
 # ------------------------------------------------------------------------------------ run record
@@ -652,17 +666,17 @@ def main(argv=None):
         sys.exit(f"Error: {err}")
     args = parser.parse_args(argv)
     if args.seed == 0:
-        print("Note: --seed 0 is ignored, as in CoOp (`if args.seed:`); pass `SEED 0` as an option "
-              "to fix the seed to 0.")
+        log.warning("Note: --seed 0 is ignored, as in CoOp (`if args.seed:`); pass `SEED 0` as an option "
+                    "to fix the seed to 0.")
     from restore.distributed import close_distributed, init_distributed, world_info_from_env
-    from restore.engine.logger import close_logger, log_error
+    from restore.engine.logger import close_logger
     from restore.lock import output_lock
-    stdout = sys.stdout
+    created = None  # the output folder, when this run created it
     try:
         errors = user_errors()
         try:
             engine = choose_engine(args.engine, processes=world_info_from_env()[2])
-            cfg = setup_cfg(args, engine)
+            cfg = setup_cfg(args, engine, run=not args.print_config)
             if args.print_config:
                 print(cfg)
                 return None
@@ -671,47 +685,30 @@ def main(argv=None):
             from restore.engine.provenance import check_output_dir
             check_output_dir(cfg, eval_args(args))  # before any work: nothing to mix or overwrite
             init_distributed(cfg)  # under torchrun; before the lock, which rank 0 takes for all
+            new = bool(cfg.OUTPUT_DIR) and not os.path.exists(cfg.OUTPUT_DIR)
             # One run per output folder; what a killed run left half-written is removed first.
             with output_lock(cfg.OUTPUT_DIR) as lock:
-                run = run_dassl if engine == "dassl" else run_native
-                return run(args, cfg, lock)
+                created = cfg.OUTPUT_DIR if new and lock is not None else None  # rank 0 holds the lock
+                return run(args, cfg, engine, lock)
         except errors as err:
             if os.environ.get("RESTORE_TRACEBACK"):
                 raise
-            log_error(f"Error: {error_message(err)}\n(set RESTORE_TRACEBACK=1 to see the traceback)")
+            log.error(f"Error: {error_message(err)}\n(set RESTORE_TRACEBACK=1 to see the traceback)")
             sys.exit(1)
     finally:
         close_logger()
-        release_dassl_logger()
         close_distributed()
-        if sys.stdout is not stdout and getattr(sys.stdout, "name", None) == os.devnull:
-            sys.stdout.close()
-            sys.stdout = stdout
+        if created:
+            remove_if_not_started(created)
 
 
-class _KeepOpen:
-    """Stands in for the console in a released Dassl Logger, whose __del__ would close it."""
-
-    def write(self, msg):
-        return len(msg)
-
-    def flush(self):
-        pass
-
-    def close(self):
-        pass
-
-
-def release_dassl_logger():
-    """Dassl's setup_logger leaves sys.stdout replaced by a Logger that closes the real stdout when it
-    is garbage-collected; flush and close its file and put the real stdout back."""
-    logger = sys.stdout
-    if type(logger).__name__ == "Logger" and hasattr(logger, "console") and hasattr(logger, "file"):
-        logger.flush()
-        if logger.file is not None:
-            logger.file.close()
-            logger.file = None
-        sys.stdout, logger.console = logger.console, _KeepOpen()
+def remove_if_not_started(folder):
+    """Remove the output folder this run created when the run stopped before it started (no run record:
+    refused by a check of its data, checkpoint or backbone, or interrupted while preparing), so that
+    no folder, log or lock is left to mistake for a run."""
+    from restore.engine.provenance import RUN_INFO
+    if not os.path.exists(os.path.join(folder, RUN_INFO)):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":

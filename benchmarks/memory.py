@@ -166,7 +166,7 @@ class Cell:
         labels = torch.randint(0, len(model.classnames), (batch,), generator=g)
         torch.manual_seed(0)
         with SavedTensors(model, keep=keep) as saved:
-            loss, _ = model.loss(images, labels)
+            loss, _ = model.loss({"img": images, "label": labels})
         if keep:
             loss.backward()
         del loss

@@ -102,7 +102,7 @@ class Step:
 
     def run(self):
         with self._autocast():
-            loss, _ = self.model.loss(self.images, self.labels)
+            loss, _ = self.model.loss({"img": self.images, "label": self.labels})
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
@@ -123,7 +123,7 @@ class Step:
     def activation_bytes(self):
         """Bytes of the tensors saved for backward in one training forward (weights excluded)."""
         with SavedTensors(self.model) as saved, self._autocast():
-            loss, _ = self.model.loss(self.images, self.labels)
+            loss, _ = self.model.loss({"img": self.images, "label": self.labels})
         del loss
         return saved.nbytes
 

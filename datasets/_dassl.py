@@ -4,6 +4,7 @@ import sys
 
 from restore.data import DATASETS
 from restore.data.base import import_readers
+from restore.logs import kept_enabled
 
 ADAPTERS = {}  # name -> the registered Dassl class
 _IMPORT_ERROR = None
@@ -20,7 +21,8 @@ def _dassl_dataset_api():
     if "dassl" not in sys.modules and importlib.util.find_spec("dassl") is None:
         return None
     try:
-        from dassl.data.datasets import DATASET_REGISTRY, DatasetBase
+        with kept_enabled():  # Dassl's import disables logging below ERROR
+            from dassl.data.datasets import DATASET_REGISTRY, DatasetBase
     except Exception as e:  # installed but broken: leave the registry alone, keep the reason
         _IMPORT_ERROR = e
         return None

@@ -7,7 +7,7 @@ or open_clip).
     clip_model = restore.load_clip("ViT-B/16")        # or restore.tiny_clip(), "testbed"
     model = restore.build_model(cfg, classnames, clip_model)
     logits = model(images)                              # [B, C]
-    loss, terms = model.loss(images, labels)            # terms: ce, fs, alpha_v, ...
+    loss, terms = model.loss({"img": images, "label": labels})   # terms: ce, fs, alpha_v, ... (tensors)
     shift = model.feature_shift(images)                 # FeatureShift(vision=[L_v], text=[L_t])
 """
 import warnings
@@ -17,6 +17,8 @@ warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
 
 import importlib
 import importlib.util
+
+from . import logs  # noqa: F401,E402  (the console handler of the project's loggers; no torch)
 
 # Public names -> the module that defines them, imported on first use: `import restore` (and reading
 # the method registry, restore.methods.registry) needs no torch.

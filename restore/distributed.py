@@ -130,6 +130,16 @@ def shard_bounds(n: int, world: int, r: int) -> Tuple[int, int]:
     return lo, lo + base + (1 if r < extra else 0)
 
 
+def all_reduce_mean(tensors: List[torch.Tensor]) -> List[torch.Tensor]:
+    """The mean over the ranks of each tensor (not differentiable), as DistributedDataParallel averages
+    gradients: divided by the world size, then summed, in one flat all-reduce; `tensors` themselves alone."""
+    if world_size() <= 1:
+        return list(tensors)
+    flat = torch.cat([t.reshape(-1) for t in tensors]).div_(world_size())
+    dist.all_reduce(flat)
+    return [part.view_as(t) for part, t in zip(flat.split([t.numel() for t in tensors]), tensors)]
+
+
 def broadcast_from_primary(x: torch.Tensor) -> torch.Tensor:
     """Rank 0's tensor on every rank (same shape and dtype everywhere); `x` itself alone."""
     if world_size() > 1:

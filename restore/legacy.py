@@ -22,12 +22,11 @@ which kind they hold. Original layouts (docs/REPRODUCING.md section 8):
 Dropped: the class-dependent token_prefix/token_suffix buffers (so base -> new and cross-dataset
 loads work), the frozen CLIP weights (image_encoder.*, text_encoder.*, logit_scale, and our own
 `clip.*`), and PromptSRC's frozen ZS_image_encoder. Floating tensors become fp32 (the originals keep
-some prompts in fp16). Nothing here imports Dassl.
+some prompts in fp16). Nothing here imports Dassl; torch is imported where tensors are made, so that
+`python -m restore.legacy --help` and its argument checks answer at once.
 """
 import os
 import re
-
-import torch
 
 _VISION_DEEP = re.compile(r"^image_encoder\.transformer\.resblocks\.(\d+)\.VPT_shallow$")
 _TEXT_DEEP = re.compile(r"^text_encoder\.transformer\.resblocks\.(\d+)\.VPT_shallow$")
@@ -109,6 +108,7 @@ def original_layout(state_dict: dict):
 
 
 def _fp32(value):
+    import torch
     if torch.is_tensor(value) and value.is_floating_point():
         return value.detach().to(torch.float32)
     return value
@@ -158,6 +158,8 @@ def _release_bookkeeping(original: dict, converted: dict) -> dict:
     """RESTORE_m's release-mode buffers from a MaPLe_FSA state: the two calibration ratios
     (vision, text; already updated once, as at the end of any run past epoch MAX_EPOCH // 3), and
     fresh lazily-captured normalisers and surgery EMA (the release saves neither)."""
+    import torch
+
     def scalar(key, default):
         v = original.get(key)
         return float(v) if v is not None else default
@@ -195,18 +197,24 @@ def describe_mismatch(trainer_name: str, state_dict: dict) -> str:
 _OURS_ONLY = ("calib_updated", "release_init", "release_init_ready", "alpha_ema", "alpha_ema_ready")
 
 
+def export_layout(trainer_name: str) -> str:
+    """The original layout `trainer_name`'s checkpoints are written in (its spec's export_layout);
+    ValueError for a trainer no original has (RESTORE_p, ZeroshotCLIP)."""
+    from .methods import registry
+    exportable = registry.exportable()
+    if trainer_name not in exportable:
+        raise ValueError(f"No original trainer holds {trainer_name} checkpoints; exportable: "
+                         f"{', '.join(exportable)}.")
+    return exportable[trainer_name]
+
+
 def to_original_state_dict(trainer_name: str, state_dict: dict) -> dict:
     """Our `state_to_save()` (or a checkpoint of ours) in the original trainer's layout: the inverse
     of `convert_state_dict` through the same RENAMES table. Holds the learned tensors only (fp32);
     the originals load with strict=False and rebuild the frozen CLIP and class buffers themselves.
     ValueError for a trainer no original has (RESTORE_p, ZeroshotCLIP, RESTORE_m outside its
     release variant)."""
-    from .methods import registry
-    exportable = registry.exportable()
-    layout = exportable.get(trainer_name)
-    if layout is None:
-        raise ValueError(f"No original trainer holds {trainer_name} checkpoints; exportable: "
-                         f"{', '.join(exportable)}.")
+    layout = export_layout(trainer_name)
     state = unwrap(state_dict)
     if original_layout(state) is not None:
         raise ValueError("This state is already in an original trainer's layout.")
@@ -245,6 +253,7 @@ def export_checkpoint(trainer_name: str, model_dir: str, output_dir: str, epoch=
 def main(argv=None):
     import argparse
 
+    from .cli import check_trainer
     from .methods import registry
     p = argparse.ArgumentParser(
         prog="python -m restore.legacy",
@@ -262,6 +271,7 @@ def main(argv=None):
         registry.import_modules(args.method_module)
         registry.import_modules(registry.recorded_modules(args.model_dir),
                                 f"METHOD_MODULES of {os.path.join(args.model_dir, 'run_info.json')}")
+        export_layout(check_trainer(args.trainer))  # before torch: the message every entry point gives
         export_checkpoint(args.trainer, args.model_dir, args.output_dir, args.load_epoch)
     except (ValueError, KeyError, OSError) as err:
         raise SystemExit(f"Error: {err}") from None

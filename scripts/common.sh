@@ -22,25 +22,47 @@
 # `bash scripts/<method>/<script>.sh --help` (or no arguments) prints this with the dataset names (usage()).
 # On a testbed dataset (its configs/datasets/<name>.yaml names a Testbed* dataset) the scripts use
 # configs/trainers/$TRAINER/testbed.yaml (CFG becomes "testbed", also in the output paths).
+# Relative paths in DATA, OUTPUT, CONFIG_DIR and PYTHON are taken from the caller's folder
+# (resolve_caller_paths), although train.py runs in the repository. The dataset name and DATA are checked
+# as every entry point checks them (restore.cli, through dataset_config and data_root), the trainer and
+# the KEY VALUE keys by train.py (its --check-finished call), before anything is written.
 
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$REPO_ROOT"
+CALLER_DIR="$PWD"
 PYTHON="${PYTHON:-python}"
 SHOTS="${SHOTS:-16}"
 ENGINE="${ENGINE:-auto}"
 NPROC="${NPROC:-1}"
 OUTPUT="${OUTPUT:-output}"
 XD_CFG="${XD_CFG:-${CFG}}"
-if [ -n "${BACKBONE:-}" ]; then
-    OUTPUT="${OUTPUT}/backbone_${BACKBONE//[^A-Za-z0-9._-]/_}"
-fi
 
 die() {
     echo "Error: $*" >&2
     exit 1
 }
+
+from_caller() {  # from_caller PATH: PATH made absolute from the caller's folder (unchanged if absolute or empty)
+    case "$1" in
+        "" | /*) echo "$1" ;;
+        "~" | "~/"*) echo "${HOME}${1#\~}" ;;
+        *) echo "${CALLER_DIR}/${1#./}" ;;
+    esac
+}
+
+resolve_caller_paths() {  # DATA, OUTPUT, CONFIG_DIR and a PYTHON given as a path: from the caller's folder
+    DATA="$(from_caller "${DATA:-}")"
+    OUTPUT="$(from_caller "$OUTPUT")"
+    CONFIG_DIR="$(from_caller "${CONFIG_DIR:-}")"
+    case "$PYTHON" in */*) PYTHON="$(from_caller "$PYTHON")" ;; esac
+}
+
+resolve_caller_paths
+cd "$REPO_ROOT"
+if [ -n "${BACKBONE:-}" ]; then
+    OUTPUT="${OUTPUT}/backbone_${BACKBONE//[^A-Za-z0-9._-]/_}"
+fi
 
 usage() {  # usage ARGUMENTS: the help of every method script, kept in this one place
     local datasets
@@ -53,8 +75,9 @@ except the keys the script sets itself (DATASET.NUM_SHOTS: use SHOTS; SEED, DATA
 
 Datasets:
 ${datasets}
-Environment variables:
-  DATA      folder holding the datasets (DATASETS.md); testbed datasets are generated into \${DATA:-./data}
+Environment variables (a relative path is taken from the folder you run the script in):
+  DATA      folder holding the datasets (DATASETS.md; not the repository's datasets/ package); testbed
+            datasets are generated into \${DATA:-./data}
   SHOTS     shots per class (16)
   OUTPUT    output root (output)
   LOADEP    epoch to evaluate (default: the config's OPTIM.MAX_EPOCH)
@@ -66,19 +89,21 @@ Environment variables:
   BACKBONE  another CLIP (MODEL.BACKBONE.NAME; its own output folder); tiny-random: a smoke test
   PYTHON    python interpreter (python)
   RESTORE_NUM_THREADS  torch threads (default: the CPUs available to the process)
-Example (the synthetic testbed, nothing to download): bash ${0} shapes ...
+Example (the synthetic testbed, nothing to download): bash ${0} ${2}
 EOF
 }
 
-usage_check() {  # usage_check NARGS SCRIPT_USAGE "$@": NARGS positional arguments, then KEY VALUE pairs
-    local nargs="$1" usage="$2"
-    shift 2
+# usage_check NARGS SCRIPT_USAGE EXAMPLE "$@": NARGS positional arguments, then KEY VALUE pairs; EXAMPLE: the
+# arguments of a run on the testbed, shown by --help.
+usage_check() {
+    local nargs="$1" usage="$2" example="$3"
+    shift 3
     if [ "$#" -ge 1 ] && { [ "$1" = "-h" ] || [ "$1" = "--help" ]; }; then
-        usage "$usage"
+        usage "$usage" "$example"
         exit 0
     fi
     if [ "$#" -lt "$nargs" ] || [ $(( ($# - nargs) % 2 )) -ne 0 ]; then
-        usage "$usage" >&2
+        usage "$usage" "$example" >&2
         echo >&2
         die "usage: bash ${0} ${usage}"
     fi
@@ -111,38 +136,34 @@ refuse_script_keys() {
     done
 }
 
+# dataset_config DATASET -> configs/datasets/<dataset>.yaml; an unknown name stops the script with the message
+# every entry point gives (restore.cli.check_dataset: a did-you-mean and the valid names).
 dataset_config() {
-    local file="configs/datasets/$1.yaml"
-    if [ ! -f "$file" ]; then
-        local names
-        names="$(cd configs/datasets && ls *.yaml 2>/dev/null | sed 's/\.yaml$//' | tr '\n' ' ')"
-        die "unknown dataset '$1': there is no $file. Valid datasets: ${names}"
-    fi
-    echo "$file"
+    "$PYTHON" -m restore.cli dataset "$1"
 }
 
-is_testbed() {
-    grep -Eq 'NAME:[[:space:]]*"?Testbed' "$(dataset_config "$1")"
+is_testbed() {  # is_testbed DATASET_CONFIG_FILE
+    grep -Eq 'NAME:[[:space:]]*"?Testbed' "$1"
 }
 
+# data_root DATASET_CONFIG_FILE -> DATA (a testbed dataset: default the caller's ./data, generated there by
+# train.py), refused as train.py refuses such a --root (restore.cli.check_data_root).
 data_root() {
+    local root="${DATA:-}"
     if is_testbed "$1"; then
-        local root="${DATA:-./data}"
-        mkdir -p "$root"
-        echo "$root"
-        return
-    fi
-    if [ -z "${DATA:-}" ]; then
+        root="${DATA:-${CALLER_DIR}/data}"
+    elif [ -z "$root" ]; then
         die "DATA is not set. Set it to the folder that holds the datasets (see DATASETS.md), e.g.
     DATA=/path/to/datasets bash $0 DATASET SEED"
+    elif [ ! -d "$root" ]; then
+        die "DATA=$root is not a folder. Set DATA to the folder that holds the datasets (see DATASETS.md)."
     fi
-    if [ ! -d "$DATA" ]; then
-        die "DATA=$DATA is not a folder. Set DATA to the folder that holds the datasets (see DATASETS.md)."
-    fi
-    echo "$DATA"
+    "$PYTHON" -m restore.cli data-root "$root" DATA || exit 1  # (errexit does not reach into $(...))
+    echo "$root"
 }
 
-# config_name DATASET NAME -> NAME, or on a testbed dataset "testbed" ("testbed_release" for a release config)
+# config_name DATASET_CONFIG_FILE NAME -> NAME, or on a testbed dataset "testbed" ("testbed_release" for a
+# release config)
 config_name() {
     if ! is_testbed "$1"; then echo "$2"
     elif [[ "$2" == *_release ]]; then echo testbed_release
@@ -231,14 +252,14 @@ start_message() {
 
 # ------------------------------------------------------------------------------------- base-to-novel
 base2new_train() {
-    usage_check 2 "DATASET SEED [KEY VALUE ...]" "$@"
+    usage_check 2 "DATASET SEED [KEY VALUE ...]" "shapes 1" "$@"
     local dataset="$1" seed="$2"
     shift 2
     refuse_script_keys base2new "$@"
     local dcfg root cfg file dir
     dcfg="$(dataset_config "$dataset")"
-    root="$(data_root "$dataset")"
-    cfg="$(config_name "$dataset" "$CFG")"
+    root="$(data_root "$dcfg")"
+    cfg="$(config_name "$dcfg" "$CFG")"
     file="$(trainer_config "$cfg")"
     dir="${OUTPUT}/base2new/train_base/${dataset}/shots_${SHOTS}/${TRAINER}/${cfg}/seed${seed}"
     # shellcheck disable=SC2046
@@ -249,14 +270,14 @@ base2new_train() {
 }
 
 base2new_test() {
-    usage_check 2 "DATASET SEED [KEY VALUE ...]" "$@"
+    usage_check 2 "DATASET SEED [KEY VALUE ...]" "shapes 1   (after base2new_train.sh shapes 1)" "$@"
     local dataset="$1" seed="$2"
     shift 2
     refuse_script_keys base2new "$@"
     local dcfg root cfg file common dir model_dir loadep
     dcfg="$(dataset_config "$dataset")"
-    root="$(data_root "$dataset")"
-    cfg="$(config_name "$dataset" "$CFG")"
+    root="$(data_root "$dcfg")"
+    cfg="$(config_name "$dcfg" "$CFG")"
     file="$(trainer_config "$cfg")"
     common="${dataset}/shots_${SHOTS}/${TRAINER}/${cfg}/seed${seed}"
     model_dir="${OUTPUT}/base2new/train_base/${common}"
@@ -272,19 +293,19 @@ base2new_test() {
 }
 
 # ------------------------------------------------------------------------- cross-dataset / DG
-source_dataset() {  # the dataset the cross-dataset model is trained on
+source_dataset() {  # source_dataset DATASET_CONFIG_FILE: the dataset the cross-dataset model is trained on
     if [ -n "${SOURCE:-}" ]; then echo "$SOURCE"; elif is_testbed "$1"; then echo objects; else echo imagenet; fi
 }
 
 xd_train() {
-    usage_check 2 "DATASET SEED [KEY VALUE ...]   (DATASET: the source, imagenet; objects on the testbed)" "$@"
+    usage_check 2 "DATASET SEED [KEY VALUE ...]   (DATASET: the source, imagenet; objects on the testbed)" "objects 1" "$@"
     local dataset="$1" seed="$2"
     shift 2
     refuse_script_keys xd "$@"
     local dcfg root cfg file dir
     dcfg="$(dataset_config "$dataset")"
-    root="$(data_root "$dataset")"
-    cfg="$(config_name "$dataset" "$XD_CFG")"
+    root="$(data_root "$dcfg")"
+    cfg="$(config_name "$dcfg" "$XD_CFG")"
     file="$(trainer_config "$cfg")"
     dir="${OUTPUT}/${dataset}/${TRAINER}/${cfg}_${SHOTS}shots/seed${seed}"
     # shellcheck disable=SC2046
@@ -294,16 +315,16 @@ xd_train() {
 }
 
 xd_test() {
-    usage_check 2 "DATASET SEED [KEY VALUE ...]" "$@"
+    usage_check 2 "DATASET SEED [KEY VALUE ...]" "shapes 1   (after xd_train.sh objects 1)" "$@"
     local dataset="$1" seed="$2"
     shift 2
     refuse_script_keys xd "$@"
     local dcfg root cfg file src dir model_dir loadep
     dcfg="$(dataset_config "$dataset")"
-    root="$(data_root "$dataset")"
-    cfg="$(config_name "$dataset" "$XD_CFG")"
+    root="$(data_root "$dcfg")"
+    cfg="$(config_name "$dcfg" "$XD_CFG")"
     file="$(trainer_config "$cfg")"
-    src="$(source_dataset "$dataset")"
+    src="$(source_dataset "$dcfg")"
     model_dir="${OUTPUT}/${src}/${TRAINER}/${cfg}_${SHOTS}shots/seed${seed}"
     dir="${OUTPUT}/evaluation/${TRAINER}/${cfg}_${SHOTS}shots/${dataset}/seed${seed}"
     loadep="$(load_epoch "$file" "$@")"
@@ -320,14 +341,14 @@ xd_test() {
 # classes, SHOTS shots, seeds $SEEDS (1 2 3); trains, then tests. Output layout as CoOp's:
 # OUTPUT/DATASET/TRAINER/CFG_SHOTSshots/nctxNCTX_cscCSC_ctpCTP/seedSEED.
 fewshot_train() {
-    usage_check 6 "DATASET CFG CTP NCTX SHOTS CSC [KEY VALUE ...]   (CTP: end, middle or front; CSC: False or True)" "$@"
+    usage_check 6 "DATASET CFG CTP NCTX SHOTS CSC [KEY VALUE ...]   (CTP: end, middle or front; CSC: False or True)" "shapes rn50 end 4 16 False" "$@"
     local dataset="$1" cfg_in="$2" ctp="$3" nctx="$4" shots="$5" csc="$6"
     shift 6
     refuse_script_keys fewshot "$@"
     local dcfg root cfg file dir seed
     dcfg="$(dataset_config "$dataset")"
-    root="$(data_root "$dataset")"
-    cfg="$(config_name "$dataset" "$cfg_in")"
+    root="$(data_root "$dcfg")"
+    cfg="$(config_name "$dcfg" "$cfg_in")"
     file="$(trainer_config "$cfg")"
     for seed in ${SEEDS:-1 2 3}; do
         dir="${OUTPUT}/${dataset}/${TRAINER}/${cfg}_${shots}shots/nctx${nctx}_csc${csc}_ctp${ctp}/seed${seed}"
@@ -341,14 +362,14 @@ fewshot_train() {
 # zeroshot_eval DATASET CFG [KEY VALUE ...]: CoOp's own zero-shot script (all classes, test
 # set), into OUTPUT/TRAINER/CFG/DATASET.
 zeroshot_eval() {
-    usage_check 2 "DATASET CFG [KEY VALUE ...]   (CFG: rn50, rn101, vit_b32 or vit_b16)" "$@"
+    usage_check 2 "DATASET CFG [KEY VALUE ...]   (CFG: rn50, rn101, vit_b32 or vit_b16)" "shapes rn50" "$@"
     local dataset="$1" cfg_in="$2"
     shift 2
     refuse_script_keys zeroshot "$@"
     local dcfg root cfg file
     dcfg="$(dataset_config "$dataset")"
-    root="$(data_root "$dataset")"
-    cfg="$(config_name "$dataset" "$cfg_in")"
+    root="$(data_root "$dcfg")"
+    cfg="$(config_name "$dcfg" "$cfg_in")"
     file="$(trainer_config "$cfg")"
     run_train_py --root "$root" --trainer "$TRAINER" --dataset-config-file "$dcfg" \
         --config-file "$file" --output-dir "${OUTPUT}/${TRAINER}/${cfg}/${dataset}" --eval-only "$@"

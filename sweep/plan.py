@@ -76,6 +76,29 @@ def config_file(trainer):
     return path if inside.startswith(os.pardir) else inside
 
 
+def check_args(args):
+    """The command line of testbed_benchmark.py and cluster.py, checked as every entry point checks its
+    names (restore.cli) before anything runs: other packages' methods imported (--method-module), each
+    of --methods a registered method with a testbed config (default: the benchmark's methods), each of
+    --datasets a testbed dataset, --data a folder that may hold data. --data, --output and --folder are
+    made absolute from the caller's folder (the runs start in the repository). UserError naming the
+    argument."""
+    from restore.cli import check_data_root, check_dataset, check_trainer
+    from restore.testbed.datasets import DATASETS as TESTBED
+    registry.import_modules(args.method_module)
+    args.methods = args.methods or methods()
+    for name in args.methods:
+        config_file(check_trainer(name, source="--methods"))
+    testbed = {key: d.registry_name for key, d in TESTBED.items()}
+    for name in args.datasets:
+        check_dataset(name, accept="config", source="--datasets", configs=testbed,
+                      fix="The benchmark runs on the testbed datasets.")
+    check_data_root(args.data, "--data")
+    for flag in ("data", "output", "folder"):
+        if getattr(args, flag, None):
+            setattr(args, flag, os.path.abspath(os.path.expanduser(getattr(args, flag))))
+
+
 def common_args(dataset, trainer, seed, data):
     module = [] if registry.is_builtin(trainer) else ["--method-module", registry.module_of(trainer)]
     return ["--root", data, "--seed", str(seed), "--trainer", trainer, "--engine", "native", *module,

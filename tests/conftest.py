@@ -32,6 +32,12 @@ torch.set_num_threads(int(os.environ.get("RESTORE_TEST_THREADS", "1")))
 
 
 
+def numbers(result):
+    """A method's `loss(batch)` result with its logged values as Python floats: (loss, {name: float})."""
+    loss, terms = result
+    return loss, {k: float(v) for k, v in terms.items()}
+
+
 def small_opts(name):
     """KEY VALUE pairs that fit method `name` to the 3-layer tiny CLIP: its spec's `tiny` (prompt depth 2
     < 3 layers, so that the last layer shows propagation past the prompt depth; vision and text prompt

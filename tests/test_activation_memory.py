@@ -75,7 +75,7 @@ def test_count_without_keeping_equals_a_real_step(name):
     for keep in (True, False):
         torch.manual_seed(1)
         with SavedTensors(model, keep=keep) as saved:
-            loss, _ = model.loss(images, labels)
+            loss, _ = model.loss({"img": images, "label": labels})
         if keep and loss.requires_grad:
             loss.backward()  # the kept tensors are what the backward pass reads
         counts.append((saved.nbytes, saved.count))

@@ -190,7 +190,7 @@ def test_every_supported_method_takes_a_training_step(method, name):
     model = restore.build_model(method_cfg(method, model_clip), CLASSNAMES, model_clip)
     images, labels = images_for(model_clip, 3), torch.tensor([0, 1, 2])
     model.train()
-    loss, summary = model.loss(images, labels)
+    loss, summary = model.loss({"img": images, "label": labels})
     assert torch.isfinite(loss)
     params = model.trainable_parameters()
     if method == "ZeroshotCLIP":

@@ -95,7 +95,7 @@ def test_text_prompt_methods_train_and_trace(rn, images, name):
             model.prompt_learner.meta_net.linear1.bias.fill_(1.0)
     model.train()
     assert not model.clip.training  # BatchNorm of the ResNet stays in eval mode
-    loss, _ = model.loss(images, torch.tensor([0, 1, 2]))
+    loss, _ = model.loss({"img": images, "label": torch.tensor([0, 1, 2])})
     if name != "ZeroshotCLIP":
         loss.backward()
         grads = [p.grad for p in model.trainable_parameters()]

@@ -40,10 +40,10 @@ def test_precedence(tmp_path):
 
 
 @pytest.mark.parametrize("argv,expected", [
-    (["--trainer", "Maple"], "Unknown trainer 'Maple'. Did you mean MaPLe? Valid trainers: ZeroshotCLIP, CoOp"),
+    (["--trainer", "Maple"], "Unknown trainer 'Maple' (--trainer). Did you mean MaPLe? Valid trainers: ZeroshotCLIP, CoOp"),
     ([], "No trainer given (--trainer)"),
     (["--trainer", "MaPLe", "TRAINER.MAPLE.N_CTXX", "3"],
-     "Unknown config key TRAINER.MAPLE.N_CTXX (on the command line). Did you mean TRAINER.MAPLE.N_CTX? "
+     "Unknown config key 'TRAINER.MAPLE.N_CTXX' (on the command line). Did you mean TRAINER.MAPLE.N_CTX? "
      "Valid keys under TRAINER.MAPLE: CTX_INIT, N_CTX, PREC, PROMPT_DEPTH."),
     (["--trainer", "MaPLe", "OPTIMS.LR", "3"], "Valid keys at the top level:"),
     (["--trainer", "MaPLe", "OPTIM.LR"], "KEY VALUE pairs"),
@@ -52,7 +52,7 @@ def test_precedence(tmp_path):
     (["--trainer", "MaPLe", "--config-file", "configs/trainers/MaPLe/nope.yaml"],
      "file not found. Files in configs/trainers/MaPLe: testbed.yaml, vit_b16_c2_ep5_batch4_2ctx.yaml"),
     (["--trainer", "MaPLe", "--root", "/tmp", "DATASET.NAME", "OxfordPet", "MODEL.BACKBONE.NAME", "tiny-random"],
-     "Did you mean 'OxfordPets'?"),
+     "Unknown dataset 'OxfordPet' (DATASET.NAME). Did you mean OxfordPets?"),
 ])
 def test_one_clear_message(argv, expected, capsys, tmp_path):
     with pytest.raises(SystemExit) as info:
@@ -67,7 +67,7 @@ def test_unknown_key_in_yaml_names_the_file(tmp_path, capsys):
     with pytest.raises(SystemExit):
         train.main(["--engine", "native", "--trainer", "MaPLe", "--config-file", bad])
     err = capsys.readouterr().err
-    assert f"Unknown config key TRAINER.MAPLE.PROMPT_DEPT (in {bad}). Did you mean TRAINER.MAPLE.PROMPT_DEPTH?" in err
+    assert f"Unknown config key 'TRAINER.MAPLE.PROMPT_DEPT' (in {bad}). Did you mean TRAINER.MAPLE.PROMPT_DEPTH?" in err
 
 
 def test_engine_choice():
@@ -119,7 +119,7 @@ def test_subprocess_error_has_no_traceback():
     proc = subprocess.run([sys.executable, "train.py", "--engine", "native", "--trainer", "Nope"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
-    assert "Error: Unknown trainer 'Nope'" in proc.stderr and "Traceback" not in proc.stderr
+    assert "Error: Unknown trainer 'Nope' (--trainer)" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_dassl_engine_end_to_end(tmp_path, capsys):

@@ -14,10 +14,10 @@ TINY = ["MODEL.BACKBONE.NAME", "tiny-random", "INPUT.SIZE", "(32,32)", "DATALOAD
         "USE_CUDA", "False"]
 
 
-def bash(script, *args, **env):
+def bash(script, *args, cwd=ROOT, **env):
     full_env = {k: v for k, v in os.environ.items() if k not in ("DATA", "OUTPUT", "SHOTS")}
     full_env.update(env)
-    return subprocess.run(["bash", f"scripts/{script}", *args], cwd=ROOT, env=full_env,
+    return subprocess.run(["bash", os.path.join(ROOT, "scripts", script), *args], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=300)
 
 
@@ -33,8 +33,10 @@ def test_data_must_be_set():
 
 
 def test_restore_base2new_scripts(tmp_path):
+    """Run from another folder with relative DATA and OUTPUT: both are the caller's (train.py runs in the
+    repository)."""
     make_oxford_pets(str(tmp_path / "data"))
-    env = dict(DATA=str(tmp_path / "data"), OUTPUT=str(tmp_path / "output"), SHOTS="4", ENGINE="native")
+    env = dict(DATA="data", OUTPUT="./output", SHOTS="4", ENGINE="native", cwd=tmp_path)
     proc = bash("restore/base2new_train.sh", "oxford_pets", "1", *TINY, **env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     common = "oxford_pets/shots_4/RESTORE_m/vit_b16_c2_ep10_batch4_2ctx/seed1"

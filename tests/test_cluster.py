@@ -38,10 +38,11 @@ def test_submit_two_arrays_with_dependency(fake_slurm, capsys):
     from submitit.core.utils import DelayedSubmission
     tmp = fake_slurm
     common = ["--methods", "CoOp", "MaPLe", "--datasets", "shapes", "patterns", "--seeds", "1",
-              "--output", str(tmp / "out"), "--folder", str(tmp / "slurm")]
+              "--output", str(tmp / "out"), "--folder", str(tmp / "slurm"), "--data", str(tmp / "data")]
     assert len(cluster.main(["status", *common])) == 4  # the plan's jobs, none run yet
     jobs = tb.plan(argparse.Namespace(protocols=["base2new"], methods=["CoOp", "MaPLe"], seeds=[1],
-                                      datasets=["shapes", "patterns"], output=str(tmp / "out"), data="./data"))
+                                      datasets=["shapes", "patterns"], output=str(tmp / "out"),
+                                      data=str(tmp / "data")))
     for folder, _ in jobs[0][1]:  # the first job is finished: left out
         os.makedirs(folder)
         with open(os.path.join(folder, "log.txt"), "w") as f:

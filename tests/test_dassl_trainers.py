@@ -14,8 +14,11 @@ import pytest
 import torch
 from PIL import Image
 
+from restore.logs import kept_enabled
+
 try:
-    import dassl.engine  # noqa: F401
+    with kept_enabled():  # Dassl disables logging below ERROR when imported
+        import dassl.engine  # noqa: F401
 except Exception as err:  # not installed, or installed without its import-time deps (wilds, ...)
     pytest.skip(f"Dassl cannot be imported ({err!r}): the Dassl trainers are checked only where "
                 "it is installed", allow_module_level=True)

@@ -92,8 +92,9 @@ def test_missing_folder_and_unknown_name(tmp_path):
     problems, text = run(tmp_path)
     assert len(problems) == 1 and "dataset folder not found" in problems[0]
     problems, text = run(tmp_path, name="oxford_pet")
-    valid = ", ".join(list(BENCHMARK_DATASETS) + list(TESTBED_DATASETS))
-    assert problems == [f"Unknown dataset 'oxford_pet'. Did you mean 'oxford_pets'? Valid names: {valid}."]
+    configs = {**BENCHMARK_DATASETS, **TESTBED_DATASETS}
+    valid = ", ".join(f"{config} ({configs[config]})" for config in sorted(configs))
+    assert problems == [f"Unknown dataset 'oxford_pet'. Did you mean oxford_pets? Valid datasets: {valid}."]
 
 
 def test_datasets_without_a_split_file(tmp_path):

@@ -207,9 +207,9 @@ def test_cached_text_equals_per_batch(trainer, data_root, tmp_path):
 def test_non_finite_loss_is_one_clear_error(data_root, tmp_path, monkeypatch, capsys):
     from restore.methods import PromptedCLIP
 
-    def nan_loss(self, images, labels):
+    def nan_loss(self, batch):
         loss = sum(p.sum() for p in self.trainable_parameters()) * float("nan")
-        return loss, {"loss": float("nan")}
+        return loss, {"loss": loss, "ce": loss}
 
     monkeypatch.setattr(PromptedCLIP, "loss", nan_loss)
     with pytest.raises(SystemExit) as exit_info:
@@ -217,6 +217,7 @@ def test_non_finite_loss_is_one_clear_error(data_root, tmp_path, monkeypatch, ca
     assert exit_info.value.code == 1
     err = capsys.readouterr().err
     assert "epoch 1/1, batch 1/" in err and "Lower OPTIM.LR" in err and "Traceback" not in err
+    assert "ce nan" in err  # the loss terms, which say which one failed
     assert "Lower OPTIM.LR" in read_log(tmp_path / "nan")
     close_logger()
 

@@ -17,7 +17,7 @@ import restore
 from restore.methods import gpa_weights, registry
 from restore.templates import PROMPTSRC_TEMPLATES
 
-from conftest import causal_block  # noqa: F401  (tests/ is on sys.path)
+from conftest import causal_block, numbers  # noqa: F401  (tests/ is on sys.path)
 
 # The tensors that must train, per method (with the small configs of the method specs' `tiny`). The
 # methods checked here against the hand reference below; RESTORE's are in test_restore.py, and every
@@ -320,7 +320,7 @@ def test_only_prompts_train_and_clip_stays_bit_identical(make_cfg, classnames, i
     before = {k: p.detach().clone() for k, p in model.named_parameters() if p.requires_grad}
     assert set(before) == TRAINABLE[name]
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
-    loss, summary = model.loss(images, torch.tensor([0, 2]))
+    loss, summary = numbers(model.loss({"img": images, "label": torch.tensor([0, 2])}))
     assert summary["loss"] == pytest.approx(loss.item())
     opt.zero_grad()
     loss.backward()
@@ -458,7 +458,7 @@ def test_promptsrc_templates():
 def test_promptsrc_loss_terms(make_cfg, classnames, images, ref):
     cfg, model = build(make_cfg, "PromptSRC", classnames)
     labels = torch.tensor([2, 0])
-    total, summary = model.loss(images, labels)
+    total, summary = numbers(model.loss({"img": images, "label": labels}))
     cm = model.clip
     with torch.no_grad():
         logits, img, txt, _ = reference("PromptSRC", model, cfg, classnames, images, ref)
@@ -483,7 +483,7 @@ def test_promptsrc_loss_terms(make_cfg, classnames, images, ref):
     # the weights are the config's
     cfg2, model2 = build(make_cfg, "PromptSRC", classnames, "TRAINER.PROMPTSRC.TEXT_LOSS_WEIGHT",
                          2.0, "TRAINER.PROMPTSRC.IMAGE_LOSS_WEIGHT", 3.0)
-    _, s2 = model2.loss(images, labels)
+    _, s2 = numbers(model2.loss({"img": images, "label": labels}))
     assert s2["scl_text"] == pytest.approx(l1_text.item() * 2 / 25, rel=1e-5)
     assert s2["scl_image"] == pytest.approx(l1_image.item() * 3 / 10, rel=1e-5)
 
@@ -687,7 +687,7 @@ def test_fp16_clip_on_cuda(make_cfg, classnames, images, name):
     if name == "ZeroshotCLIP":
         return
     before = {k: v.clone() for k, v in cm.state_dict().items()}
-    loss, _ = model.loss(images, torch.tensor([0, 1], device="cuda"))
+    loss, _ = numbers(model.loss({"img": images, "label": torch.tensor([0, 1], device="cuda")}))
     loss.backward()
     for k, p in model.named_parameters():
         if k in TRAINABLE[name]:

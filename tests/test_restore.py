@@ -8,6 +8,7 @@ import torch.nn.functional as F
 import restore
 from restore.errors import UserError
 from restore.feature_shift import FeatureShift, consistency_loss, estimate, gram_norm
+from conftest import numbers  # tests/ is on sys.path
 
 CLASSES = ["red circle", "blue square", "green triangle", "striped star", "dotted moon"]
 DEPTH = 3
@@ -113,8 +114,8 @@ def test_no_fs_no_surgery_loss_equals_base(name, base, batch):
     images, labels = batch
     ours = build(name, FS__WEIGHT=0.0, SURGERY__MODE="off").train()
     ref = build(base).train()
-    loss, logs = ours.loss(images, labels)
-    ref_loss, _ = ref.loss(images, labels)
+    loss, logs = numbers(ours.loss({"img": images, "label": labels}))
+    ref_loss, _ = numbers(ref.loss({"img": images, "label": labels}))
     assert loss.item() == ref_loss.item()
     assert "fs" not in logs and "alpha_v" not in logs
 
@@ -126,7 +127,7 @@ def test_lfs_matches_blocks_called_by_hand(batch):
     shift = model.encode(images, trace=True).shift
     torch.testing.assert_close(shift.vision, nv, rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(shift.text, nt, rtol=1e-4, atol=1e-6)
-    _, logs = model.loss(images, labels)
+    _, logs = numbers(model.loss({"img": images, "label": labels}))
     expected = (nv - nt).pow(2).sum().item()
     assert logs["l_fs"] == pytest.approx(expected, rel=1e-4)
     assert logs["fs"] == pytest.approx(expected, rel=1e-4)  # FS.WEIGHT 1
@@ -151,7 +152,7 @@ def test_alpha_is_gamma_beta_times_summed_shift_and_ema(batch):
     alphas = []
     for _ in range(3):
         shift = model.encode(images, trace=True).shift
-        _, logs = model.loss(images, labels)
+        _, logs = numbers(model.loss({"img": images, "label": labels}))
         assert logs["alpha_v"] == pytest.approx(0.3 * shift.vision.sum().item(), rel=1e-5)
         assert logs["alpha_t"] == pytest.approx(0.7 * shift.text.sum().item(), rel=1e-5)
         alphas.append(torch.tensor([logs["alpha_v"], logs["alpha_t"]]))
@@ -231,7 +232,7 @@ def test_cached_text_is_traced_only_when_a_shift_is_asked(batch, monkeypatch):
 def test_state_round_trip_into_new_classes_keeps_alpha(batch):
     images, labels = batch
     model = build("RESTORE_m").train()
-    model.loss(images, labels)
+    model.loss({"img": images, "label": labels})
     state = model.state_to_save()
     torch.manual_seed(5)
     other = restore.build_model(make_cfg("RESTORE_m"), ["cat", "dog", "owl"],
@@ -268,7 +269,7 @@ def test_vision_images_subset_sees_k_images_in_training_only(batch, monkeypatch)
     images, labels = batch
     model = build("RESTORE_m", FS__VISION_IMAGES=2).train()
     seen = trace_counts(monkeypatch)
-    model.loss(images, labels)
+    model.loss({"img": images, "label": labels})
     vision_layers = model.image_encoder.num_layers
     assert seen[:vision_layers] == [2] * vision_layers  # k of the 4 images
     assert seen[vision_layers:] == [len(CLASSES)] * model.text_encoder.num_layers
@@ -292,7 +293,7 @@ def test_prompt_free_recompute_is_exact_and_keeps_less(batch):
             return t
 
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            loss, _ = model.loss(images, labels)
+            loss, _ = numbers(model.loss({"img": images, "label": labels}))
         loss.backward()
         grads = {k: p.grad for k, p in model.named_parameters() if p.grad is not None}
         return loss.detach(), grads, sum(saved.values())
@@ -352,7 +353,7 @@ def test_fixed_and_off_modes(batch):
     images, labels = batch
     fixed = build("RESTORE_m", SURGERY__MODE="fixed", SURGERY__GAMMA=0.2,
                   SURGERY__BETA=0.3).train()
-    _, logs = fixed.loss(images, labels)
+    _, logs = numbers(fixed.loss({"img": images, "label": labels}))
     assert (logs["alpha_v"], logs["alpha_t"]) == pytest.approx((0.2, 0.3))
     off = build("RESTORE_m", SURGERY__MODE="off")
     assert not hasattr(off, "visual_adapter")
@@ -372,7 +373,7 @@ def test_release_variant_by_hand(batch):
 
     init_t = torch.stack([g(t) for t, _ in pairs])
     init_v = torch.stack([g(v) for _, v in pairs])
-    _, logs = model.loss(images, labels)
+    _, logs = numbers(model.loss({"img": images, "label": labels}))
     assert logs["l_fs"] == pytest.approx(0.0, abs=1e-10)  # ratios are 1 at the first forward
     torch.testing.assert_close(model.release_init[0].double(), init_t, rtol=1e-5, atol=0)
 
@@ -383,7 +384,7 @@ def test_release_variant_by_hand(batch):
     r_t = torch.stack([g(t) for t, _ in new_pairs]) / init_t
     r_v = torch.stack([g(v) for _, v in new_pairs]) / init_v
     assert r_t[0].item() == pytest.approx(4.0, rel=1e-5)
-    _, logs = model.loss(images, labels)
+    _, logs = numbers(model.loss({"img": images, "label": labels}))
     assert logs["l_fs"] == pytest.approx((r_t - r_v).pow(2).sum().item(), rel=1e-4)
 
     # one-shot ratio update after epoch floor(E/3) = 3 for E = 10, with the release's gains
@@ -428,12 +429,12 @@ def test_training_lowers_loss_and_lfs_weight_lowers_lfs(batch):
         opt = torch.optim.SGD(model.trainable_parameters(), lr=0.05, momentum=0.9)
         first = None
         for _ in range(25):
-            loss, logs = model.loss(images, labels)
+            loss, logs = numbers(model.loss({"img": images, "label": labels}))
             opt.zero_grad()
             loss.backward()
             opt.step()
             first = loss.item() if first is None else first
-        last, logs = model.loss(images, labels)
+        last, logs = numbers(model.loss({"img": images, "label": labels}))
         assert last.item() < first
         final[weight] = logs["l_fs"]
     assert final[1.0] < final[0.0]

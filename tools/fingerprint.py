@@ -105,9 +105,9 @@ def library_fingerprint(trainer):
     labels = torch.tensor([0, 1, 2, 3])
     model.train()
     set_random_seed(1)
-    loss, summary = model.loss(images, labels)
+    loss, summary = model.loss({"img": images, "label": labels})
     out["loss"] = tensor_hash(loss)
-    out["summary"] = hash_tree({k: v for k, v in summary.items()})
+    out["summary"] = hash_tree({k: float(v.detach()) for k, v in summary.items()})  # the logged numbers
     if loss.requires_grad:
         loss.backward()
     out["grads"] = {n: tensor_hash(p.grad) for n, p in sorted(model.named_parameters())

@@ -5,48 +5,30 @@ base/new subsampling, transforms and loaders, all with Dassl/CoOp semantics and 
     dataset = build_dataset(cfg)          # by cfg.DATASET.NAME, e.g. "OxfordPets"
 
 Every problem a user can cause raises `DatasetError` (a ValueError) naming the path or key and the fix.
+
+Imported on first use: `python -m restore.data.check --help` and the dataset names of restore.cli need no
+torch. The first public name used imports the whole layer, registering the built-in readers, as a plain
+import did.
 """
-from .base import (
-    DATASETS,
-    SUBSAMPLE_CHOICES,
-    DatasetBase,
-    SplitJSONDataset,
-    build_dataset,
-    dataset_root,
-    fewshot_cache_path,
-    generate_fewshot_dataset,
-    load_or_create_fewshot,
-    register_dataset,
-    resolve_dataset_dir,
-    subsample_classes,
-)
-from .datum import Datum, load_pickle, save_pickle
-from .errors import DatasetError
-from .imagenet import ImageNet, ImageNetA, ImageNetR, ImageNetSketch, ImageNetV2, read_classnames
-from .loader import DataManager, DatasetWrapper, build_data_loader, read_image
-from .readers import (
-    UCF101,
-    Caltech101,
-    DescribableTextures,
-    EuroSAT,
-    FGVCAircraft,
-    Food101,
-    OxfordFlowers,
-    OxfordPets,
-    StanfordCars,
-    SUN397,
-)
-from .splits import (
-    check_images_exist,
-    listdir_nohidden,
-    read_and_split_data,
-    read_json,
-    read_split,
-    save_split,
-    split_trainval,
-    write_json,
-)
-from .transforms import INTERPOLATION_MODES, build_transform
+import importlib
+import importlib.util
+
+# Public name -> the module of this package that defines it.
+_EXPORTS = {
+    **dict.fromkeys(("DATASETS", "SUBSAMPLE_CHOICES", "DatasetBase", "SplitJSONDataset", "build_dataset",
+                     "dataset_root", "fewshot_cache_path", "generate_fewshot_dataset", "load_or_create_fewshot",
+                     "register_dataset", "resolve_dataset_dir", "subsample_classes"), "base"),
+    **dict.fromkeys(("Datum", "load_pickle", "save_pickle"), "datum"),
+    **dict.fromkeys(("DatasetError",), "errors"),
+    **dict.fromkeys(("ImageNet", "ImageNetA", "ImageNetR", "ImageNetSketch", "ImageNetV2", "read_classnames"),
+                    "imagenet"),
+    **dict.fromkeys(("DataManager", "DatasetWrapper", "build_data_loader", "read_image"), "loader"),
+    **dict.fromkeys(("UCF101", "Caltech101", "DescribableTextures", "EuroSAT", "FGVCAircraft", "Food101",
+                     "OxfordFlowers", "OxfordPets", "StanfordCars", "SUN397"), "readers"),
+    **dict.fromkeys(("check_images_exist", "listdir_nohidden", "read_and_split_data", "read_json", "read_split",
+                     "save_split", "split_trainval", "write_json"), "splits"),
+    **dict.fromkeys(("INTERPOLATION_MODES", "build_transform"), "transforms"),
+}
 
 # CoOp's 15 benchmark datasets: configs/datasets/<file>.yaml -> DATASET.NAME (the registry key).
 BENCHMARK_DATASETS = {
@@ -81,3 +63,15 @@ __all__ = [
     "SUN397", "DescribableTextures", "EuroSAT", "UCF101", "ImageNetV2", "ImageNetSketch", "ImageNetA",
     "ImageNetR",
 ]
+
+
+def __getattr__(name):
+    if name not in _EXPORTS:
+        if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+            return importlib.import_module(f"{__name__}.{name}")  # a submodule: restore.data.loader, ...
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    for module in dict.fromkeys(_EXPORTS.values()):  # all of them: the readers register on import
+        importlib.import_module(f"{__name__}.{module}")
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value

@@ -6,6 +6,7 @@ that the same seed gives the same few-shot images in the same order in both engi
 """
 import importlib
 import importlib.util
+import logging
 import math
 import os
 import random
@@ -16,6 +17,8 @@ from .cache_check import check_fewshot_sample, relocate, say_relocated
 from .datum import Datum, load_pickle, save_pickle
 from .errors import DatasetError
 from .splits import check_entries, check_images_exist, check_labels, read_split, save_split
+
+log = logging.getLogger(__name__)
 
 SUBSAMPLE_CHOICES = ("all", "base", "new")
 # An empty file of this name in a dataset folder says "this copy holds some classes on purpose".
@@ -71,7 +74,7 @@ class DatasetBase:
             return
         name, marker = type(self).__name__, os.path.join(self.dataset_dir, SUBSET_MARKER)
         if os.path.exists(marker):
-            print(f"Note: {marker} says this copy is a subset: {len(names)} of {name}'s {expected} classes.")
+            log.warning(f"Note: {marker} says this copy is a subset: {len(names)} of {name}'s {expected} classes.")
             return
         raise DatasetError(
             f"{name}: {len(names)} classes in {source}, but the published dataset has {expected}: it is "
@@ -130,7 +133,7 @@ def generate_fewshot_dataset(*data_sources, num_shots=-1, repeat=False):
     """
     if num_shots < 1:
         return data_sources[0] if len(data_sources) == 1 else data_sources
-    print(f"Creating a {num_shots}-shot dataset")
+    log.info(f"Creating a {num_shots}-shot dataset")
     output = []
     for data_source in data_sources:
         dataset = []
@@ -156,8 +159,8 @@ def say_small_classes(sample, num_shots, what):
     if not small:
         return
     shown = ", ".join(f"{names[y]} {n}" for y, n in small[:10]) + (", ..." if len(small) > 10 else "")
-    print(f"Note: {len(small)} of {len(counts)} classes have fewer than {num_shots} {what} images, so all of "
-          f"theirs are used (as CoOp does): {shown}.")
+    log.warning(f"Note: {len(small)} of {len(counts)} classes have fewer than {num_shots} {what} images, so "
+                f"all of theirs are used (as CoOp does): {shown}.")
 
 
 def cfg_subsample(cfg):
@@ -178,7 +181,7 @@ def subsample_classes(*splits, subsample="all"):
         return splits
     labels = sorted({item.label for item in splits[0]})
     m = math.ceil(len(labels) / 2)
-    print(f"SUBSAMPLE {subsample.upper()} CLASSES!")
+    log.info(f"SUBSAMPLE {subsample.upper()} CLASSES!")
     selected = labels[:m] if subsample == "base" else labels[m:]
     relabel = {y: y_new for y_new, y in enumerate(selected)}
     return [
@@ -234,7 +237,7 @@ def build_dataset(cfg):
             f"Pass --dataset-config-file configs/datasets/<name>.yaml or set DATASET.NAME."
         )
     if cfg.VERBOSE:
-        print(f"Loading dataset: {name}")
+        log.info(f"Loading dataset: {name}")
     return DATASETS[name](cfg)
 
 
@@ -287,7 +290,7 @@ def load_or_create_fewshot(dataset, cfg, train, val=None):
     path = fewshot_cache_path(dataset.dataset_dir, num_shots, cfg.SEED)
     dataset.fewshot_cache = path  # recorded in the run's provenance
     if os.path.exists(path):
-        print(f"Loading preprocessed few-shot data from {path}")
+        log.info(f"Loading preprocessed few-shot data from {path}")
         data = load_pickle(path, trust=cfg.TRUST_FILES)
         keys = ("train",) if val is None else ("train", "val")
         if not isinstance(data, dict) or any(k not in data for k in keys):
@@ -328,11 +331,11 @@ def load_or_create_fewshot(dataset, cfg, train, val=None):
                        "(ImageNet: preprocessed.pkl) to read the folders anew.")
     say_small_classes(train, num_shots, "training")
     say_small_classes(val or [], min(num_shots, 4), "validation")
-    print(f"Saving preprocessed few-shot data to {path}")
+    log.info(f"Saving preprocessed few-shot data to {path}")
     try:
         save_pickle(data, path)
     except OSError as e:
-        print(f"Warning: could not write the few-shot cache {path} ({e}); continuing without it.")
+        log.warning(f"Warning: could not write the few-shot cache {path} ({e}); continuing without it.")
     return train, val
 
 
@@ -399,14 +402,14 @@ class SplitJSONDataset(DatasetBase):
         """(train, val, test) from the split file, or generated (and saved) when it is absent."""
         if os.path.exists(self.split_path):
             return read_split(self.split_path, self.image_dir)
-        print(f"Note: {self.split_path} not found: GENERATING the split from the annotation files as CoOp "
-              f"does. It is not the official split; numbers on it are not comparable with published ones.")
+        log.warning(f"Note: {self.split_path} not found: GENERATING the split from the annotation files as CoOp "
+                    f"does. It is not the official split; numbers on it are not comparable with published ones.")
         train, val, test = self.generate_split()
         check_images_exist(train + val + test, f"the annotations of {type(self).__name__}", self.image_dir)
         try:
             save_split(train, val, test, self.split_path, self.image_dir)
         except OSError as e:
-            print(f"Warning: could not save the generated split to {self.split_path} ({e}).")
+            log.warning(f"Warning: could not save the generated split to {self.split_path} ({e}).")
         return train, val, test
 
     def source_path(self, relpath, is_dir=False):

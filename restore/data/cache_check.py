@@ -12,10 +12,13 @@ paths. Read back:
 
 The cache files themselves are not changed (CoOp-lineage code keeps reading them).
 """
+import logging
 import os
 
 from .datum import Datum
 from .errors import DatasetError
+
+log = logging.getLogger(__name__)
 
 
 def _cached_root(impath: str, dataset_dir: str):
@@ -54,8 +57,8 @@ def relocate(items: list, dataset_dir: str, source: str):
 
 def say_relocated(source: str, old, dataset_dir: str) -> None:
     if old:
-        print(f"Note: {source} was made in {old}; its images are read from {dataset_dir} "
-              "(same relative paths, same sample).")
+        log.warning(f"Note: {source} was made in {old}; its images are read from {dataset_dir} "
+                    "(same relative paths, same sample).")
 
 
 def check_fewshot_sample(path: str, cached: list, current: list, dataset_dir: str) -> None:

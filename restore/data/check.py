@@ -15,21 +15,14 @@ import os
 import random
 import sys
 
-def dataset_name(name):
-    """The DATASET.NAME of a config name or DATASET.NAME; unknown -> DatasetError listing the valid ones."""
-    import difflib
+from restore.cli import check_data_root, check_dataset
+from restore.errors import UserError
 
-    import restore.data.testbed  # noqa: F401  (registers the testbed datasets)
-    from restore.data import BENCHMARK_DATASETS, DATASETS, DatasetError
-    from restore.data.testbed import TESTBED_DATASETS
-    configs = {**BENCHMARK_DATASETS, **TESTBED_DATASETS}
-    if name in configs:
-        return configs[name]
-    if name in DATASETS:
-        return name
-    hint = difflib.get_close_matches(name, list(configs) + list(DATASETS), n=1)
-    raise DatasetError(f"Unknown dataset {name!r}." + (f" Did you mean {hint[0]!r}?" if hint else "") +
-                       f" Valid names: {', '.join(configs)}.")
+
+def dataset_name(name):
+    """The DATASET.NAME of a config name or DATASET.NAME; UserError otherwise (restore.cli.check_dataset:
+    the message every entry point gives, naming the valid ones)."""
+    return check_dataset(name, accept="either")
 
 
 def split_status(name, cfg):
@@ -96,7 +89,8 @@ def check(name, root, max_images=0, out=print):
     from restore.data import DatasetError, build_dataset
     try:
         name = dataset_name(name)
-    except DatasetError as e:
+        check_data_root(root, "--root")
+    except UserError as e:
         out(f"PROBLEM: {e}")
         return [str(e)]
     cfg = get_cfg_default()
@@ -139,6 +133,12 @@ def main(argv=None):
     p.add_argument("--max-images", type=int, default=0,
                    help="open at most this many images, a random sample (default 0: all)")
     args = p.parse_args(argv)
+    try:  # the arguments first, as every entry point checks them (restore.cli), before torch is imported
+        dataset_name(args.dataset)
+        check_data_root(args.root, "--root")
+    except UserError as e:
+        print(f"Error: {e}", file=sys.stderr)
+        return 1
     return 1 if check(args.dataset, args.root, args.max_images) else 0
 
 

@@ -10,6 +10,7 @@
 Images inside a class folder are listed in os.listdir order, as CoOp does, so that a given machine yields
 the same lists (and hence the same few-shot sample) as the original code.
 """
+import logging
 import os
 from collections import OrderedDict
 
@@ -18,6 +19,8 @@ from .cache_check import check_class_folders, relocate, say_relocated
 from .datum import Datum, load_pickle, save_pickle
 from .errors import DatasetError
 from .splits import check_labels, listdir_nohidden, num_labels
+
+log = logging.getLogger(__name__)
 
 CLASSNAMES_FIX = (
     "It lists one class per line, \"<wnid> <class name>\" (e.g. \"n01440764 tench\"), in sorted-wnid order; "
@@ -113,7 +116,7 @@ class ImageNet(DatasetBase):
             try:
                 save_pickle({"train": train, "test": test}, self.preprocessed)
             except OSError as e:
-                print(f"Warning: could not write {self.preprocessed} ({e}); continuing without it.")
+                log.warning(f"Warning: could not write {self.preprocessed} ({e}); continuing without it.")
             source = f"the class folders of {os.path.join(self.image_dir, 'train')}"
 
         self.check_complete({"train": train, "test": test}, source)
@@ -175,7 +178,7 @@ class _ImageNetTestSet(DatasetBase):
         data = self.read_data(read_classnames(text_file), text_file)
         self.check_complete({"test": data}, f"the class folders of {self.image_dir}")
         if cfg_subsample(cfg) != "all":
-            print(f"Note: {name} is test-only; DATASET.SUBSAMPLE_CLASSES is ignored (as in CoOp).")
+            log.warning(f"Note: {name} is test-only; DATASET.SUBSAMPLE_CLASSES is ignored (as in CoOp).")
         super().__init__(train_x=data, test=data)
 
     def read_data(self, classnames, text_file):

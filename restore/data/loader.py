@@ -1,5 +1,6 @@
 """Data loading with Dassl's semantics (docs/REPRODUCING.md section 3): `DatasetWrapper`,
 `build_data_loader` and `DataManager`, for the native engine (the Dassl engine uses Dassl's own)."""
+import logging
 import torch
 import torchvision.transforms as T
 from PIL import Image
@@ -10,6 +11,8 @@ from torch.utils.data import RandomSampler, SequentialSampler
 from .base import build_dataset
 from .errors import DatasetError
 from .transforms import build_transform, interpolation_mode
+
+log = logging.getLogger(__name__)
 
 SAMPLERS = {"RandomSampler": RandomSampler, "SequentialSampler": SequentialSampler}
 
@@ -113,12 +116,12 @@ class DataManager:
         if custom_tfm_train is None:
             tfm_train = build_transform(cfg, is_train=True)
         else:
-            print("* Using custom transform for training")
+            log.info("* Using custom transform for training")
             tfm_train = custom_tfm_train
         if custom_tfm_test is None:
             tfm_test = build_transform(cfg, is_train=False)
         else:
-            print("* Using custom transform for testing")
+            log.info("* Using custom transform for testing")
             tfm_test = custom_tfm_test
 
         dl = cfg.DATALOADER
@@ -164,4 +167,4 @@ class DataManager:
         return tabulate(rows)
 
     def show_dataset_summary(self, cfg):
-        print(self.summary_table(cfg))
+        log.info(self.summary_table(cfg))

@@ -5,6 +5,7 @@ Each one reads `<dataset_dir>/split_zhou_<Name>.json` when present. When it is a
 generated from the original annotation files exactly as CoOp does (same class names, same use of python's
 `random`) and saved there; FGVCAircraft has no split file and always reads its variant lists.
 """
+import logging
 import os
 import re
 from collections import OrderedDict
@@ -13,6 +14,8 @@ from .base import SplitJSONDataset, register_dataset
 from .datum import Datum
 from .errors import DatasetError
 from .splits import check_images_exist, read_and_split_data, read_json, split_by_ratio, split_trainval
+
+log = logging.getLogger(__name__)
 
 
 def _read_lines(path):
@@ -170,7 +173,7 @@ class OxfordFlowers(SplitJSONDataset):
         tracker = OrderedDict()  # 1-based label -> images, in first-appearance order (CoOp's dict)
         for i, label in enumerate(labels):
             tracker.setdefault(int(label), []).append(os.path.join(self.image_dir, f"image_{i + 1:05d}.jpg"))
-        print("Splitting data into 50% train, 20% val, and 30% test")
+        log.info("Splitting data into 50% train, 20% val, and 30% test")
         by_label = OrderedDict()
         for label, impaths in tracker.items():
             if str(label) not in lab2cname:

@@ -7,6 +7,7 @@ python's `random` (one `random.shuffle` per class, classes in the order CoOp vis
 seed regenerates the same split as CoOp would.
 """
 import json
+import logging
 import os
 import random
 import tempfile
@@ -14,6 +15,8 @@ from collections import defaultdict
 
 from .datum import Datum
 from .errors import DatasetError
+
+log = logging.getLogger(__name__)
 
 
 def listdir_nohidden(path, sort=False):
@@ -55,7 +58,7 @@ def read_split(filepath, path_prefix, check_files=True):
 
     With `check_files`, every image must exist; otherwise one DatasetError lists the first missing ones.
     """
-    print(f"Reading split from {filepath}")
+    log.info(f"Reading split from {filepath}")
     split = read_json(filepath)
     if not isinstance(split, dict) or any(k not in split for k in ("train", "val", "test")):
         raise DatasetError(
@@ -184,13 +187,13 @@ def save_split(train, val, test, filepath, path_prefix):
         return out
 
     write_json({"train": extract(train), "val": extract(val), "test": extract(test)}, filepath)
-    print(f"Saved split to {filepath}")
+    log.info(f"Saved split to {filepath}")
 
 
 def split_trainval(trainval, p_val=0.2):
     """CoOp's train/val split: per label (first-appearance order), shuffle, first round(n*p_val) -> val."""
     p_trn = 1 - p_val
-    print(f"Splitting trainval into {p_trn:.0%} train and {p_val:.0%} val")
+    log.info(f"Splitting trainval into {p_trn:.0%} train and {p_val:.0%} val")
     tracker = defaultdict(list)
     for idx, item in enumerate(trainval):
         tracker[item.label].append(idx)
@@ -241,7 +244,7 @@ def read_and_split_data(image_dir, p_trn=0.5, p_val=0.2, ignored=(), new_cnames=
     """
     categories = sorted(c for c in listdir_nohidden(image_dir) if c not in ignored)
     p_tst = 1 - p_trn - p_val
-    print(f"Splitting into {p_trn:.0%} train, {p_val:.0%} val, and {p_tst:.0%} test")
+    log.info(f"Splitting into {p_trn:.0%} train, {p_val:.0%} val, and {p_tst:.0%} test")
     tracker = {}
     for label, category in enumerate(categories):
         category_dir = os.path.join(image_dir, category)

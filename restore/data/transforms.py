@@ -8,9 +8,13 @@ order. Test (always): Resize(max(SIZE)) -> CenterCrop(SIZE) -> ToTensor -> Norma
 Dassl's printed lines are kept, so both engines log the same.
 """
 import torchvision.transforms as T
+import logging
+
 from torchvision.transforms import InterpolationMode
 
 from .errors import DatasetError
+
+log = logging.getLogger(__name__)
 
 INTERPOLATION_MODES = {
     "bilinear": InterpolationMode.BILINEAR,
@@ -56,7 +60,7 @@ def check_choices(choices):
 def build_transform(cfg, is_train=True, choices=None):
     """The train or test transform for cfg.INPUT (choices default to INPUT.TRANSFORMS); None if NO_TRANSFORM."""
     if cfg.INPUT.NO_TRANSFORM:
-        print("Note: no transform is applied!")
+        log.warning("Note: no transform is applied!")
         return None
     choices = list(cfg.INPUT.TRANSFORMS if choices is None else choices)
     check_choices(choices)
@@ -67,41 +71,41 @@ def build_transform(cfg, is_train=True, choices=None):
     tfms = []
 
     if is_train:
-        print("Building transform_train")
+        log.info("Building transform_train")
         if "random_crop" not in choices and "random_resized_crop" not in choices:
-            print(f"+ resize to {target}")
+            log.info(f"+ resize to {target}")
             tfms.append(T.Resize(size, interpolation=interp))
         if "random_crop" in choices:
-            print(f"+ random crop (padding = {cfg.INPUT.CROP_PADDING})")
+            log.info(f"+ random crop (padding = {cfg.INPUT.CROP_PADDING})")
             tfms.append(T.RandomCrop(size, padding=cfg.INPUT.CROP_PADDING))
         if "random_resized_crop" in choices:
             scale = tuple(cfg.INPUT.RRCROP_SCALE)
-            print(f"+ random resized crop (size={size}, scale={scale})")
+            log.info(f"+ random resized crop (size={size}, scale={scale})")
             tfms.append(T.RandomResizedCrop(size, scale=scale, interpolation=interp))
         if "random_flip" in choices:
-            print("+ random flip")
+            log.info("+ random flip")
             tfms.append(T.RandomHorizontalFlip())
         if "colorjitter" in choices:
             b, c, s, h = (cfg.INPUT.COLORJITTER_B, cfg.INPUT.COLORJITTER_C, cfg.INPUT.COLORJITTER_S,
                           cfg.INPUT.COLORJITTER_H)
-            print(f"+ color jitter (brightness={b}, contrast={c}, saturation={s}, hue={h})")
+            log.info(f"+ color jitter (brightness={b}, contrast={c}, saturation={s}, hue={h})")
             tfms.append(T.ColorJitter(brightness=b, contrast=c, saturation=s, hue=h))
         if "randomgrayscale" in choices:
-            print("+ random gray scale")
+            log.info("+ random gray scale")
             tfms.append(T.RandomGrayscale(p=cfg.INPUT.RGS_P))
         if "gaussian_blur" in choices:
-            print(f"+ gaussian blur (kernel={cfg.INPUT.GB_K})")
+            log.info(f"+ gaussian blur (kernel={cfg.INPUT.GB_K})")
             tfms.append(T.RandomApply([T.GaussianBlur(cfg.INPUT.GB_K)], p=cfg.INPUT.GB_P))
     else:
-        print("Building transform_test")
-        print(f"+ resize the smaller edge to {max(size)}")
+        log.info("Building transform_test")
+        log.info(f"+ resize the smaller edge to {max(size)}")
         tfms.append(T.Resize(max(size), interpolation=interp))
-        print(f"+ {target} center crop")
+        log.info(f"+ {target} center crop")
         tfms.append(T.CenterCrop(size))
 
-    print("+ to torch tensor of range [0, 1]")
+    log.info("+ to torch tensor of range [0, 1]")
     tfms.append(T.ToTensor())
     if "normalize" in choices:
-        print(f"+ normalization (mean={cfg.INPUT.PIXEL_MEAN}, std={cfg.INPUT.PIXEL_STD})")
+        log.info(f"+ normalization (mean={cfg.INPUT.PIXEL_MEAN}, std={cfg.INPUT.PIXEL_STD})")
         tfms.append(normalize)
     return T.Compose(tfms)

@@ -11,6 +11,7 @@ first; original Dassl checkpoints pickle their LR scheduler and optimizer object
 unpickler builds (torch classes only, Dassl need not be installed); anything else needs the opt-in
 `trust=True` (TRUST_FILES, --trust-files).
 """
+import logging
 import os
 import pickle
 import random
@@ -20,6 +21,8 @@ import numpy as np
 import torch
 
 from ..safe_pickle import UntrustedFileError, torch_load
+
+log = logging.getLogger(__name__)
 
 BEST = "model-best.pth.tar"
 
@@ -41,7 +44,7 @@ def save_checkpoint(state: dict, save_dir: str, model_name: str = "") -> str:
     _atomic_write(path, lambda f: torch.save(state, f))
     if not model_name or model_name != BEST:
         _atomic_write(os.path.join(save_dir, "checkpoint"), lambda f: f.write(f"{name}\n".encode()))
-    print(f"Checkpoint saved to {path}")
+    log.info(f"Checkpoint saved to {path}")
     return path
 
 
@@ -148,11 +151,11 @@ def newest_readable_checkpoint(save_dir: str, trust: bool = False):
         except (OSError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
             damaged.append(path)
             reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-            print(f"Warning: cannot read {path} ({reason})")
+            log.warning(f"Warning: cannot read {path} ({reason})")
             continue
         if damaged:
-            print(f"Note: resuming from {path}, the newest readable checkpoint; skipped the damaged "
-                  f"{', '.join(damaged)} (it is written again when its epoch is trained).")
+            log.warning(f"Note: resuming from {path}, the newest readable checkpoint; skipped the damaged "
+                        f"{', '.join(damaged)} (it is written again when its epoch is trained).")
         return path, state
     if damaged:
         raise CheckpointFileError(
@@ -177,7 +180,7 @@ def remove_partial_writes(folder: str) -> list:
                 os.remove(path)
                 removed.append(path)
     if removed:
-        print(f"Removed {len(removed)} temporary file(s) left by an interrupted run: {', '.join(removed)}")
+        log.info(f"Removed {len(removed)} temporary file(s) left by an interrupted run: {', '.join(removed)}")
     return removed
 
 
@@ -223,9 +226,9 @@ def load_pretrained_weights(model, path: str, trainer: str, trust: bool = False)
     if not matched:
         raise CheckpointFileError(f"No weights in {path} match the {trainer} model (MODEL.INIT_WEIGHTS).")
     model.load_state_dict(matched, strict=False)
-    print(f"Successfully loaded pretrained weights from {path}")
+    log.info(f"Successfully loaded pretrained weights from {path}")
     if discarded:
-        print(f"** The following layers are discarded due to unmatched keys or layer size: {discarded}")
+        log.info(f"** The following layers are discarded due to unmatched keys or layer size: {discarded}")
 
 
 # ------------------------------------------------------------------------------------------- RNG state

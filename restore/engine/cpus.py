@@ -8,9 +8,12 @@ So the thread count is, in this order:
 - `OMP_NUM_THREADS` when set (torch already follows it),
 - else the CPUs available to this process: its affinity mask, capped by a cgroup quota.
 """
+import logging
 import math
 import os
 import warnings
+
+log = logging.getLogger(__name__)
 
 THREADS_ENV = "RESTORE_NUM_THREADS"
 CGROUP_V2 = "/sys/fs/cgroup/cpu.max"
@@ -67,7 +70,7 @@ def configure_threads() -> int:
     import torch
     n, source = thread_count()
     torch.set_num_threads(n)
-    print(f"Threads: {n} ({source}; set {THREADS_ENV} to change)")
+    log.info(f"Threads: {n} ({source}; set {THREADS_ENV} to change)")
     return n
 
 
@@ -79,9 +82,9 @@ def check_num_workers(num_workers: int) -> bool:
     cpus = available_cpus()
     if num_workers <= cpus:
         return False
-    print(f"Note: DATALOADER.NUM_WORKERS is {num_workers} but this process has {cpus} CPU(s); data loading "
-          f"may be slow. To lower it, append `DATALOADER.NUM_WORKERS {cpus}` to the train.py command (or "
-          f"to a script's arguments). Each worker seeds its own augmentations, so a different count gives "
-          f"a different (equally valid) augmentation stream.")
+    log.warning(f"Note: DATALOADER.NUM_WORKERS is {num_workers} but this process has {cpus} CPU(s); data loading "
+                f"may be slow. To lower it, append `DATALOADER.NUM_WORKERS {cpus}` to the train.py command (or "
+                f"to a script's arguments). Each worker seeds its own augmentations, so a different count gives "
+                f"a different (equally valid) augmentation stream.")
     warnings.filterwarnings("ignore", message=r"This DataLoader will create \d+ worker processes")
     return True

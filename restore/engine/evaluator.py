@@ -7,6 +7,7 @@
     * error: 10.9%
     * macro_f1: 88.7%
 """
+import logging
 import os
 from collections import OrderedDict, defaultdict
 
@@ -14,6 +15,8 @@ import numpy as np
 import torch
 
 from ..distributed import is_primary
+
+log = logging.getLogger(__name__)
 
 
 def macro_f1_score(y_true, y_pred) -> float:
@@ -61,28 +64,28 @@ class Classification:
         err = 100.0 - acc
         macro_f1 = 100.0 * macro_f1_score(self.y_true, self.y_pred)
         results = OrderedDict([("accuracy", acc), ("error_rate", err), ("macro_f1", macro_f1)])
-        print("=> result\n"
-              f"* total: {self.total:,}\n"
-              f"* correct: {self.correct:,}\n"
-              f"* accuracy: {acc:.1f}%\n"
-              f"* error: {err:.1f}%\n"
-              f"* macro_f1: {macro_f1:.1f}%")
+        log.info("=> result\n"
+                 f"* total: {self.total:,}\n"
+                 f"* correct: {self.correct:,}\n"
+                 f"* accuracy: {acc:.1f}%\n"
+                 f"* error: {err:.1f}%\n"
+                 f"* macro_f1: {macro_f1:.1f}%")
         if self.per_class:
-            print("=> per-class result")
+            log.info("=> per-class result")
             accs = []
             for label in sorted(self.per_class_hits):
                 hits = self.per_class_hits[label]
                 class_acc = 100.0 * sum(hits) / len(hits)
                 accs.append(class_acc)
-                print(f"* class: {label} ({self.lab2cname.get(label, label)})\t"
-                      f"total: {len(hits):,}\tcorrect: {sum(hits):,}\tacc: {class_acc:.1f}%")
+                log.info(f"* class: {label} ({self.lab2cname.get(label, label)})\t"
+                         f"total: {len(hits):,}\tcorrect: {sum(hits):,}\tacc: {class_acc:.1f}%")
             results["perclass_accuracy"] = float(np.mean(accs))
-            print(f"* average: {results['perclass_accuracy']:.1f}%")
+            log.info(f"* average: {results['perclass_accuracy']:.1f}%")
         if self.cfg.TEST.COMPUTE_CMAT and is_primary():
             from sklearn.metrics import confusion_matrix
             cmat = confusion_matrix(self.y_true, self.y_pred, normalize="true")
             path = os.path.join(self.cfg.OUTPUT_DIR, "cmat.pt")
             os.makedirs(self.cfg.OUTPUT_DIR, exist_ok=True)
             torch.save(torch.from_numpy(cmat), path)
-            print(f"Confusion matrix is saved to {path}")
+            log.info(f"Confusion matrix is saved to {path}")
         return results

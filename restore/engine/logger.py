@@ -79,20 +79,6 @@ def close_logger():
             pass
 
 
-def log_error(message: str) -> None:
-    """Print an error to stderr and, when a log is open, into the log file too (as far as the disk
-    lets it: the console always gets the message)."""
-    if isinstance(sys.stdout, Tee):
-        try:
-            sys.stdout.flush()
-            if not sys.stdout.file.closed:
-                sys.stdout.file.write(message + "\n")
-                sys.stdout.file.flush()
-        except OSError:
-            pass
-    print(message, file=sys.stderr, flush=True)
-
-
 def stdout_is_terminal() -> bool:
     out = sys.stdout
     return bool(getattr(out, "isatty", None)) and out.isatty()

@@ -1,5 +1,8 @@
-"""Running averages for the training log line (Dassl's AverageMeter / MetricMeter formats)."""
+"""Running averages for the training log line (Dassl's AverageMeter / MetricMeter formats), and the steps'
+logged values kept on the device until a log line is written (`PendingSteps`)."""
 from collections import OrderedDict
+
+import torch
 
 
 class AverageMeter:
@@ -27,3 +30,32 @@ class MetricMeter:
 
     def __str__(self):
         return self.delimiter.join(f"{name} {m.val:.4f} ({m.avg:.4f})" for name, m in self.meters.items())
+
+
+class PendingSteps:
+    """The logged values of the training steps since the last log line, kept on the device (float64, so that
+    the numbers read later equal a per-step `.item()`): `write` reads them all with one host sync, then
+    updates the meter and writes the TensorBoard scalars step by step, in order, as a per-step loop would."""
+
+    def __init__(self):
+        self.steps = []  # (n_iter, lr, names, values [len(names)] float64 on the device)
+
+    def add(self, n_iter: int, lr: float, values: dict) -> None:
+        """Keep one step's values ({name: 0-dim tensor}); `lr` is the LR after its update (a Python float)."""
+        stacked = torch.stack([v.detach().reshape(()).to(torch.float64) for v in values.values()])
+        self.steps.append((n_iter, lr, list(values), stacked))
+
+    def write(self, meter: MetricMeter, write_scalar) -> None:
+        """Update `meter` with every kept step and call write_scalar("train/<name>", running mean, n_iter)
+        and ("train/lr", lr, n_iter) for each; then forget them."""
+        if not self.steps:
+            return
+        numbers = torch.cat([values for *_, values in self.steps]).tolist()  # the one host sync
+        at = 0
+        for n_iter, lr, names, _ in self.steps:
+            meter.update(dict(zip(names, numbers[at:at + len(names)])))
+            at += len(names)
+            for name, average in meter.meters.items():
+                write_scalar("train/" + name, average.avg, n_iter)
+            write_scalar("train/lr", lr, n_iter)
+        self.steps = []

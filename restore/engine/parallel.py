@@ -13,6 +13,7 @@
   gathered, every image once, unless an image's logits depend on its batch (RESTORE's live alpha): then
   every rank evaluates everything.
 """
+import logging
 import random
 
 import numpy as np
@@ -21,7 +22,9 @@ import torch
 from ..distributed import gather_objects, rank, world_size
 from ..errors import UserError
 from .sharding import shard_eval_loader, shard_train_loader
-from .step import TrainStep, wrap_distributed
+from .step import wrap_distributed
+
+log = logging.getLogger(__name__)
 
 
 def global_batch_size(cfg, world: int) -> int:
@@ -47,28 +50,28 @@ def reseed_rank(cfg, r: int) -> None:
     torch.manual_seed(seed)
 
 
-def distribute(trainer) -> torch.nn.Module:
-    """Make `trainer` (data and model built) one rank of the run; returns its training step (DDP-wrapped
-    when there is something to train). Alone: the plain TrainStep, nothing else changes."""
-    step = TrainStep(trainer.model, trainer.precision)
+def distribute(trainer) -> None:
+    """Make `trainer` (data and engine core built) one rank of the run: its loaders sharded, its core's
+    training step in DDP (when there is something to train), its evaluation sharded where the method
+    allows. Alone: nothing changes."""
     world, r = world_size(), rank()
-    trainer.sharded_eval = False
     if world == 1:
-        return step
-    cfg = trainer.cfg
+        return
+    cfg, core = trainer.cfg, trainer.core
     batch = global_batch_size(cfg, world)
     trainer.train_loader_x = shard_train_loader(trainer.train_loader_x, batch, world, r)
-    if trainer.model.logits_per_image():
-        trainer.sharded_eval = True
+    if core.model.logits_per_image():
+        core.sharded_eval = True
         trainer.test_loader = shard_eval_loader(trainer.test_loader, world, r)
         if trainer.val_loader is not None:
             trainer.val_loader = shard_eval_loader(trainer.val_loader, world, r)
-    trainer.model.distributed = True
-    print(f"Distributed: {world} processes, global batch {batch} ({batch // world} per process), "
-          f"evaluation {'sharded' if trainer.sharded_eval else 'on every process'}")
+    core.model.distributed = True
+    log.info(f"Distributed: {world} processes, global batch {batch} ({batch // world} per process), "
+             f"evaluation {'sharded' if core.sharded_eval else 'on every process'}")
     if r > 0:
         reseed_rank(cfg, r)
-    return wrap_distributed(step, trainer.device) if trainer.trainable else step
+    if core.trainable:
+        core.module = wrap_distributed(core.module, trainer.device)
 
 
 def gather_evaluation(evaluator) -> None:

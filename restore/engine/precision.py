@@ -9,10 +9,13 @@ MaPLe, RESTORE_m and MaPLe_FSA), the one place that decides dtypes and devices:
 - CUDA "bf16": fp32 weights, bf16 autocast.
 """
 import contextlib
+import logging
 
 import torch
 
 from ..methods.spec import PRECISIONS
+
+log = logging.getLogger(__name__)
 
 
 class PrecisionError(ValueError):
@@ -60,7 +63,7 @@ class Precision:
         key, mode = precision_key(cfg)
         p = cls(mode, device, key or "PREC")
         if p.mode != p.requested:
-            print(f"Note: {key} is {p.requested!r}, but on {p.device.type} everything runs in fp32")
+            log.warning(f"Note: {key} is {p.requested!r}, but on {p.device.type} everything runs in fp32")
         return p
 
     def prepare(self, model):

@@ -14,10 +14,13 @@ whole run far more than the load suggests. The machine's cores rather than the r
 some cores (`taskset`, a batch scheduler) is not slowed by jobs on the others.
 """
 import datetime
+import logging
 import os
 import time
 
 import torch
+
+log = logging.getLogger(__name__)
 
 WINDOW = 5  # epochs in the mean: recent enough to follow a change of load, long enough to smooth one slow epoch
 
@@ -91,9 +94,9 @@ class EpochProgress:
             span = f"epoch {used[0]}" if len(used) == 1 else f"epochs {used[0]}-{used[-1]}"
             eta = duration(eta_seconds(self.epoch_times, left))
             line += f"; {left} epoch{plural(left)} left, about {eta} (from {span})"
-        print(line)
+        log.info(line)
         if self.hint_pending:
             hint = oversubscription_hint(self.load(), self.cores, self.threads)
             if hint:
-                print(hint)
+                log.warning(hint)
                 self.hint_pending = False

@@ -15,6 +15,7 @@ reported so that nothing is mixed or skipped by mistake.
 """
 import glob
 import json
+import logging
 import os
 import platform
 import re
@@ -25,6 +26,8 @@ import tempfile
 from ..torchscript import file_sha256  # one hash per file and process, shared with the TorchScript check
 from .run_record import (OPERATIONAL_KEYS, RESUME_IGNORED, RunMismatchError, describe, differences,
                          plain)
+
+log = logging.getLogger(__name__)
 
 RUN_INFO = "run_info.json"
 RESULT_SIGNAL = "=> result"
@@ -117,7 +120,7 @@ def record_run(cfg, dataset=None, engine="native", eval_args=None) -> dict:
     """Print the run record (log.txt) and write it to OUTPUT_DIR/run_info.json; returns it."""
     from ..distributed import is_primary
     info = collect(cfg, dataset, engine, eval_args)
-    print(summary(info))
+    log.info(summary(info))
     if cfg.OUTPUT_DIR and is_primary():  # one writer in a run over several processes
         write_run_info(info, cfg.OUTPUT_DIR)
     return info

@@ -23,6 +23,7 @@ the key existed) is compared as its default, the value that run used; a key only
 (Dassl-only keys, a key since removed) is not compared. Original CoOp-lineage checkpoints record nothing
 of this; they load unchecked (said once).
 """
+import logging
 import os
 
 from ..config import flatten, plain  # noqa: F401  (config as data; imported from here by callers)
@@ -36,6 +37,8 @@ OPERATIONAL_KEYS = ("OUTPUT_DIR", "RESUME", "DATASET.ROOT", "TRAIN.PRINT_FREQ",
 EVALUATION_KEYS = ("TEST.SPLIT", "TEST.EVALUATOR", "TEST.PER_CLASS_RESULT", "TEST.COMPUTE_CMAT",
                    "DATALOADER.TEST")
 PATH_KEYS = ("MODEL.BACKBONE.PATH", "MODEL.INIT_WEIGHTS")
+
+log = logging.getLogger(__name__)
 
 
 class RunMismatchError(UserError):
@@ -131,6 +134,13 @@ def evaluation_keys(trainer: str) -> list:
     return [n.full(k) for n in (spec.nodes if spec else ()) for k in n.keys if k.evaluation]
 
 
+def has_record(state) -> bool:
+    """Whether a loaded checkpoint was written by this project (either engine), which records its run
+    (`checkpoint_record`); an original CoOp-lineage checkpoint does not. The one test both engines use for
+    "an original checkpoint" (resume: its optimizer and scheduler state are not ours to load)."""
+    return isinstance(state, dict) and "trainer" in state
+
+
 def checkpoint_record(cfg, classnames) -> dict:
     """The entries every checkpoint of this project carries beside the weights."""
     return {"trainer": cfg.TRAINER.NAME, "method": method_settings(cfg),
@@ -148,12 +158,12 @@ def check_checkpoint(state, cfg, classnames, class_specific: bool, path: str,
     class-specific prompts for other classes, or (`resume`) with other classes or another
     training config. Original checkpoints (no record) pass with a note."""
     trainer = cfg.TRAINER.NAME
-    if not isinstance(state, dict) or "trainer" not in state:
+    if not has_record(state):
         from ..legacy import original_layout, unwrap
         layout = original_layout(unwrap(state)) if isinstance(state, dict) else None
         origin = f" (written by the original {layout} code)" if layout else ""
-        print(f"Note: {path}{origin} has no record of the trainer, settings and classes it was "
-              "trained with; they are not checked.")
+        log.warning(f"Note: {path}{origin} has no record of the trainer, settings and classes it was "
+                    "trained with; they are not checked.")
         return
     saved = state["trainer"]
     if saved != trainer:

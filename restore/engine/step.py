@@ -3,7 +3,7 @@ gradients of what runs through its wrapped module's `forward`, and a method's lo
 not `model.forward` (open_clip's TrainingTask follows the same idea).
 
     step = TrainStep(model, precision)           # or DDP(TrainStep(...)) under torchrun
-    loss, summary = step(images, labels)         # = model.loss(images, labels) under autocast
+    loss, terms = step(batch)                    # = model.loss(batch) under autocast
 """
 from torch import nn
 
@@ -14,10 +14,11 @@ class TrainStep(nn.Module):
         self.model = model
         self.precision = precision
 
-    def forward(self, images, labels):
-        """images [B, 3, H, W], labels [B] -> (scalar loss, {name: float} to log)."""
+    def forward(self, batch):
+        """A training batch (restore.methods.batch.Batch, on the device) -> (scalar loss, {name: 0-dim
+        tensor} to log): the method's loss (the step contract, docs/ADDING_A_METHOD.md section 4)."""
         with self.precision.autocast():
-            return self.model.loss(images, labels)
+            return self.model.loss(batch)
 
 
 def wrap_distributed(step: TrainStep, device) -> nn.Module:

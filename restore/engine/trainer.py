@@ -8,34 +8,32 @@ without Dassl.
 One epoch: for each batch, loss -> backward -> optimizer step; after the last batch's step the LR schedule
 steps once, then `model.on_epoch_end` runs, then the checkpoint is saved (every TRAIN.CHECKPOINT_FREQ
 epochs and at the last one). Log lines, checkpoint files and the evaluation output are Dassl's.
+
+What both engines share (build, the training step, checkpoints, resume, loading, evaluation) is the engine
+core (restore/engine/core.py); this class is the loop around it, TensorBoard and the processes of a torchrun
+run (restore/engine/parallel.py). The steps' logged values stay on the device and are read at the print
+frequency (TRAIN.PRINT_FREQ) and at the end of each epoch, one host read for all the steps since the last.
 """
 import datetime
+import logging
 import math
 import os
 import time
 
-import torch
 from tqdm import tqdm
 
-from ..adapters import input_resolution
-from ..backbone import build_backbone
 from ..checks import check_config
-from ..distributed import barrier, device_for, gather_objects, is_primary, rank
-from ..methods import build_model, registry
+from ..distributed import device_for, is_primary
+from ..methods import registry
 from . import checkpoint as ckpt
-from . import run_record
+from .core import EngineCore, NonFiniteLossError  # noqa: F401  (NonFiniteLossError: its old home)
 from .evaluator import Classification
 from .logger import stdout_is_terminal
-from .meters import AverageMeter, MetricMeter
-from .optim import build_optimizer
-from .parallel import distribute, gather_evaluation
-from .precision import Precision, precision_key
+from .meters import AverageMeter, MetricMeter, PendingSteps
+from .parallel import distribute
 from .progress import EpochProgress
-from .schedule import build_lr_scheduler
 
-
-class NonFiniteLossError(FloatingPointError):
-    """The training loss became NaN or infinite."""
+log = logging.getLogger(__name__)
 
 
 class Trainer:
@@ -54,7 +52,7 @@ class Trainer:
         # same run; see restore.backbone.replay_openai_init).
         self.build_data_loader(data_manager)
         self.build_model()
-        self.step = distribute(self)  # model.loss as a module (DDP-wrapped over several processes)
+        distribute(self)  # over several processes: loaders sharded, the step in DDP
         self.evaluator = Classification(cfg, lab2cname=self.lab2cname)
 
     # ---------------------------------------------------------------------------------- building
@@ -71,45 +69,24 @@ class Trainer:
         self.classnames = list(dm.dataset.classnames)
 
     def build_model(self):
-        cfg = self.cfg
-        name = cfg.TRAINER.NAME
-        print(f"Loading CLIP (backbone: {cfg.MODEL.BACKBONE.PATH or cfg.MODEL.BACKBONE.NAME})")
-        clip_model = build_backbone(cfg)
-        resolution = input_resolution(clip_model)
-        if tuple(cfg.INPUT.SIZE) != (resolution, resolution):
-            raise ValueError(f"INPUT.SIZE is {tuple(cfg.INPUT.SIZE)} but the CLIP backbone takes "
-                             f"{resolution}x{resolution} images: set INPUT.SIZE ({resolution}, {resolution}).")
-        self.precision = Precision.from_cfg(cfg, self.device)
-        print(f"Building {name}")
-        self.model = build_model(cfg, self.classnames, clip_model)
-        if cfg.MODEL.INIT_WEIGHTS:
-            ckpt.load_pretrained_weights(self.model, cfg.MODEL.INIT_WEIGHTS, name,
-                                       trust=cfg.TRUST_FILES)
-        self.precision.prepare(self.model)
-        self.model_name = registry.registered_name(name)
-        enabled = [n for n, p in self.model.named_parameters() if p.requires_grad]
-        params = self.model.trainable_parameters()
-        if params:
-            print(f"Parameters to be updated: {sorted(enabled)}")
-            print(f"# params to be updated: {sum(p.numel() for p in params):,}")
-            self.optim = build_optimizer(self.model, params, cfg.OPTIM)
-            self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
-        else:
-            self.optim = self.sched = None
+        self.core = EngineCore.build(self.cfg, self.classnames, self.device)
+        self.model, self.precision = self.core.model, self.core.precision
+        self.optim, self.sched = self.core.optim, self.core.sched
+        self.model_name = self.core.name
 
     @property
     def trainable(self) -> bool:
-        return self.optim is not None
+        return self.core.trainable
 
     def get_current_lr(self) -> float:
-        return self.optim.param_groups[0]["lr"]
+        return self.core.lr()
 
     # ---------------------------------------------------------------------------------- training
     def train(self):
         """Train (resuming when OUTPUT_DIR, or RESUME, holds a checkpoint), then test. A method without
         trainable parameters (ZeroshotCLIP) is only tested."""
         if not self.trainable:
-            print(f"{self.cfg.TRAINER.NAME} has no trainable parameters: evaluating it directly")
+            log.info(f"{self.cfg.TRAINER.NAME} has no trainable parameters: evaluating it directly")
             return self.test()
         self.before_train()
         for self.epoch in range(self.start_epoch, self.max_epoch):
@@ -130,25 +107,27 @@ class Trainer:
         self.set_model_mode("train")
         self.model.on_epoch_start(self.epoch, self.max_epoch)
         losses, batch_time, data_time = MetricMeter(), AverageMeter(), AverageMeter()
+        pending = PendingSteps()  # the logged values since the last line, on the device
         loader = self.train_loader_x
         self.num_batches = len(loader)
-        show_bar = stdout_is_terminal()
+        show_bar = is_primary() and stdout_is_terminal()
         bar = tqdm(total=self.num_batches, desc=f"epoch {self.epoch + 1}/{self.max_epoch}",
                    leave=False, disable=not show_bar)
         end = time.time()
         for self.batch_idx, batch in enumerate(loader):
             data_time.update(time.time() - end)
-            summary = self.forward_backward(batch)
+            terms = self.forward_backward(batch)
             batch_time.update(time.time() - end)
-            losses.update(summary)
+            pending.add(self.epoch * self.num_batches + self.batch_idx, self.get_current_lr(), terms)
             bar.update(1)
 
             meet_freq = (self.batch_idx + 1) % cfg.TRAIN.PRINT_FREQ == 0
             if meet_freq or self.num_batches < cfg.TRAIN.PRINT_FREQ:
+                pending.write(losses, self.write_scalar)
                 remaining = (self.num_batches - self.batch_idx - 1
                              + (self.max_epoch - self.epoch - 1) * self.num_batches)
                 eta = str(datetime.timedelta(seconds=int(batch_time.avg * remaining)))
-                line = " ".join([
+                log.info(" ".join([
                     f"epoch [{self.epoch + 1}/{self.max_epoch}]",
                     f"batch [{self.batch_idx + 1}/{self.num_batches}]",
                     f"time {batch_time.val:.3f} ({batch_time.avg:.3f})",
@@ -156,30 +135,14 @@ class Trainer:
                     f"{losses}",
                     f"lr {self.get_current_lr():.4e}",
                     f"eta {eta}",
-                ])
-                (bar.write(line) if show_bar else print(line))
-            n_iter = self.epoch * self.num_batches + self.batch_idx
-            for name, meter in losses.meters.items():
-                self.write_scalar("train/" + name, meter.avg, n_iter)
-            self.write_scalar("train/lr", self.get_current_lr(), n_iter)
+                ]))
             end = time.time()
+        pending.write(losses, self.write_scalar)  # the steps after the epoch's last line
         bar.close()
 
     def forward_backward(self, batch) -> dict:
-        images = batch["img"].to(self.device, non_blocking=True)
-        labels = batch["label"].to(self.device, non_blocking=True)
-        loss, summary = self.step(images, labels)
-        if not torch.isfinite(loss).all():
-            fix = f"Lower OPTIM.LR (now {self.cfg.OPTIM.LR})"
-            if self.precision.mode == "fp16":  # the key that chose it, named as the config has it
-                fix += f", or set {precision_key(self.cfg)[0]} amp or fp32 (fp16 overflows sooner)"
-            raise NonFiniteLossError(
-                f"The training loss is {loss.item()} at epoch {self.epoch + 1}/{self.max_epoch}, "
-                f"batch {self.batch_idx + 1}/{self.num_batches} (lr {self.get_current_lr():.4e}). {fix}.")
-        self.precision.backward_and_step(loss, self.optim)
-        if self.batch_idx + 1 == self.num_batches:
-            self.sched.step()  # once per epoch, after the last batch (Dassl's CLIP trainers)
-        return summary
+        """One training step (restore.engine.core.EngineCore.train_step); its logged values, on the device."""
+        return self.core.train_step(batch, self.epoch, self.batch_idx, self.num_batches)
 
     def after_epoch(self):
         # The method's epoch-end hook comes after the last step and LR update and before the
@@ -198,119 +161,47 @@ class Trainer:
             self.save_model(self.epoch, self.output_dir)
 
     def after_train(self):
-        print("Finish training")
+        log.info("Finish training")
         result = None
         if not self.cfg.TEST.NO_TEST:
             if self.cfg.TEST.FINAL_MODEL == "best_val":
-                print("Deploy the model with the best val performance")
+                log.info("Deploy the model with the best val performance")
                 self.load_model(self.output_dir)
             else:
-                print("Deploy the last-epoch model")
+                log.info("Deploy the last-epoch model")
             result = self.test()
         elapsed = str(datetime.timedelta(seconds=round(time.time() - self.time_start)))
-        print(f"Elapsed: {elapsed}")
+        log.info(f"Elapsed: {elapsed}")
         self.close_writer()
         return result
 
     def set_model_mode(self, mode="train"):
-        self.model.train(mode == "train")
-        self.model.clip.eval()  # the frozen backbone never trains (no BN statistics updates)
+        self.model.train(mode == "train")  # the frozen backbone stays in eval mode (PromptedCLIP.train)
 
     # -------------------------------------------------------------------------------- evaluation
-    @torch.no_grad()
     def test(self, split=None):
         """Evaluate on TEST.SPLIT (or `split`); prints Dassl's result lines, returns the accuracy."""
-        self.set_model_mode("eval")
-        self.evaluator.reset()
-        split = split or self.cfg.TEST.SPLIT
-        if split == "val" and self.val_loader is not None:
-            loader = self.val_loader
-        else:
-            split, loader = "test", self.test_loader
-        print(f"Evaluate on the *{split}* set")
-        with self.precision.autocast(), self.model.cached_text_features():
-            for batch in tqdm(loader, disable=not stdout_is_terminal()):
-                images = batch["img"].to(self.device, non_blocking=True)
-                labels = batch["label"].to(self.device, non_blocking=True)
-                self.evaluator.process(self.model(images), labels)
-        if self.sharded_eval:
-            gather_evaluation(self.evaluator)
-        results = self.evaluator.evaluate()
+        split, loader = self.core.evaluation_loader(split or self.cfg.TEST.SPLIT, self.val_loader,
+                                                    self.test_loader)
+        results = self.core.evaluate(loader, self.evaluator, split,
+                                     progress=is_primary() and stdout_is_terminal())
         for k, v in results.items():
             self.write_scalar(f"{split}/{k}", v, self.epoch)
         return list(results.values())[0]
 
     # ------------------------------------------------------------------------------- checkpoints
     def save_model(self, epoch, directory, val_result=None, model_name=""):
-        state = {
-            "state_dict": self.model.state_to_save(),
-            "epoch": epoch + 1,
-            "optimizer": self.optim.state_dict(),
-            "scheduler": self.sched.state_dict(),
-            "val_result": val_result,
-            "trainer": self.cfg.TRAINER.NAME,
-            "rng": ckpt.rng_state(),
-            "scaler": self.precision.state_dict(),
-            **run_record.checkpoint_record(self.cfg, self.classnames),
-        }
-        ranks = gather_objects(state["rng"])  # every rank's, so that its augmentations resume exactly
-        if len(ranks) > 1:
-            state["rng_ranks"] = ranks
-        if is_primary():
-            ckpt.save_checkpoint(state, os.path.join(directory, self.model_name), model_name=model_name)
-        barrier()  # the other ranks may read it next (best_val)
+        self.core.save(directory, epoch, val_result=val_result, model_name=model_name)
 
     def resume_model_if_exist(self, directory) -> int:
         """Load the latest checkpoint under `directory/<name>/`: model, optimizer, schedule and RNG
         state. Returns the epoch to start from (0 when there is none)."""
-        path, state = (ckpt.newest_readable_checkpoint(os.path.join(directory, self.model_name),
-                                                        trust=self.cfg.TRUST_FILES)
-                       if directory else (None, None))
-        if path is None:
-            print("No checkpoint found, train from scratch")
-            return 0
-        print(f"Found checkpoint at {directory} (will resume training)")
-        self.check_checkpoint(state, path, resume=True)
-        ckpt.load_model_state(self.model, state["state_dict"], self.cfg.TRAINER.NAME, path)
-        if "trainer" in state:  # written by this project (either engine)
-            if state.get("optimizer"):
-                self.optim.load_state_dict(state["optimizer"])
-            self.sched.load_state_dict(state["scheduler"])
-            self.precision.load_state_dict(state.get("scaler"))
-            rng = state.get("rng_ranks", [state.get("rng")])
-            if rank() < len(rng) and rng[rank()]:
-                ckpt.set_rng_state(rng[rank()])
-        else:  # an original Dassl checkpoint: other optimizer layout, pickled scheduler
-            print("Note: an original (non-RESTORE) checkpoint: the optimizer state starts afresh")
-            self.sched.load_state_dict({"last_epoch": state["epoch"]})
-        start = int(state["epoch"])
-        print(f"Loaded model weights from {path}; resuming at epoch {start + 1} "
-              f"(lr {self.get_current_lr():.4e})")
-        return start
-
-    def check_checkpoint(self, state, path, resume=False):
-        """Refuse a checkpoint of another trainer, settings or (CSC, resume) classes."""
-        run_record.check_checkpoint(state, self.cfg, self.classnames, self.model.class_specific,
-                                    path, resume=resume)
+        return self.core.resume(directory)
 
     def load_model(self, directory, epoch=None):
         """--eval-only: load `directory/<name>/model.pth.tar-<epoch>` (default: model-best.pth.tar,
         else the latest checkpoint)."""
-        if not directory:
-            print("Note that load_model() is skipped as no pretrained model is given "
-                  "(ignore this if it's done on purpose)")
-            return
-        if not self.trainable:
-            print(f"{self.cfg.TRAINER.NAME} has no trainable parameters: nothing to load from {directory}")
-            return
-        path = ckpt.model_file(directory, self.model_name, epoch)
-        state = ckpt.load_checkpoint(path, trust=self.cfg.TRUST_FILES)
-        self.check_checkpoint(state, path)
-        saved_epoch = state.get("epoch")
-        print(f'Loading weights to {self.model_name} from "{path}" (epoch = {saved_epoch})')
-        ckpt.load_model_state(self.model, state["state_dict"], self.cfg.TRAINER.NAME, path)
-        if saved_epoch is not None:
-            self.epoch = int(saved_epoch)
+        self.core.load(directory, epoch)
 
     # ------------------------------------------------------------------------------- tensorboard
     def init_writer(self, log_dir):
@@ -319,7 +210,7 @@ class Trainer:
         # TensorBoard logs are part of the output, as Dassl's (tensorboard is in requirements.txt).
         from torch.utils.tensorboard import SummaryWriter
         os.makedirs(log_dir, exist_ok=True)
-        print(f"Initialize tensorboard (log_dir={log_dir})")
+        log.info(f"Initialize tensorboard (log_dir={log_dir})")
         self.writer = SummaryWriter(log_dir=log_dir)
 
     def write_scalar(self, tag, value, step=None):

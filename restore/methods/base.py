@@ -5,7 +5,8 @@ where the prompts come from (`text_prompts`, `vision_prompts`); this class runs 
 encoders, turns features into logits, and gives the engines their small interface:
 
     model(images) -> logits [B, C]
-    model.loss(images, labels) -> (loss, {name: float})
+    model.loss(batch) -> (loss, {name: 0-dim tensor})    # batch: restore.methods.batch.Batch
+    model.backward_and_update                              # None, or a method's own update (ProGrad)
     model.on_epoch_start(epoch, max_epoch) / model.on_epoch_end(epoch, max_epoch)
     model.feature_shift(images) -> FeatureShift(vision=[L_v], text=[L_t])
     model.state_to_save() / model.load_state(state)
@@ -14,7 +15,7 @@ encoders, turns features into logits, and gives the engines their small interfac
 docs/ADDING_A_METHOD.md section 4 lists the hooks a method overrides.
 """
 from contextlib import contextmanager
-from typing import List, NamedTuple, Optional
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +26,7 @@ from ..feature_shift import FeatureShift, estimate
 from ..adapters import UnsupportedBackbone, adapter_for
 from ..prompting import PromptedImageEncoder, PromptedTextEncoder
 from . import shards
+from .batch import Batch
 
 # Class-dependent buffers of the original CoOp-lineage checkpoints; dropped when loading them.
 LEGACY_CLASS_KEYS = ("prompt_learner.token_prefix", "prompt_learner.token_suffix")
@@ -199,20 +201,33 @@ class PromptedCLIP(nn.Module):
         """What `loss` asks the encoders to trace: False, or True / sample indices."""
         return False
 
-    def loss_terms(self, images, labels, enc: Encoded, logits: Tensor):
-        """The method's loss terms (summed into the loss) and extra values to log."""
-        return {"ce": F.cross_entropy(logits, labels)}, {}
+    def loss_terms(self, batch: Batch, enc: Encoded, logits: Tensor):
+        """The method's loss terms (0-dim tensors, summed into the loss) and extra values to log (0-dim
+        tensors, detached), for `batch` (its images encoded as `enc`, their logits [B, C])."""
+        return {"ce": F.cross_entropy(logits, batch.labels)}, {}
 
-    def loss(self, images: Tensor, labels: Tensor):
-        enc = self.encode(images, trace=self.training_trace())
+    def loss(self, batch) -> Tuple[Tensor, Dict[str, Tensor]]:
+        """The step contract (docs/ADDING_A_METHOD.md section 4): the whole training batch (a Batch, or the
+        loader's dict) -> (loss, terms): the scalar loss and {name: 0-dim tensor} to log, in order "loss",
+        each loss term (with its graph: a `backward_and_update` hook differentiates them one by one),
+        "acc" (the batch accuracy in %, float64) and the method's extra values. Nothing is turned into a
+        Python number here: the engine does that when it writes a log line."""
+        batch = batch if isinstance(batch, Batch) else Batch(batch)
+        labels = batch.labels
+        enc = self.encode(batch.images, trace=self.training_trace())
         logits = self.logits(enc.image, enc.text)
-        terms, logs = self.loss_terms(images, labels, enc, logits)
+        terms, logs = self.loss_terms(batch, enc, logits)
         total = sum(terms.values())
-        summary = {"loss": total.item()}
-        summary.update({k: v.item() for k, v in terms.items()})
-        summary["acc"] = (logits.argmax(-1) == labels).float().mean().item() * 100
-        summary.update(logs)
-        return total, summary
+        # float64 * 100 on the device: the value `.item() * 100` gave on the host.
+        acc = (logits.argmax(-1) == labels).float().mean().double() * 100
+        return total, {"loss": total, **terms, "acc": acc, **logs}
+
+    # A method may replace the engine's backward pass and optimiser step (ProGrad projects one loss's
+    # gradient against another's): set this to a function (self, loss, terms, update) -> None, where
+    # `loss, terms` are what `loss` returned and `update` a restore.engine.core.GradientUpdate (its
+    # `grad(term)` gives the gradients of a term as the default update would see them: averaged over
+    # the processes, unscaled; its `step(grads)` applies them). docs/ADDING_A_METHOD.md section 4.
+    backward_and_update = None
 
     def on_epoch_start(self, epoch: int, max_epoch: int) -> None:
         pass

@@ -19,7 +19,6 @@ import sys
 from typing import Dict, List, Optional
 
 from ..errors import UserError
-from ..suggest import did_you_mean
 from .spec import (BACKBONE_FAMILIES, ORIGINAL_LAYOUTS, TOWERS, VALUE_TYPES, ConfigNode, Key,
                    MethodSpec)
 
@@ -239,10 +238,8 @@ def get(name: str) -> MethodSpec:
     """The spec of `name`; UserError (with a did-you-mean and the registered names) for an unknown name."""
     _ensure_loaded()
     if name not in _SPECS:
-        what = "No trainer given (--trainer)" if not name else f"Unknown trainer {name!r}"
-        raise UserError(f"{what}.{did_you_mean(name or '', names())} Valid trainers: {', '.join(names())}. "
-                        "A method of another package registers when its module is imported "
-                        "(--method-module, METHOD_MODULES).")
+        from ..cli import check_trainer
+        check_trainer(name, source="")  # raises: the one message for an unknown trainer
     return _SPECS[name]
 
 

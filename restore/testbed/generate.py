@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import shutil
 import socket
@@ -25,6 +26,8 @@ from pathlib import Path
 from PIL import Image
 
 from . import datasets as D
+
+log = logging.getLogger(__name__)
 
 GENERATOR_VERSION = 1
 INFO_FILE = "testbed.json"
@@ -83,8 +86,8 @@ def remove_abandoned(root, ds: D.TestbedDataset) -> list:
             shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else os.remove(entry)
             removed.append(entry)
     if removed:
-        print(f"Removed {len(removed)} folder(s) of an interrupted testbed generation: "
-              f"{', '.join(map(str, removed))}")
+        log.info(f"Removed {len(removed)} folder(s) of an interrupted testbed generation: "
+                 f"{', '.join(map(str, removed))}")
     return removed
 
 
@@ -130,8 +133,8 @@ def generate(root, name: str, seed: int = 0, force: bool = False, verbose: bool 
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     if verbose:
-        print(f"generated {ds.registry_name} ({sum(info['counts'].values())} images) in {target} "
-              f"[{time.time() - t0:.1f}s]")
+        log.info(f"generated {ds.registry_name} ({sum(info['counts'].values())} images) in {target} "
+                 f"[{time.time() - t0:.1f}s]")
     return target
 
 
@@ -149,7 +152,7 @@ def main(argv=None):
     a = p.parse_args(argv)
     for n in a.datasets:
         if is_complete(a.root, n) and not a.force:
-            print(f"{D.get(n).registry_name}: present in {Path(a.root) / D.get(n).dataset_dir}, skipped")
+            log.info(f"{D.get(n).registry_name}: present in {Path(a.root) / D.get(n).dataset_dir}, skipped")
             continue
         generate(a.root, n, seed=a.seed, force=a.force, verbose=True)
     return 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import os
 import platform
@@ -25,6 +26,8 @@ from . import captions as C
 from . import datasets as D
 from .model import DEFAULT_DIMS, build_clip, caption_token_ids, save_checkpoint
 from .zeroshot import to_tensor, zeroshot_accuracy
+
+log = logging.getLogger(__name__)
 
 
 class CaptionStream(torch.utils.data.IterableDataset):
@@ -117,15 +120,15 @@ def main(argv=None):
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100))
         if step % 50 == 0 or step == a.steps - 1:
-            print(f"step {step:5d} loss {loss.item():.3f} scale {model.logit_scale.exp().item():.1f} "
-                  f"lr {sched.get_last_lr()[0]:.2e} [{time.time() - t0:.0f}s]", flush=True)
+            log.info(f"step {step:5d} loss {loss.item():.3f} scale {model.logit_scale.exp().item():.1f} "
+                     f"lr {sched.get_last_lr()[0]:.2e} [{time.time() - t0:.0f}s]")
         if a.eval_every and step and step % a.eval_every == 0:
-            print("  zero-shot (10/class):", summarise(evaluate_all(model, per_class=10)), flush=True)
+            log.info(f"  zero-shot (10/class): {summarise(evaluate_all(model, per_class=10))}")
             model.train()
     train_s = time.time() - t0
     model = model.float().cpu().eval()
     res = evaluate_all(model, per_class=a.eval_per_class, processes=max(1, a.workers))
-    print("zero-shot (test):", summarise(res), flush=True)
+    log.info(f"zero-shot (test): {summarise(res)}")
     rows = caption_token_ids(C.all_words())
     out = Path(a.out)
     record = {
@@ -154,7 +157,7 @@ def main(argv=None):
     tmp = out.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(record, indent=2))
     os.replace(tmp, out.with_suffix(".json"))
-    print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB) and {out.with_suffix('.json')}")
+    log.info(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB) and {out.with_suffix('.json')}")
     return 0
 
 

@@ -4,9 +4,10 @@
 # Usage: DATA=/path/to/datasets bash scripts/restore/reproduce_dg.sh [KEY VALUE ...]
 #   METHOD (restore), SOURCE (imagenet; objects for the testbed), TARGETS (imagenetv2 imagenet_sketch imagenet_a
 #   imagenet_r; testbed: "objects_v2 objects_sketch objects_noise objects_clutter"), SEEDS ("1 2 3").
+# Relative paths in DATA and OUTPUT are taken from the folder you run it in.
 set -euo pipefail
 case "${1:-}" in -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;; esac
-cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"  # no cd: paths stay the caller's
 METHOD="${METHOD:-restore}"
 SOURCE="${SOURCE:-imagenet}"
 if [ -z "${TARGETS:-}" ]; then
@@ -15,14 +16,14 @@ if [ -z "${TARGETS:-}" ]; then
 fi
 SEEDS="${SEEDS:-1 2 3}"
 export SOURCE
-[ -d "scripts/${METHOD}" ] || { echo "Error: no scripts/${METHOD}/ (METHOD=${METHOD})" >&2; exit 1; }
-TRAINER="$(sed -n 's/^TRAINER=//p' "scripts/${METHOD}/xd_train.sh")"
+[ -d "${REPO}/scripts/${METHOD}" ] || { echo "Error: no scripts/${METHOD}/ (METHOD=${METHOD})" >&2; exit 1; }
+TRAINER="$(sed -n 's/^TRAINER=//p' "${REPO}/scripts/${METHOD}/xd_train.sh")"
 for seed in $SEEDS; do
-    bash "scripts/${METHOD}/xd_train.sh" "$SOURCE" "$seed" "$@"
+    bash "${REPO}/scripts/${METHOD}/xd_train.sh" "$SOURCE" "$seed" "$@"
     for dataset in $TARGETS; do
         echo "=== ${METHOD}: evaluate on ${dataset}, seed ${seed}"
-        bash "scripts/${METHOD}/xd_test.sh" "$dataset" "$seed" "$@"
+        bash "${REPO}/scripts/${METHOD}/xd_test.sh" "$dataset" "$seed" "$@"
     done
 done
 OUT="${OUTPUT:-output}"
-"${PYTHON:-python}" parse_test_res.py --table dg --root "$OUT" --trainer "$TRAINER" --csv "${OUT}/${TRAINER}_dg.csv"
+"${PYTHON:-python}" "${REPO}/parse_test_res.py" --table dg --root "$OUT" --trainer "$TRAINER" --csv "${OUT}/${TRAINER}_dg.csv"

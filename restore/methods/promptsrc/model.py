@@ -10,6 +10,7 @@ Differences from the public code, same results: the frozen image encoder is the 
 run without prompts (no second copy), and GPA averages the trainable tensors only (the frozen
 weights it would average are identical).
 """
+import logging
 import math
 
 import torch
@@ -17,6 +18,8 @@ import torch.nn.functional as F
 
 from ...templates import PROMPTSRC_TEMPLATES
 from ..ivlp.model import IVLP
+
+log = logging.getLogger(__name__)
 
 
 def gpa_weights(max_epoch: int, mean: float, std: float) -> list:
@@ -55,15 +58,15 @@ class PromptSRC(IVLP):
                               for part in tokens.split(chunk)])
         return features.view(len(PROMPTSRC_TEMPLATES), len(self.classnames), -1).mean(0)
 
-    def loss_terms(self, images, labels, enc, logits):
+    def loss_terms(self, batch, enc, logits):
         with torch.no_grad():
-            zs_image = F.normalize(self.image_encoder(images)[0].float(), dim=-1)
+            zs_image = F.normalize(self.image_encoder(batch.images)[0].float(), dim=-1)
             fixed = F.normalize(self.fixed_embeddings.to(zs_image.device), dim=-1)
             zs_logits = self.clip.logit_scale.exp().float() * zs_image @ fixed.t()
         text = F.normalize(enc.text.float(), dim=-1)
         image = F.normalize(enc.image.float(), dim=-1)
         terms = {
-            "ce": F.cross_entropy(logits, labels),
+            "ce": F.cross_entropy(logits, batch.labels),
             "scl_logits": F.kl_div(F.log_softmax(logits, dim=1), F.log_softmax(zs_logits, dim=1),
                                    reduction="sum", log_target=True) / logits.numel(),
             "scl_text": F.l1_loss(text, fixed) * self.text_weight,
@@ -81,7 +84,7 @@ class PromptSRC(IVLP):
             # A sum restored from a checkpoint is on the CPU; the prompts may be on a GPU.
             self._gpa_sum[k] = self._gpa_sum[k].to(p.device) + weight * p.detach().float()
         if epoch == max_epoch - 1:
-            print("Using GPA model for final inference...")
+            log.info("Using GPA model for final inference...")
             with torch.no_grad():
                 for k, p in params.items():
                     p.copy_(self._gpa_sum[k].to(p.dtype))

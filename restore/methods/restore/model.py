@@ -15,6 +15,7 @@ Keys live in TRAINER.RESTORE (declared in restore/methods/restore/__init__.py; d
   fixed: alpha = (GAMMA, BETA). off: no surgery. release: the release's calibrator with ratios
   updated once after epoch RELEASE_UPDATE_EPOCH (-1 = MAX_EPOCH // 3).
 """
+import logging
 import torch
 
 from ...distributed import broadcast_from_primary
@@ -25,6 +26,8 @@ from ..maple.model import MaPLe
 from ..promptsrc.model import PromptSRC
 from . import ALPHA_AT_TEST, DEFINITIONS, MODES, PROMPT_FREE
 from .maple_fsa import release_variant
+
+log = logging.getLogger(__name__)
 
 
 def _choice(key, value, valid):
@@ -123,8 +126,8 @@ class RestoreMixin:
         text = enc.text.float() + alpha[1] * self.text_adapter(enc.text.float())
         return Encoded(image, text, enc.shift)
 
-    def loss_terms(self, images, labels, enc, logits):
-        terms, logs = super().loss_terms(images, labels, enc, logits)
+    def loss_terms(self, batch, enc, logits):
+        terms, logs = super().loss_terms(batch, enc, logits)
         l_fs = None
         if self.definition == "paper" and enc.shift is not None:
             l_fs = consistency_loss(enc.shift)
@@ -133,15 +136,15 @@ class RestoreMixin:
         if l_fs is not None:
             if self.fs_weight > 0:
                 terms["fs"] = self.fs_weight * l_fs
-            logs["l_fs"] = l_fs.item()
+            logs["l_fs"] = l_fs.detach()
         if enc.shift is not None:
-            logs["shift_v"] = enc.shift.vision.mean().item()
-            logs["shift_t"] = enc.shift.text.mean().item()
+            logs["shift_v"] = enc.shift.vision.mean().detach()
+            logs["shift_t"] = enc.shift.text.mean().detach()
         if self.mode != "off":
             alpha = self._alpha(enc.shift)
             if self.mode == "fs_guided":
                 self._update_alpha_ema(alpha)
-            logs["alpha_v"], logs["alpha_t"] = alpha[0].item(), alpha[1].item()
+            logs["alpha_v"], logs["alpha_t"] = alpha[0].detach(), alpha[1].detach()
         return terms, logs
 
     @torch.no_grad()
@@ -176,8 +179,8 @@ class RestoreMixin:
                     self.calib_ratio[0] += self.release_gains[0] * vis
                     self.calib_ratio[1] += self.release_gains[1] * txt
                     self.calib_updated.fill_(True)
-                print(f"text_cali {self.calib_ratio[1].item():.4f} "
-                      f"vis_cali {self.calib_ratio[0].item():.4f}")
+                log.info(f"text_cali {self.calib_ratio[1].item():.4f} "
+                         f"vis_cali {self.calib_ratio[0].item():.4f}")
         super().on_epoch_end(epoch, max_epoch)
 
 

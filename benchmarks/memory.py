@@ -177,6 +177,30 @@ class Cell:
         self.text_tokens = int(model.eot.max()) + 1 if hasattr(model, "eot") else None
 
 
+def affine(points, what):
+    """{classes: bytes} at three or more class counts -> (bytes at 0 classes, bytes per class), checked exact:
+    every step between the counts costs the same whole number of bytes per class. SystemExit otherwise."""
+    (c0, b0), *rest = sorted(points.items())
+    steps = {(b - b0) / (c - c0) for c, b in rest}
+    if len(rest) < 2 or len(steps) != 1 or not steps.pop().is_integer():
+        raise SystemExit(f"{what}: not affine in the class count: {points}")
+    step = (rest[0][1] - b0) // (rest[0][0] - c0)
+    return b0 - step * c0, step
+
+
+class Fitted:
+    """A Cell at `classes` from Cells at the class counts of `cells` ({classes: Cell}), on the affine law."""
+
+    def __init__(self, cells, classes, what):
+        for field in ("activations", "weights"):
+            base, step = affine({c: getattr(cell, field) for c, cell in cells.items()}, f"{what} {field}")
+            setattr(self, field, base + step * classes)
+        tokens = {cell.text_tokens for cell in cells.values()}
+        if len(tokens) != 1:
+            raise SystemExit(f"{what}: the text length depends on the class count: {tokens}")
+        self.text_tokens = tokens.pop()
+
+
 def build(name, config, fs, precision, classes, clip_model, args):
     cfg = run_cfg(name, config, tuple((f"TRAINER.RESTORE.FS.{k}", v) for k, v in fs.items()), args.size)
     torch.manual_seed(0)
@@ -207,6 +231,9 @@ def main(argv=None):
     parser.add_argument("--check", type=int, default=0, metavar="N",
                         help="first count every row at N classes also with a real step (keep=True) and "
                              "stop on a difference")
+    parser.add_argument("--fit", default="16,24,32", metavar="COUNTS",
+                        help="count each row at these class counts and extrapolate along the class count, "
+                             "checked exact (default 16,24,32; '' counts at --classes directly)")
     parser.add_argument("--classnames", default="", help="CoOp's ImageNet classnames.txt (default: names of "
                                                          f"{NAME_TOKENS} tokens)")
     parser.add_argument("--size", default="vitb16", choices=SIZES, help="the CLIP's shapes (tiny: the tests')")
@@ -220,6 +247,9 @@ def main(argv=None):
     if any(p not in ("fp32", "fp16") for p in precisions):
         parser.error(f"--precisions: {args.precisions!r}; choose from fp32, fp16")
     counts = [int(c) for c in args.classes.split(",") if c]
+    args.fit = [int(c) for c in args.fit.split(",") if c]
+    if args.fit and (len(args.fit) < 3 or min(args.fit) <= 8):
+        parser.error(f"--fit {args.fit}: three or more class counts above 8 (`subsets` traces 8 classes of more)")
 
     start = time.time()
     promptsrc_module.PROMPTSRC_TEMPLATES = ["a photo of a {}."]  # frozen targets: a build-time cost only
@@ -232,20 +262,21 @@ def main(argv=None):
     if args.check:
         check(table, args, clip_model)
     orig = originals() if args.size == "vitb16" else {}
+    fitted = {}
+    print("ours: " + (f"counted at {', '.join(map(str, args.fit))} classes and extrapolated along the class "
+                      "count (the per-class steps checked equal)" if args.fit else "counted at each class count"))
     print("| method | config | batch | precision | classes | text tokens | ours (MiB) | original (MiB) | "
           "ours / original | weights (MiB) | total (GiB) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for precision in precisions:
         for row, name, config, fs in table:
             for classes in (counts if not fs else [c for c in counts if c == args.variants_at]):
-                model, batch = build(name, config, fs, precision, classes, clip_model, args)
-                if not model.trainable_parameters():
+                cell, batch = measure(name, config, fs, precision, classes, clip_model, args, fitted)
+                if cell is None:
                     if precision == precisions[0] and classes == counts[0]:
                         print(f"| {row} | {os.path.basename(config)[:-5]} | | | | | (nothing to train: "
                               "no training step) | | | | |")
                     break
-                cell = Cell(model, batch, keep=False)
-                del model
                 original = orig.get(row, {}).get("cells", {}).get(f"{classes}/{precision}", {})
                 theirs = original.get("activation_bytes")
                 ratio = f"{cell.activations / theirs:.2f}" if theirs else ""
@@ -259,6 +290,26 @@ def main(argv=None):
               "which lie exactly on one line (memory_originals.json: how, fitted); the other originals' cells "
               "were measured at that class count.")
     print(f"({time.time() - start:.0f} s)")
+
+
+def measure(name, config, fs, precision, classes, clip_model, args, fitted):
+    """(Cell or Fitted, batch size) of one table cell; (None, None) for a method with nothing to train.
+    With --fit the counts at the fit's class counts are kept in `fitted` for the row's other cells."""
+    if not args.fit or classes <= min(args.fit):  # the law is checked from the fit's counts up
+        model, batch = build(name, config, fs, precision, classes, clip_model, args)
+        return (Cell(model, batch, keep=False) if model.trainable_parameters() else None), batch
+    key = (name, config, tuple(sorted(fs.items())), precision)
+    if key not in fitted:
+        cells = {}
+        for c in args.fit:
+            model, batch = build(name, config, fs, precision, c, clip_model, args)
+            if not model.trainable_parameters():
+                return None, None
+            cells[c] = Cell(model, batch, keep=False)
+            del model
+        fitted[key] = cells, batch
+    cells, batch = fitted[key]
+    return Fitted(cells, classes, f"{name} {fs or ''} {precision}"), batch
 
 
 def check(table, args, clip_model):

@@ -1,6 +1,7 @@
 """The activation-memory count (restore.analysis.activation_memory) and benchmarks/memory.py in its shrunken
 form (the tests' tiny CLIP): exact counts on a hand-built graph, the count without keeping against a real
 step for every registered method, the benchmark's table and its data file of the originals' numbers."""
+import argparse
 import contextlib
 import io
 import json
@@ -122,7 +123,7 @@ def table_rows(text):
 
 
 def test_shrunken_benchmark_table():
-    text = run_benchmark("--size", "tiny", "--classes", "3,5", "--precisions", "fp32,fp16",
+    text = run_benchmark("--size", "tiny", "--classes", "3,5", "--fit", "", "--precisions", "fp32,fp16",
                          "--variants-at", "3", "--check", "2", "--methods", "ZeroshotCLIP,CoOp,CoCoOp,RESTORE_m")
     checks = re.findall(r"^check (.+?) at 2 classes: .*: (equal|DIFFERENT)$", text, re.M)
     names = ["CoOp", "CoCoOp", "RESTORE_m"] + [f"RESTORE_m {v}" for v in
@@ -140,6 +141,32 @@ def test_shrunken_benchmark_table():
         assert cells[(n, "fp32", 3)][5] == str(1 + 4 + memory.NAME_TOKENS + 2)  # SOS, "a photo of a", name, ". EOT"
     assert mib[("RESTORE_m recompute", "fp32", 3)] < mib[("RESTORE_m", "fp32", 3)]
     assert all(r[7] == "" for r in rows[1:])  # no original at the tiny size
+
+
+def test_extrapolation_along_the_class_count_is_exact():
+    """The benchmark's default (--fit): counts at 9, 10, 11 classes on the affine law give the count at 14 to the
+    byte, for every registered method and RESTORE_m's subset trace (which traces 8 classes of more)."""
+    args = argparse.Namespace(size="tiny", classnames="", fit=[9, 10, 11])
+    clip_model = restore.tiny_clip(seed=0)
+    cases = [(n, {}) for n in registry.names()] + [("RESTORE_m", {"VISION_IMAGES": 2, "TEXT_CLASSES": 8})]
+    for name, fs in cases:
+        config = memory.base_to_novel_config(name)
+        fitted, _ = memory.measure(name, config, fs, "fp32", 14, clip_model, args, {})
+        model, batch = memory.build(name, config, fs, "fp32", 14, clip_model, args)
+        if not model.trainable_parameters():
+            assert fitted is None
+            continue
+        direct = memory.Cell(model, batch, keep=False)
+        assert (fitted.activations, fitted.weights, fitted.text_tokens) == \
+            (direct.activations, direct.weights, direct.text_tokens), (name, fs)
+
+
+def test_affine_law_refuses_unequal_steps():
+    assert memory.affine({9: 100, 10: 130, 11: 160}, "x") == (-170, 30)
+    with pytest.raises(SystemExit, match="x: not affine"):
+        memory.affine({9: 100, 10: 130, 11: 161}, "x")
+    with pytest.raises(SystemExit, match="not affine"):
+        memory.affine({9: 100, 10: 130}, "x")  # two counts check nothing
 
 
 def test_originals_data_file():

@@ -1,9 +1,9 @@
 """Activation memory of one training step of every registered method at ImageNet scale, and the original code's.
 
     python benchmarks/memory.py                          # the whole table: CPU, no GPU needed
-    python benchmarks/memory.py --methods CoCoOp --classes 1000 --precisions fp16
+    python benchmarks/memory.py --methods CoCoOp --classes 1000 --precisions fp16 --fit ""   # counted at 1000
     python benchmarks/memory.py --check 8                # first: the count against a real step, at 8 classes
-    python benchmarks/memory.py --size tiny --classes 4,6 --variants-at 4 --check 3   # the CI's form
+    python benchmarks/memory.py --size tiny --classes 3,5 --fit "" --variants-at 3 --check 2   # the CI's form
 
 What is counted (restore.analysis.activation_memory, the measure of benchmarks/step_time.py): the unique
 storages autograd saves for the backward pass in one training step (the method's `loss` on one batch, in
@@ -12,6 +12,13 @@ on top of the weights at its peak, up to the temporaries of one operation. The s
 they are counted, so the forward pass runs at inference memory and steps that need far more memory than this
 machine has are counted exactly. `--check N` first counts every row at N classes both ways, the second time
 keeping the saved tensors and running the real backward pass, and stops on any difference.
+
+By default (`--fit 16,24,32`) each row is counted at 16, 24 and 32 classes and its cells at larger class counts
+are extrapolated: the count is affine in the class count (the text side runs C copies of one prompt; nothing else
+depends on C, and `subsets` traces a fixed 8 classes once there are more), and the three counts are checked to
+lie exactly on one line (equal whole bytes per class) before it is used. tests/test_activation_memory.py checks
+that the line gives the direct count to the byte for every registered method; `--fit ""` counts at each class
+count directly.
 
 Settings of each row:
 - every registered method with trainable parameters, on a random CLIP of ViT-B/16's shapes (224 px, 12 + 12

@@ -39,12 +39,12 @@ def slurm_settings(args):
     else the default. Exits with one line naming the file and key on an unknown key or a wrong type."""
     given = {}
     if args.slurm_config:
-        import yaml
+        from restore.config import read_yaml
+        from restore.errors import UserError
         try:
-            with open(args.slurm_config) as f:
-                given = yaml.safe_load(f) or {}
-        except (OSError, yaml.YAMLError) as e:
-            sys.exit(f"Error: --slurm-config {args.slurm_config}: cannot read it as YAML ({e}).")
+            given = read_yaml(args.slurm_config, "--slurm-config") or {}
+        except UserError as e:
+            sys.exit(f"Error: {e}")
         if not isinstance(given, dict):
             sys.exit(f"Error: --slurm-config {args.slurm_config}: expected KEY: VALUE lines, "
                      f"keys {', '.join(SLURM)}.")

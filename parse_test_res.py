@@ -11,7 +11,9 @@ counts only after the end signal: "Finish training" (also "Finished training", w
 "=> result" with --test-log; the last match wins. Differences from CoOp: when a run was resumed, its results
 are in a timestamped log (log.txt-YYYY-MM-DD-...), so when log.txt has none the newest timestamped log that
 has one is read; the sub-folders need no Dassl. Seed folders whose run_info.json (written by train.py)
-records other settings (config, trainer, evaluated epoch; the seed aside) are refused, naming the folder.
+records other settings (config, trainer, evaluated epoch; the seed aside) are refused, naming the folder; so
+are seeds whose result is nan or inf (CoOp's parser drops a `nan%` silently and averages `1e999%` to
+`inf% +- nan%`).
 
 Table mode (the harmonic mean as the methods' papers report it: HM of the dataset-averaged Base and Novel):
 
@@ -79,7 +81,11 @@ def log_candidates(folder):
 def parse_log(path, regex, signals):
     """The last value matching `regex` after a line equal to one of `signals`, or None."""
     value, armed = None, False
-    with open(path, "r", errors="replace") as f:
+    try:
+        f = open(path, "r", errors="replace")
+    except OSError as err:
+        sys.exit(f"Error: cannot read {path} ({err.strerror or err}).")
+    with f:
         for line in f:
             line = line.strip()
             if line in signals:
@@ -91,8 +97,9 @@ def parse_log(path, regex, signals):
 
 
 def read_result(folder, keyword="accuracy", signals=END_SIGNALS):
-    """(log path, value) from the log files of one run folder, or (None, None)."""
-    regex = re.compile(rf"\* {re.escape(keyword)}: ([\.\deE+-]+)%")
+    """(log path, value) from the log files of one run folder, or (None, None). A value may be nan or inf
+    (a run whose training diverged): `finite_results` refuses those."""
+    regex = re.compile(rf"\* {re.escape(keyword)}: ([-+]?(?:nan|inf|[\d.]+(?:[eE][-+]?\d+)?))%", re.I)
     for path in log_candidates(folder):
         value = parse_log(path, regex, signals)
         if value is not None:
@@ -100,22 +107,33 @@ def read_result(folder, keyword="accuracy", signals=END_SIGNALS):
     return None, None
 
 
+def finite_results(found, keyword, where):
+    """The values of [(folder, value)], after exiting with an error that names every seed folder whose
+    value is NaN or infinite: averaging one in would make the mean meaningless (nan, or inf +- nan)."""
+    bad = [f"{os.path.basename(folder)} ({value}%)" for folder, value in found if not math.isfinite(value)]
+    if bad:
+        sys.exit(f"Error: {', '.join(bad)} in {where} report a non-finite {keyword}: not averaged. Its training "
+                 f"diverged (see its log.txt): rerun it, or move it out of {where}.")
+    return [value for _, value in found]
+
+
 def check_same_settings(folders, where):
     """Exit with an error naming the first seed folder whose run_info.json records other settings
     (config, trainer, evaluated epoch) than the first recorded one; the seed may differ. Folders
     without a record (original CoOp-lineage outputs) are not compared (said once)."""
-    import json
+    from restore.engine.provenance import read_run_info, run_differences
+    from restore.engine.run_record import OPERATIONAL_KEYS, describe
+    from restore.errors import UserError
     infos = {}
     for folder in folders:
         try:
-            with open(os.path.join(folder, "run_info.json")) as f:
-                infos[folder] = json.load(f)
-        except (OSError, ValueError):
-            continue
+            info = read_run_info(folder)  # a damaged run_info.json: one line naming it
+        except UserError as err:
+            sys.exit(f"Error: {err}")
+        if info is not None:
+            infos[folder] = info
     if not infos:
         return
-    from restore.engine.provenance import run_differences
-    from restore.engine.run_record import OPERATIONAL_KEYS, describe
     unrecorded = [os.path.basename(f) for f in folders if f not in infos]
     if unrecorded:
         print(f"Note: {', '.join(unrecorded)} in {where} have no run_info.json; their settings are "
@@ -133,17 +151,18 @@ def check_same_settings(folders, where):
 # ------------------------------------------------------------------------------- CoOp-compatible
 def parse_function(directory, keyword, signals, use_ci95):
     print(f"Parsing files in {directory}")
-    results = []
     folders = [os.path.join(directory, sub) for sub in listdir_nohidden(directory)]
     folders = [f for f in folders if os.path.isdir(f)]
     check_same_settings(folders, directory)
+    found = []
     for folder in folders:
         if not log_candidates(folder):
             sys.exit(f"Error: no log.txt in {folder}")
         path, value = read_result(folder, keyword, signals)
         if value is not None:
-            results.append(value)
+            found.append((folder, value))
             print(f"file: {path}. {keyword}: {value:.2f}%. ")
+    results = finite_results(found, keyword, directory)
     if not results:
         hint = "" if TEST_SIGNAL in signals else " (for evaluation-only logs add --test-log)"
         sys.exit(f"Error: Nothing found in {directory}{hint}")
@@ -175,14 +194,10 @@ def coop_main(args):
 # ---------------------------------------------------------------------------------------- tables
 def seed_values(folder_glob, keyword):
     """Values of every seed folder matching the glob (runs that printed a result)."""
-    values = []
     folders = [f for f in sorted(glob.glob(folder_glob)) if os.path.isdir(f)]
     check_same_settings(folders, os.path.dirname(folder_glob))
-    for folder in folders:
-        _, value = read_result(folder, keyword, (TEST_SIGNAL,))
-        if value is not None:
-            values.append(value)
-    return values
+    found = [(folder, read_result(folder, keyword, (TEST_SIGNAL,))[1]) for folder in folders]
+    return finite_results([(f, v) for f, v in found if v is not None], keyword, os.path.dirname(folder_glob))
 
 
 def dataset_key(name):

@@ -5,6 +5,7 @@
     python testbed_benchmark.py                                  # base-to-novel, all methods, 3 seeds
     python testbed_benchmark.py --protocols base2new xd dg ablation --jobs 2
     python testbed_benchmark.py --report-only                    # tables and plots from finished runs
+    python testbed_benchmark.py --methods KgCoOp --previous docs/testbed/results.csv   # one more row
 
 Every run is an ordinary `train.py` run with the testbed configs (configs/trainers/<T>/testbed.yaml),
 in the same output layout as the scripts (scripts/common.sh), so runs are resumable: a run whose
@@ -30,7 +31,7 @@ import sys
 
 from sweep.plan import (ABLATIONS, BASE2NEW, DG_TARGETS, FAST_TRACE, SOURCE, XD_EPOCHS,  # noqa: F401
                         XD_TARGETS, check_args, epoch_cost, finished, job_cost, max_epoch, methods, plan)
-from sweep.report import fast_trace_report, report, shift_analysis, tsne_analysis
+from sweep.report import fast_trace_report, read_previous, report, shift_analysis, tsne_analysis
 from sweep.runner import finished_with, run_all, run_job, take_device  # noqa: F401
 
 
@@ -57,11 +58,16 @@ def main(argv=None):
                         "(default: $DATA, else ./data)")
     p.add_argument("--output", default="output/testbed", help="root of the runs' output folders and the tables")
     p.add_argument("--report-only", action="store_true")
+    p.add_argument("--previous", metavar="CSV", default=None,
+                   help="an earlier report's results.csv (e.g. docs/testbed/results.csv): the rows of the "
+                        "methods without runs in --output are taken from it, so that new methods join the "
+                        "tables without rerunning the others")
     p.add_argument("--no-analysis", action="store_true", help="skip feature-shift and t-SNE")
-    p.epilog = "Relative paths (--data and --output) are taken from the folder you run this in."
+    p.epilog = "Relative paths (--data, --output and --previous) are taken from the folder you run this in."
     args = p.parse_args(argv)
     try:  # methods, datasets and folders, before anything runs: one line if not (sweep.plan.check_args)
         check_args(args)
+        read_previous(args.previous)  # an earlier report's results.csv, or one line why not
     except ValueError as err:
         sys.exit(f"Error: {err}")
     os.chdir(os.path.dirname(os.path.abspath(__file__)))

@@ -13,7 +13,6 @@ flags -> trailing KEY VALUE pairs. A method of another package is imported first
 METHOD_MODULES in a yaml file), since its config keys exist only once it has registered.
 """
 import argparse
-import errno
 import importlib
 import importlib.util
 import logging
@@ -22,6 +21,7 @@ import pkgutil
 import re
 import shutil
 import sys
+import time
 import warnings
 
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
@@ -29,6 +29,7 @@ warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
 from restore.cli import (BACKBONES, check_data_root, check_dataset, check_trainer,  # noqa: E402
                          dataset_configs, node_of, unknown_key)
 from restore.config import canonical_opts, merge_from_file, merge_from_list  # noqa: E402
+import restore.logs  # noqa: E402
 from restore.errors import UserError  # noqa: E402
 from restore.methods import registry  # noqa: E402  (the method specs; no torch)
 from restore.suggest import did_you_mean  # noqa: E402
@@ -260,7 +261,7 @@ def merge_file(cfg, path, flag, trainer=""):
         raise ConfigError(f"{flag} {path}: file not found.{hint}" +
                           (f" Files in {folder}: {', '.join(avail)}." if avail else ""))
     try:
-        merge_from_file(cfg, path)
+        merge_from_file(cfg, path, trainer)
     except UserError:  # already one line naming the file
         raise
     except KeyError as err:
@@ -288,10 +289,11 @@ def first_key_under(path, key):
     return key
 
 
-def merge_opts(cfg, opts):
+def merge_opts(cfg, opts, trainer=""):
     if len(opts) % 2:
         raise ConfigError(f"Config overrides must be KEY VALUE pairs; got an odd number: {' '.join(opts)}")
-    opts = canonical_opts(opts)  # a method key's alias (as its authors write it) names its canonical key
+    # A method key's alias (as its authors write it) names its canonical key.
+    opts = canonical_opts(opts, trainer)
     for key in opts[0::2]:
         node, _, missing = node_of(cfg, key)
         if missing is not None:
@@ -300,7 +302,7 @@ def merge_opts(cfg, opts):
             raise ConfigError(f"{key} is a group of keys, not a value; set one of "
                               f"{', '.join(sorted(node.keys()))}.")
     try:
-        merge_from_list(cfg, opts)
+        merge_from_list(cfg, opts)  # canonical already
     except ValueError as err:
         raise ConfigError(type_mismatch_message(err, "on the command line")) from None
 
@@ -369,6 +371,29 @@ def apply_dataset_overrides(cfg, keep=()):
     return applied
 
 
+def running_trainer(args):
+    """The trainer of the run `args` describe, before its config is merged (a method's key aliases may
+    depend on it: restore.methods.registry.aliases): --trainer, else the last TRAINER.NAME of the KEY VALUE
+    pairs, else that of the config files (the method's, then the dataset's); "" when none names one."""
+    if getattr(args, "trainer", ""):
+        return args.trainer
+    opts = list(getattr(args, "opts", None) or [])
+    named = [opts[i + 1] for i in range(0, len(opts) - 1, 2) if opts[i] == "TRAINER.NAME"]
+    if named:
+        return str(named[-1])
+    import yaml
+    for path in (getattr(args, "config_file", ""), getattr(args, "dataset_config_file", "")):
+        try:
+            with open(path) as f:
+                tree = yaml.safe_load(f)
+            name = tree["TRAINER"]["NAME"]
+        except (OSError, yaml.YAMLError, TypeError, KeyError):
+            continue
+        if isinstance(name, str) and name:
+            return name
+    return ""
+
+
 def setup_cfg(args, engine="native", run=False):
     """The run's config: defaults, the dataset yaml, the method yaml, the method's per-dataset overrides,
     the flags, the KEY VALUE pairs (those two as the command line: applied before the overrides here,
@@ -377,14 +402,15 @@ def setup_cfg(args, engine="native", run=False):
     (`check_names`); for a `run` they must be given."""
     modules = method_modules(args)
     cfg = default_cfg(engine)
+    trainer = running_trainer(args)
     if args.dataset_config_file:
-        merge_file(cfg, args.dataset_config_file, "--dataset-config-file", args.trainer)
+        merge_file(cfg, args.dataset_config_file, "--dataset-config-file", trainer)
     if args.config_file:
-        merge_file(cfg, args.config_file, "--config-file", args.trainer)
+        merge_file(cfg, args.config_file, "--config-file", trainer)
     given = reset_cfg(cfg, args) + apply_method_flags(cfg, args)
     opts = args.opts or []
-    merge_opts(cfg, opts)
-    given += canonical_opts(opts)[0::2]
+    merge_opts(cfg, opts, trainer)
+    given += canonical_opts(opts, trainer)[0::2]
     check_names(cfg, engine, required=run)
     written = list(cfg.DATASET_OVERRIDES)
     cfg.DATASET_OVERRIDES = apply_dataset_overrides(cfg, keep=given)
@@ -638,21 +664,9 @@ def error_message(err) -> str:
         at = text.rfind(head)
         text = text[at + len(head):].strip() if at >= 0 else text.strip().splitlines()[-1]
     elif isinstance(err, OSError) and not isinstance(err, UserError) and err.strerror:
-        target = f" {err.filename}" if err.filename else ""
-        fix = OS_FIXES.get(err.errno, "")
-        text = f"Cannot write or read{target}: {err.strerror} (errno {err.errno}). {fix}"
+        from restore.files import describe_os_error
+        text = describe_os_error(err)
     return text.strip()
-
-
-OS_FIXES = {
-    errno.ENOSPC: "Free disk space (or choose another --output-dir) and run again (it resumes from "
-                  "the last saved epoch).",
-    errno.EDQUOT: "Free space within your quota (or choose another --output-dir) and run again.",
-    errno.EROFS: "The file system is read-only: choose a writable --output-dir.",
-    errno.EACCES: "Permission denied: choose a folder you can write (--output-dir) or read (--root).",
-    errno.EPERM: "Permission denied: choose a folder you can write (--output-dir) or read (--root).",
-    errno.ENOENT: "Check the path.",
-}
 
 
 def main(argv=None):
@@ -668,15 +682,19 @@ def main(argv=None):
     if args.seed == 0:
         log.warning("Note: --seed 0 is ignored, as in CoOp (`if args.seed:`); pass `SEED 0` as an option "
                     "to fix the seed to 0.")
-    from restore.distributed import close_distributed, init_distributed, world_info_from_env
+    from restore.distributed import close_distributed, hand_over_error, init_distributed, world_info_from_env
     from restore.engine.logger import close_logger
     from restore.lock import output_lock
+    from restore.engine.stop import RunStopped
     created = None  # the output folder, when this run created it
+    output_dir, started = None, time.time()
+    stopped = None  # RunStopped: a signal stopped the run after saving its state
     try:
         errors = user_errors()
         try:
             engine = choose_engine(args.engine, processes=world_info_from_env()[2])
             cfg = setup_cfg(args, engine, run=not args.print_config)
+            output_dir = cfg.OUTPUT_DIR
             if args.print_config:
                 print(cfg)
                 return None
@@ -689,17 +707,34 @@ def main(argv=None):
             # One run per output folder; what a killed run left half-written is removed first.
             with output_lock(cfg.OUTPUT_DIR) as lock:
                 created = cfg.OUTPUT_DIR if new and lock is not None else None  # rank 0 holds the lock
-                return run(args, cfg, engine, lock)
+                result = run(args, cfg, engine, lock)
+        except RunStopped as stop:
+            log.warning(str(stop))
+            stopped = stop
         except errors as err:
             if os.environ.get("RESTORE_TRACEBACK"):
                 raise
-            log.error(f"Error: {error_message(err)}\n(set RESTORE_TRACEBACK=1 to see the traceback)")
+            message = f"Error: {error_message(err)}"
+            log.error(f"{message}\n(set RESTORE_TRACEBACK=1 to see the traceback)")
+            hand_over_error(restore.logs.leave_error(output_dir, message))  # under torchrun: to log.txt
             sys.exit(1)
+        except Exception:
+            # Under torchrun, a collective fails on the ranks whose peer stopped on an error: that rank
+            # printed its line; rank 0 puts it into log.txt, and no rank adds a traceback of its own.
+            if restore.logs.stopped_by_peer(output_dir, started) and not os.environ.get("RESTORE_TRACEBACK"):
+                sys.exit(1)
+            raise
     finally:
-        close_logger()
+        closing = close_logger()  # the log's last lines could not be written: the run's result is not in it
         close_distributed()
         if created:
             remove_if_not_started(created)
+    if closing is not None:
+        log.error(f"Error: {error_message(closing)}")
+        sys.exit(1)
+    if stopped is not None:
+        stopped.finish()  # the handler bound before ours (submitit's requeue), else exit 128 + the signal
+    return result
 
 
 def remove_if_not_started(folder):

@@ -11,7 +11,7 @@ import torch
 from clip.model import CLIP, build_model
 
 from .adapters.openclip import is_open_clip_name, load_open_clip
-from .safe_pickle import UntrustedFileError
+from .safe_pickle import UntrustedFileError, torch_load
 from .suggest import did_you_mean
 from .torchscript import check_torchscript, torchscript_state_dict
 
@@ -149,7 +149,8 @@ def build_backbone(cfg) -> CLIP:
 
 def save_clip(model: CLIP, path: str, dims: dict) -> None:
     """Save a small CLIP with its dimensions so that `load_clip(path)` rebuilds it exactly."""
-    torch.save({"dims": dict(dims), "state_dict": model.state_dict()}, path)
+    from .files import save_torch
+    save_torch({"dims": dict(dims), "state_dict": model.state_dict()}, path)
 
 
 def weight_shapes(state: dict) -> tuple:
@@ -172,14 +173,17 @@ def weight_shapes(state: dict) -> tuple:
 
 def _load_file(path: str, trust: bool = False) -> CLIP:
     try:
-        # OpenAI ships TorchScript archives (accepted by checksum); others are pickled state dicts.
+        # OpenAI ships TorchScript archives (accepted by checksum); others are pickled state dicts, read
+        # without running code (restore.safe_pickle; --trust-files: without restriction).
         state = torchscript_state_dict(path, trust)
         if state is None:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = torch_load(path, trust=trust)
     except UntrustedFileError:
         raise
-    except Exception as err:
-        raise BackboneError(f"Cannot read CLIP weights from {path}: {err}") from None
+    except Exception as err:  # one line, never torch's advice to turn its safe loader off
+        reason = (str(err).strip().splitlines() or [""])[0].split(". ")[0]
+        raise BackboneError(f"Cannot read CLIP weights from {path} ({type(err).__name__}: {reason}): the file "
+                            "is damaged, incomplete or no PyTorch checkpoint. Check MODEL.BACKBONE.PATH.") from None
     if isinstance(state, dict) and "dims" in state and "state_dict" in state:
         with torch.random.fork_rng(devices=[]):
             model = CLIP(**{k: state["dims"][k] for k in CLIP_DIMS})
@@ -220,4 +224,15 @@ def replay_openai_init(state: dict) -> CLIP:
     Only OpenAI checkpoints (by name, or a JIT archive / plain state dict on MODEL.BACKBONE.PATH)
     are built here; the bundled testbed CLIP, the tiny random CLIP and {"dims", "state_dict"}
     files have no original to match and leave the caller's generator untouched."""
-    return build_model(dict(state)).float()  # builds the architecture (and rounds to fp16)
+    model = build_model(dict(state)).float()  # builds the architecture (and rounds to fp16)
+    model.replayed_openai_init = True  # read by replay_second_build
+    return model
+
+
+def replay_second_build(clip_model) -> None:
+    """Draw from the global generator what one more `clip.build_model` of `clip_model`'s checkpoint draws,
+    when building it drew OpenAI's init (`replay_openai_init`); nothing otherwise. For the originals that
+    build CLIP twice: KgCoOp's hand-prompt CLIP (after its context) and ProGrad's zero-shot CLIP (before its
+    context); the copy itself is not kept (the frozen CLIP serves both purposes here)."""
+    if getattr(clip_model, "replayed_openai_init", False):
+        build_model({k: v.detach().cpu() for k, v in clip_model.state_dict().items()})

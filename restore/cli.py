@@ -147,13 +147,14 @@ def _all_keys(tree, prefix=""):
 
 def keys_ending_with(cfg, tail, trainer=""):
     """The full keys that end in `tail` (case-insensitively): every key and group of `cfg` (the general
-    keys and every declared method node) and every declared alias, named by its canonical key. When the
-    `trainer`'s own nodes hold some of them, only those."""
+    keys and every declared method node) and every alias a run of `trainer` reads
+    (restore.methods.registry.aliases), named by its canonical key. When the `trainer`'s own nodes hold
+    some of them, only those."""
     from .methods import registry
     want = "." + tail.lower()
     found = [k for k in _all_keys(cfg) if ("." + k.lower()).endswith(want)]
-    found += [canonical for alias, canonical in registry.aliases().items()
-              if ("." + alias.lower()).endswith(want) and canonical not in found]
+    found += [target.key for alias, target in registry.aliases(trainer or None).items()
+              if ("." + alias.lower()).endswith(want) and target.key not in found]
     own = registry.method_nodes(trainer) if trainer else []
     mine = [k for k in found if any(k == node or k.startswith(node + ".") for node in own)]
     return mine or found

@@ -142,6 +142,12 @@ def add_general_keys(cfg: CN) -> CN:
     # Under torchrun with N processes: "global" = TRAIN_X.BATCH_SIZE is the batch of one step over all
     # processes (BATCH_SIZE / N each); "per_process" = each process takes BATCH_SIZE (N times larger steps).
     cfg.DATALOADER.TRAIN_X.BATCH_SIZE_SCOPE = "global"
+    # Keep the DataLoader's worker processes across epochs (native engine; NUM_WORKERS > 0). Off by default,
+    # as Dassl: torch then seeds the workers once instead of every epoch, so the augmentations differ.
+    cfg.DATALOADER.PERSISTENT_WORKERS = False
+    # Signals on which training saves a resumable state at its next check point and stops (a preemption,
+    # a time limit; restore/engine/stop.py). [] binds none.
+    cfg.TRAIN.STOP_SIGNALS = ["SIGTERM", "SIGUSR1", "SIGUSR2"]
     # Modules of other packages that register methods (train.py --method-module, or set here in a yaml
     # file): imported before the config is built, recorded so that resume, --eval-only, sweep workers and
     # python -m restore.legacy import them again.
@@ -219,9 +225,9 @@ def _ints_to_floats(defaults: CN, other: CN) -> None:
             other[key] = float(value)
 
 
-def _aliases() -> dict:
+def _aliases(trainer=None) -> dict:
     from .methods import registry
-    return registry.aliases()
+    return registry.aliases(trainer)
 
 
 def _pop(tree: dict, key: str):
@@ -235,15 +241,17 @@ def _pop(tree: dict, key: str):
     return value
 
 
-def translate_aliases(tree: CN, source: str) -> CN:
+def translate_aliases(tree: CN, source: str, trainer=None) -> CN:
     """Rewrite the method key aliases in a loaded yaml tree (restore.methods.spec.ConfigNode.aliases) to
-    their canonical keys, in place; UserError when a file sets both spellings."""
-    for alias, canonical in _aliases().items():
+    their canonical keys and values, in place, as in a run of `trainer` (restore.methods.registry.aliases);
+    UserError when a file sets both spellings."""
+    for alias, target in _aliases(trainer).items():
         parent, _, leaf = alias.rpartition(".")
         node = lookup(tree, parent) if parent else tree
         if not isinstance(node, dict) or leaf not in node:
             continue
-        value = _pop(tree, alias)
+        value = target.translate(_pop(tree, alias))
+        canonical = target.key
         cparent, _, cleaf = canonical.rpartition(".")
         target = tree
         for part in cparent.split("."):
@@ -256,36 +264,66 @@ def translate_aliases(tree: CN, source: str) -> CN:
     return tree
 
 
-def canonical_opts(opts: list) -> list:
-    """KEY VALUE pairs with each alias key replaced by its canonical key."""
-    aliases = _aliases()
+def canonical_opts(opts: list, trainer=None) -> list:
+    """KEY VALUE pairs with each alias key replaced by its canonical key, and its value translated (a
+    command-line string decoded as yacs decodes it first), as in a run of `trainer`."""
+    aliases = _aliases(trainer)
     opts = list(opts)
     for i in range(0, len(opts) - 1, 2):
-        opts[i] = aliases.get(opts[i], opts[i])
+        target = aliases.get(opts[i])
+        if target is not None:
+            opts[i] = target.key
+            if target.values is not None:
+                value = opts[i + 1]
+                opts[i + 1] = target.translate(CN._decode_cfg_value(value) if isinstance(value, str) else value)
     return opts
 
 
 YAML_SUFFIXES = (".yaml", ".yml")
 
 
-def merge_from_file(cfg: CN, path: str) -> None:
+def read_yaml(path: str, what: str):
+    """The YAML file at `path` as plain data (yaml.safe_load: no tag builds an object). One UserError line
+    naming `what` and the file for a file that cannot be read or parsed; a Python tag
+    (`!!python/object/apply:...`) is named as such (yaml's own message is a traceback-long
+    ConstructorError that names no file)."""
+    import yaml
+    try:
+        with open(path, encoding="utf-8") as f:
+            return yaml.safe_load(f)
+    except OSError as err:
+        raise UserError(f"{what} {path} cannot be read: {err.strerror or err}.") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        if "python/" in str(err):
+            raise UserError(f"{what} {path}{where} holds a Python object tag (!!python/...), which a config never "
+                            "needs and which an unsafe loader would run as code: it is not read. Write plain "
+                            "values.") from None
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise UserError(f"{what} {path} is not valid YAML{where}: {problem}.") from None
+
+
+def merge_from_file(cfg: CN, path: str, trainer=None) -> None:
     """`cfg.merge_from_file` for yaml files only (yacs would execute a `.py` config: UserError), with the
-    method key aliases translated, and integers accepted for float keys: the anchors' yaml files write
-    e.g. `GPA_MEAN: 6` where the default is a float, which plain yacs rejects."""
+    method key aliases of a run of `trainer` translated, and integers accepted for float keys: the anchors'
+    yaml files write e.g. `GPA_MEAN: 6` where the default is a float, which plain yacs rejects."""
     if not path.lower().endswith(YAML_SUFFIXES):
         raise UserError(f"Config file {path}: only yaml files (.yaml, .yml) are read, since a Python "
                         "config would run as code; write its keys in yaml.")
-    with open(path) as f:
-        other = cfg.load_cfg(f.read())  # a string: parsed as yaml whatever the file name says
-    translate_aliases(other, path)
+    tree = read_yaml(path, "Config file") or {}
+    if not isinstance(tree, dict):
+        raise UserError(f"Config file {path} holds a {type(tree).__name__}, not KEY: VALUE lines.")
+    other = type(cfg)(tree)
+    translate_aliases(other, path, trainer)
     _ints_to_floats(cfg, other)
     cfg.merge_from_other_cfg(other)
 
 
-def merge_from_list(cfg: CN, opts: list) -> None:
-    """`cfg.merge_from_list` with the method key aliases translated and the same int -> float tolerance
-    as `merge_from_file`."""
-    opts = canonical_opts(opts)
+def merge_from_list(cfg: CN, opts: list, trainer=None) -> None:
+    """`cfg.merge_from_list` with the method key aliases of a run of `trainer` translated and the same
+    int -> float tolerance as `merge_from_file`."""
+    opts = canonical_opts(opts, trainer)
     for i in range(0, len(opts) - 1, 2):
         value = CN._decode_cfg_value(opts[i + 1])
         if isinstance(lookup(cfg, opts[i]), float) and type(value) is int:

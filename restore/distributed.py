@@ -11,6 +11,7 @@ one-process numbers never depend on this module.
   computes from the reduced (or gathered) values gets exactly its one-process gradient.
 """
 import os
+import time
 from typing import List, Tuple
 
 import torch
@@ -72,6 +73,20 @@ def device_for(cfg) -> torch.device:
 def close_distributed() -> None:
     if is_initialized():
         dist.destroy_process_group()
+
+
+def hand_over_error(error_path: str, timeout: float = 10.0) -> None:
+    """A rank other than 0 that stops on an error, after leaving its line at `error_path`
+    (restore.logs.leave_error): leave the process group at once, so that the other ranks' next collective
+    fails now instead of at the group's timeout, and wait up to `timeout` seconds for rank 0 to copy the
+    line into log.txt (it removes the file) before this process exits: torchrun stops every rank when one
+    exits. Nothing for rank 0, alone, or when no file was left."""
+    if not (is_initialized() and rank() != 0 and os.path.isfile(error_path)):
+        return
+    dist.destroy_process_group()
+    deadline = time.monotonic() + timeout
+    while os.path.isfile(error_path) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def barrier() -> None:

@@ -3,13 +3,13 @@ in the originals' layout (`to_original_state_dict`, `export_checkpoint`, `python
 
 `convert_state_dict(trainer_name, state_dict)` maps the `state_dict` of a checkpoint saved by the
 public CoOp / CoCoOp (KaiyangZhou/CoOp), IVLP / VPT / MaPLe
-(muzairkhattak/multimodal-prompt-learning), PromptSRC (muzairkhattak/PromptSRC) or MaPLe_FSA (the
-official RESTORE release, Yaphabates/RESTORE_) trainers onto the keys of our model's
-`state_to_save()`. Our own states pass through unchanged, so callers need not know
+(muzairkhattak/multimodal-prompt-learning), PromptSRC (muzairkhattak/PromptSRC), KgCoOp (htyao89/KgCoOp),
+ProGrad (BeierZhu/Prompt-align) or MaPLe_FSA (the official RESTORE release, Yaphabates/RESTORE_)
+trainers onto the keys of our model's `state_to_save()`. Our own states pass through unchanged, so callers need not know
 which kind they hold. Original layouts (docs/REPRODUCING.md section 8):
 
-    CoOp, CoCoOp   only the prompt learner is registered: ctx, meta_net.linear{1,2}.*,
-                   token_prefix, token_suffix                    -> prompt_learner.<key>
+    CoOp, CoCoOp,  only the prompt learner is registered: ctx, meta_net.linear{1,2}.*,
+    ProGrad        token_prefix, token_suffix                    -> prompt_learner.<key>
     MaPLe          the whole CustomCLIP: prompt_learner.{ctx, proj.*, compound_prompts_text.i,
                    compound_prompt_projections.i.*}            -> same names
     IVLP, VPT,     prompt_learner.ctx (text layer 0), image_encoder.VPT (vision layer 0), and per
@@ -18,6 +18,8 @@ which kind they hold. Original layouts (docs/REPRODUCING.md section 8):
                    -> prompt_learner.{ctx, vision_ctx, vision_deep.(i-1), text_deep.(i-1)}
     MaPLe_FSA      MaPLe + {text,visual}_adapter.{post_ln, FFN.0, FFN.2}.*, {text,vis}_cali_ratio
                    -> RESTORE_m with TRAINER.RESTORE.SURGERY.MODE / FS.DEFINITION "release"
+    declared       a layout a method declares (restore.methods.spec.OriginalLayout): its base's names,
+                   its unused keys dropped. KgCoOp: CoOp's plus bias_vectors, meta_net.linear1.*
 
 Dropped: the class-dependent token_prefix/token_suffix buffers (so base -> new and cross-dataset
 loads work), the frozen CLIP weights (image_encoder.*, text_encoder.*, logit_scale, and our own
@@ -25,8 +27,11 @@ loads work), the frozen CLIP weights (image_encoder.*, text_encoder.*, logit_sca
 some prompts in fp16). Nothing here imports Dassl; torch is imported where tensors are made, so that
 `python -m restore.legacy --help` and its argument checks answer at once.
 """
+import logging
 import os
 import re
+
+log = logging.getLogger(__name__)
 
 _VISION_DEEP = re.compile(r"^image_encoder\.transformer\.resblocks\.(\d+)\.VPT_shallow$")
 _TEXT_DEEP = re.compile(r"^text_encoder\.transformer\.resblocks\.(\d+)\.VPT_shallow$")
@@ -85,10 +90,26 @@ def unwrap(checkpoint) -> dict:
     return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
 
 
+def _declared():
+    """{name: OriginalLayout} the registered methods declare beside the built-in layouts (KgCoOp's)."""
+    from .methods import registry
+    return registry.declared_layouts()
+
+
+def base_layout(layout):
+    """The built-in layout whose renaming `layout` (a name, or None) uses: itself, or a declared layout's base."""
+    declared = _declared().get(layout)
+    return declared.base if declared is not None else layout
+
+
 def original_layout(state_dict: dict):
-    """Which original trainer family wrote `state_dict`: "CoOp" (prompt learner only), "IVLP"
+    """Which original trainer family wrote `state_dict`: a layout a method declares (restore.methods.spec.
+    OriginalLayout, recognised by its marks: "KgCoOp"), "CoOp" (prompt learner only), "IVLP"
     (IVLP / VPT / PromptSRC), "MaPLe_FSA", "MaPLe", or None (ours, or unrecognised)."""
     keys = set(unwrap(state_dict))
+    for name, layout in _declared().items():
+        if keys & set(layout.marks):
+            return name
     if any(k in keys for k in ("ctx", "token_prefix", "token_suffix")) or any(
             k.startswith("meta_net.") for k in keys):
         return "CoOp"
@@ -140,10 +161,12 @@ def convert_state_dict(trainer_name: str, state_dict: dict) -> dict:
     layout = original_layout(state)
     if layout is None:  # ours: unchanged
         return state
+    declared = _declared().get(layout)
+    layout = base_layout(layout)
     prompt_learner_only = layout == "CoOp"
     out = {}
     for key, value in state.items():
-        if key in _CALIB_RATIOS:
+        if key in _CALIB_RATIOS or (declared is not None and declared.holds(key)):
             continue
         new = _rename(key, prompt_learner_only)
         if new is not None:
@@ -181,11 +204,18 @@ def describe_mismatch(trainer_name: str, state_dict: dict) -> str:
     layout is none of the method's `original_layouts`)."""
     from .methods import registry
     layout = original_layout(state_dict)
-    loads = registry.get(trainer_name).original_layouts if trainer_name in registry.names() else ()
+    loads = registry.get(trainer_name).layout_names if trainer_name in registry.names() else ()
     if layout is None or layout in loads:
         return ""
-    family = {"CoOp": "CoOp or CoCoOp", "IVLP": "IVLP, VPT or PromptSRC", "MaPLe": "MaPLe",
-              "MaPLe_FSA": "MaPLe_FSA (official RESTORE)"}[layout]
+    declared = _declared().get(layout)
+    if declared is not None:
+        family = declared.writers or layout
+    elif layout == "CoOp":  # the methods whose checkpoints go out in it: their original trainers write it
+        names = [n for n, out in registry.exportable().items() if out == "CoOp"] or ["CoOp"]
+        family = " or ".join([", ".join(names[:-1]), names[-1]]) if len(names) > 1 else names[0]
+    else:
+        family = {"IVLP": "IVLP, VPT or PromptSRC", "MaPLe": "MaPLe",
+                  "MaPLe_FSA": "MaPLe_FSA (official RESTORE)"}[layout]
     return f" The checkpoint looks like one written by the original {family} trainer."
 
 
@@ -218,6 +248,7 @@ def to_original_state_dict(trainer_name: str, state_dict: dict) -> dict:
     state = unwrap(state_dict)
     if original_layout(state) is not None:
         raise ValueError("This state is already in an original trainer's layout.")
+    layout = base_layout(layout)  # a declared layout: its base's names (its unused keys are not written)
     if layout == "MaPLe_FSA" and "calib_ratio" not in state:
         raise ValueError(f"{trainer_name} exports only as its release variant (MaPLe_FSA): this "
                          "checkpoint was trained with another TRAINER.RESTORE.SURGERY.MODE.")
@@ -235,15 +266,23 @@ def to_original_state_dict(trainer_name: str, state_dict: dict) -> dict:
     return out
 
 
-def export_checkpoint(trainer_name: str, model_dir: str, output_dir: str, epoch=None) -> str:
+def export_checkpoint(trainer_name: str, model_dir: str, output_dir: str, epoch=None, trust: bool = False) -> str:
     """Write our checkpoint `model_dir/<registered name>/model.pth.tar-<epoch>` (latest when epoch is
     None) as `output_dir/<registered name>/model.pth.tar-<epoch>` in the original layout, for the
-    original code's `--model-dir output_dir --load-epoch <epoch> --eval-only`. Returns the path."""
+    original code's `--model-dir output_dir --load-epoch <epoch> --eval-only`. Returns the path.
+    ValueError (one line naming the file) for a checkpoint whose record says another trainer trained it;
+    `trust`: read the checkpoint without restriction (--trust-files)."""
     from .engine.checkpoint import load_checkpoint, model_file, save_checkpoint
+    from .engine.run_record import has_record
     from .methods.registry import registered_name
     name = registered_name(trainer_name)
     source = model_file(model_dir, name, epoch)
-    checkpoint = load_checkpoint(source)
+    checkpoint = load_checkpoint(source, trust=trust)
+    if not has_record(checkpoint):
+        log.warning(f"Note: {source} records no trainer: that it holds {trainer_name} prompts is not checked.")
+    elif checkpoint["trainer"] != trainer_name:
+        raise ValueError(f"{source} was trained with {checkpoint['trainer']}, not {trainer_name}: pass --trainer "
+                         f"{checkpoint['trainer']}.")
     state = to_original_state_dict(trainer_name, checkpoint)
     return save_checkpoint({"state_dict": state, "epoch": checkpoint.get("epoch", epoch),
                             "optimizer": None, "scheduler": None, "val_result": None},
@@ -266,14 +305,21 @@ def main(argv=None):
     p.add_argument("--method-module", action="append", default=[],
                    help="a module registering a method of another package (the modules the training run "
                         "recorded in its run_info.json are imported too)")
+    p.add_argument("--trust-files", action="store_true",
+                   help="read the checkpoint without restriction, which can run code stored in it (as train.py "
+                        "--trust-files); without it only tensors and plain data are read")
     args = p.parse_args(argv)
+    from .files import describe_os_error
     try:
         registry.import_modules(args.method_module)
         registry.import_modules(registry.recorded_modules(args.model_dir),
                                 f"METHOD_MODULES of {os.path.join(args.model_dir, 'run_info.json')}")
         export_layout(check_trainer(args.trainer))  # before torch: the message every entry point gives
-        export_checkpoint(args.trainer, args.model_dir, args.output_dir, args.load_epoch)
-    except (ValueError, KeyError, OSError) as err:
+        export_checkpoint(args.trainer, args.model_dir, args.output_dir, args.load_epoch, trust=args.trust_files)
+    except OSError as err:
+        text = describe_os_error(err) if err.strerror and not isinstance(err, ValueError) else str(err)
+        raise SystemExit(f"Error: {text}") from None
+    except (ValueError, KeyError) as err:
         raise SystemExit(f"Error: {err}") from None
 
 

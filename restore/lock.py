@@ -23,6 +23,7 @@ import time
 from contextlib import contextmanager
 
 from .errors import UserError
+from .files import naming
 
 LOCK_NAME = ".restore.lock"
 
@@ -97,23 +98,26 @@ def _read(path):
 
 
 def _create(path, text) -> bool:
-    """Atomically create `path` holding `text`; False when it already exists."""
+    """Atomically create `path` holding `text`; False when it already exists. A failed write (a full disk)
+    raises OSError naming `path`."""
     tmp = f"{path}.{socket.gethostname()}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
     try:
-        os.link(tmp, path)  # atomic, and fails if `path` exists, on NFS too
-        return True
-    except FileExistsError:
-        return False
-    except OSError:  # a file system without hard links
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            return False
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        return True
+        with naming(path):
+            with open(tmp, "w") as f:
+                f.write(text)
+            try:
+                os.link(tmp, path)  # atomic, and fails if `path` exists, on NFS too
+                return True
+            except FileExistsError:
+                return False
+            except OSError:  # a file system without hard links
+                try:
+                    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                except FileExistsError:
+                    return False
+                with os.fdopen(fd, "w") as f:
+                    f.write(text)
+                return True
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)

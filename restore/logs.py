@@ -12,6 +12,10 @@ test's captured stdout or `contextlib.redirect_stdout` catches them too.
 - ERROR records go to stderr, and into the log file too when sys.stdout is a tee (ours or Dassl's).
 - A failed write (a full disk under log.txt) raises in the caller, as print did, instead of logging's
   "--- Logging error ---" report.
+- Under torchrun, a rank that stops on an error also leaves its line in the output folder
+  (`leave_error`); when the others then fail in a collective, rank 0 copies it into log.txt and every
+  rank exits without a traceback of its own (`stopped_by_peer`): the failing rank's line is the last one
+  printed, and log.txt ends with it.
 
 Dassl's data package disables logging below ERROR when imported: the project imports Dassl under
 `kept_enabled()`, which undoes that.
@@ -23,6 +27,7 @@ A Python-API user silences or redirects it with the logging module:
     restore.logs.use_logging_config()   # no console handler: records propagate to the root logger's handlers
 """
 import contextlib
+import glob
 import logging
 import os
 import sys
@@ -88,6 +93,60 @@ class ConsoleHandler(logging.Handler):
 
 
 HANDLER = ConsoleHandler()
+
+
+def error_file(folder: str, rank: int) -> str:
+    """Where rank `rank` leaves its error line: `<OUTPUT_DIR>/.rank<N>.error`."""
+    return os.path.join(folder, f".rank{rank}.error")
+
+
+def leave_error(folder: str, message: str) -> str:
+    """Under torchrun, write this rank's error line (tagged as HANDLER prints it) to its error file in
+    the output folder, for the ranks that fail next in a collective (`stopped_by_peer`); returns its
+    path. Nothing ("") alone, without a folder, or when the folder cannot be written (the console has
+    the line anyway)."""
+    if not (several_processes() and folder and os.path.isdir(folder)):
+        return ""
+    path = error_file(folder, process_rank())
+    try:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(f"[rank {process_rank()}] {message}\n")
+    except OSError:
+        return ""
+    return path
+
+
+def stopped_by_peer(folder: str, since: float) -> bool:
+    """Under torchrun, after this rank failed with an unexpected error (a collective whose peer is gone):
+    True when another rank left an error line in `folder` at or after `since` (seconds since the epoch:
+    this run's start), in which case rank 0 appends those lines to log.txt (through the tee that
+    sys.stdout is) and removes their files. The caller then exits quietly: the failing rank has printed
+    the line. False otherwise (the error is this rank's own: let it raise)."""
+    if not (several_processes() and folder and os.path.isdir(folder)):
+        return False
+    mine = error_file(folder, process_rank())
+    lines, files = [], []
+    for path in sorted(glob.glob(os.path.join(glob.escape(folder), ".rank*.error"))):
+        try:
+            if path == mine or os.path.getmtime(path) < since:
+                continue
+            with open(path, encoding="utf-8") as f:
+                lines.append(f.read().rstrip("\n"))
+            files.append(path)
+        except OSError:  # another rank removed it meanwhile
+            continue
+    if not lines:
+        return False
+    log_file = log_file_of(sys.stdout)
+    if process_rank() == 0:
+        if log_file is not None:
+            sys.stdout.flush()
+            log_file.write("\n".join(lines) + "\n")
+            log_file.flush()
+        for path in files:
+            with contextlib.suppress(OSError):
+                os.remove(path)
+    return True
 
 
 def install() -> None:

@@ -161,16 +161,17 @@ class PromptedTextEncoder:
 
     def __call__(self, x: Tensor, eot: Tensor, prompts: Prompts = (), n_slots: int = 0,
                  trace: Trace = False, norm: str = "relative",
-                 prompt_free: str = "grad") -> Tuple[Tensor, Optional[Tensor]]:
+                 prompt_free: str = "grad", length: Optional[int] = None) -> Tuple[Tensor, Optional[Tensor]]:
         """x: token embeddings [N, T, W] of the prompt template (slots 1..n_slots are
-        placeholders); eot: [N] pooled (EOT) positions.
+        placeholders); eot: [N] pooled (EOT) positions; length: max(eot) + 1 when the caller knows it
+        on the host (else it is read from `eot`: a host sync, which a training step avoids).
         -> (features [N, D], shift [L, k] per traced text, or None)."""
         bb = self.backbone
         x = x.to(self.dtype)
         if self.causal:
             # Under the causal mask the tokens after the last EOT never reach a feature or a
             # counted shift position: drop them (exact, and most of a 77-token context).
-            x = x[:, : int(eot.max()) + 1]
+            x = x[:, : int(eot.max()) + 1 if length is None else length]
         first = _layer_prompt(prompts, 0)
         if first is not None:
             x = self._insert(x, _batched(first, x.shape[0], x.dtype), n_slots, dim=1)

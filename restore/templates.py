@@ -1,5 +1,6 @@
-"""Hand-written prompt templates: CoOp's per-dataset templates (ZeroshotCLIP) and PromptSRC's
-60-template ensemble (its frozen text targets). Data, not code: lists as the public methods use them."""
+"""Hand-written prompt templates: CoOp's per-dataset templates (ZeroshotCLIP), KgCoOp's, ProGrad's and the
+RESTORE release's per-dataset tables (their hand prompts), and PromptSRC's 60-template ensemble (its frozen
+text targets). Data, not code: lists as the public methods use them."""
 
 # CoOp's ZeroshotCLIP templates, keyed by DATASET.NAME. Other datasets (e.g. the synthetic
 # testbed) add theirs with `register_template`.
@@ -29,8 +30,39 @@ def register_template(dataset_name: str, template: str) -> None:
     CUSTOM_TEMPLATES[dataset_name] = template
 
 
-def template_for(dataset_name: str) -> str:
+def template_for(dataset_name: str, table=None) -> str:
+    """The hand template of `dataset_name`: from `table` (a method's own, e.g. KGCOOP_TEMPLATES) when it has
+    the dataset, else CoOp's (with the testbed's registered ones), else "a photo of a {}.". The originals
+    raise KeyError for a dataset their table lacks."""
+    if table is not None and dataset_name in table:
+        return table[dataset_name]
     return CUSTOM_TEMPLATES.get(dataset_name, DEFAULT_TEMPLATE)
+
+
+# KgCoOp's hand prompts (htyao89/KgCoOp, trainers/kgcoop.py): CoOp's, except DescribableTextures.
+KGCOOP_TEMPLATES = {
+    **CUSTOM_TEMPLATES,
+    "DescribableTextures": "a photo of a {}, a type of texture.",
+}
+
+# ProGrad's (BeierZhu/Prompt-align, trainers/prograd.py): the category clause moved to the front for four
+# datasets, and DescribableTextures "a texture of {}.". With CTX_INIT its words before "{}" initialise the
+# context (restore.methods.prograd).
+PROGRAD_TEMPLATES = {
+    **CUSTOM_TEMPLATES,
+    "OxfordPets": "a type of pet, a photo of a {}.",
+    "OxfordFlowers": "a type of flower, a photo of a {}.",
+    "FGVCAircraft": "a type of aircraft, a photo of a {}.",
+    "DescribableTextures": "a texture of {}.",
+    "Food101": "a type of food, a photo of {}.",
+}
+
+# The official RESTORE release's copies of both trainers (Yaphabates/RESTORE_, trainers/kgcoop.py and
+# trainers/prograd.py, one table): "a photo of a {}." or, for four datasets, "a photo of {}.".
+RELEASE_TEMPLATES = {
+    **{k: "a photo of a {}." for k in CUSTOM_TEMPLATES},
+    **{k: "a photo of {}." for k in ("DescribableTextures", "EuroSAT", "Food101", "UCF101")},
+}
 
 
 # PromptSRC's IMAGENET_TEMPLATES (60 of CLIP's 80 ImageNet templates, "a photo of a {}." first).

@@ -4,6 +4,8 @@
 #   XD_CFG    cross-dataset / domain-generalisation config (default: $CFG)
 #   CONFIG_DIR  the folder of those configs (default: configs/trainers/$TRAINER; a method of another package:
 #             its own folder, whose yaml files name its module in METHOD_MODULES; docs/ADDING_A_METHOD.md)
+#   METHOD_OPTS  (optional array) KEY VALUE pairs its authors' scripts pass on every run (KgCoOp's weight),
+#             before the trailing overrides (which may change them; the run record keeps what ran)
 # and calls one of: base2new_train, base2new_test, xd_train, xd_test with "$@" (DATASET SEED [KEY VALUE ...]).
 # A KEY VALUE override of a key the script sets (refuse_script_keys) stops it, naming how to set it.
 #
@@ -37,6 +39,7 @@ ENGINE="${ENGINE:-auto}"
 NPROC="${NPROC:-1}"
 OUTPUT="${OUTPUT:-output}"
 XD_CFG="${XD_CFG:-${CFG}}"
+if [ -z "${METHOD_OPTS+x}" ]; then METHOD_OPTS=(); fi
 
 die() {
     echo "Error: $*" >&2
@@ -265,7 +268,7 @@ base2new_train() {
     # shellcheck disable=SC2046
     run_job "$(start_message "$dir")" --root "$root" --seed "$seed" --trainer "$TRAINER" \
         --dataset-config-file "$dcfg" --config-file "$file" --output-dir "$dir" \
-        DATASET.NUM_SHOTS "$SHOTS" DATASET.SUBSAMPLE_CLASSES base \
+        DATASET.NUM_SHOTS "$SHOTS" DATASET.SUBSAMPLE_CLASSES base "${METHOD_OPTS[@]}" \
         $(variant_overrides "$dataset" "$cfg") "$@"
 }
 
@@ -288,7 +291,7 @@ base2new_test() {
         --root "$root" --seed "$seed" --trainer "$TRAINER" \
         --dataset-config-file "$dcfg" --config-file "$file" --output-dir "$dir" \
         --model-dir "$model_dir" --load-epoch "$loadep" --eval-only \
-        DATASET.NUM_SHOTS "$SHOTS" DATASET.SUBSAMPLE_CLASSES new \
+        DATASET.NUM_SHOTS "$SHOTS" DATASET.SUBSAMPLE_CLASSES new "${METHOD_OPTS[@]}" \
         $(variant_overrides "$dataset" "$cfg") "$@"
 }
 
@@ -311,7 +314,7 @@ xd_train() {
     # shellcheck disable=SC2046
     run_job "$(start_message "$dir")" --root "$root" --seed "$seed" --trainer "$TRAINER" \
         --dataset-config-file "$dcfg" --config-file "$file" --output-dir "$dir" \
-        DATASET.NUM_SHOTS "$SHOTS" $(variant_overrides "$dataset" "$cfg") "$@"
+        DATASET.NUM_SHOTS "$SHOTS" "${METHOD_OPTS[@]}" $(variant_overrides "$dataset" "$cfg") "$@"
 }
 
 xd_test() {
@@ -332,7 +335,7 @@ xd_test() {
     run_job "Evaluate ${model_dir} (epoch ${loadep}) on ${dataset}; output to ${dir}" \
         --root "$root" --seed "$seed" --trainer "$TRAINER" \
         --dataset-config-file "$dcfg" --config-file "$file" --output-dir "$dir" \
-        --model-dir "$model_dir" --load-epoch "$loadep" --eval-only \
+        --model-dir "$model_dir" --load-epoch "$loadep" --eval-only "${METHOD_OPTS[@]}" \
         $(variant_overrides "$src" "$cfg") "$@"
 }
 
@@ -355,7 +358,7 @@ fewshot_train() {
         run_job "$(start_message "$dir")" --root "$root" --seed "$seed" --trainer "$TRAINER" \
             --dataset-config-file "$dcfg" --config-file "$file" --output-dir "$dir" \
             TRAINER.COOP.N_CTX "$nctx" TRAINER.COOP.CSC "$csc" TRAINER.COOP.CLASS_TOKEN_POSITION "$ctp" \
-            DATASET.NUM_SHOTS "$shots" "$@"
+            DATASET.NUM_SHOTS "$shots" "${METHOD_OPTS[@]}" "$@"
     done
 }
 

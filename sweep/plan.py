@@ -37,6 +37,10 @@ SHOTS = 16
 CFG = "testbed"
 XD_EPOCHS = 2  # as the release's cross-dataset runs; the source has 128 classes (8x the base-class steps per epoch)
 RESULT = re.compile(r"\* accuracy: ([\.\deE+-]+)%")
+# Every training step saves each epoch (a few KB: the prompts and optimiser state), so that a task that is
+# preempted or runs past its time limit and is requeued continues (a signal saves mid-epoch too:
+# restore/engine/stop.py). A rewrite of the plan must keep it.
+RESUMABLE = ["TRAIN.CHECKPOINT_FREQ", "1"]
 
 
 def finished(folder):
@@ -44,7 +48,7 @@ def finished(folder):
     or None. Whether it finished with the same settings is train.py --check-finished's answer
     (sweep.runner.finished_with), as in scripts/common.sh."""
     for path in sorted(glob.glob(os.path.join(folder, "log.txt*"))):
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8", errors="replace") as f:  # a damaged log is read as far as it goes
             text = f.read()
         if "=> result" in text:
             found = RESULT.findall(text.split("=> result")[-1])
@@ -80,9 +84,9 @@ def check_args(args):
     """The command line of testbed_benchmark.py and cluster.py, checked as every entry point checks its
     names (restore.cli) before anything runs: other packages' methods imported (--method-module), each
     of --methods a registered method with a testbed config (default: the benchmark's methods), each of
-    --datasets a testbed dataset, --data a folder that may hold data. --data, --output and --folder are
-    made absolute from the caller's folder (the runs start in the repository). UserError naming the
-    argument."""
+    --datasets a testbed dataset, --data a folder that may hold data. --data, --output, --folder and
+    --previous are made absolute from the caller's folder (the runs start in the repository). UserError
+    naming the argument."""
     from restore.cli import check_data_root, check_dataset, check_trainer
     from restore.testbed.datasets import DATASETS as TESTBED
     registry.import_modules(args.method_module)
@@ -94,7 +98,7 @@ def check_args(args):
         check_dataset(name, accept="config", source="--datasets", configs=testbed,
                       fix="The benchmark runs on the testbed datasets.")
     check_data_root(args.data, "--data")
-    for flag in ("data", "output", "folder"):
+    for flag in ("data", "output", "folder", "previous"):
         if getattr(args, flag, None):
             setattr(args, flag, os.path.abspath(os.path.expanduser(getattr(args, flag))))
 
@@ -114,7 +118,7 @@ def base2new_job(out, trainer, dataset, seed, data, extra=()):
     return [
         (train_dir, common_args(dataset, trainer, seed, data) + [
             "--output-dir", train_dir, "DATASET.NUM_SHOTS", str(SHOTS),
-            "DATASET.SUBSAMPLE_CLASSES", "base", *extra]),
+            "DATASET.SUBSAMPLE_CLASSES", "base", *RESUMABLE, *extra]),
         (test_dir, common_args(dataset, trainer, seed, data) + [
             "--output-dir", test_dir, "--model-dir", train_dir, "--load-epoch", str(epoch),
             "--eval-only", "DATASET.NUM_SHOTS", str(SHOTS), "DATASET.SUBSAMPLE_CLASSES", "new",
@@ -128,7 +132,7 @@ def transfer_job(out, trainer, seed, data, targets, extra=()):
     train_dir = f"{out}/{SOURCE}/{trainer}/{CFG}_{SHOTS}shots/seed{seed}"
     epochs = ["OPTIM.MAX_EPOCH", str(XD_EPOCHS), *extra]
     steps = [(train_dir, common_args(SOURCE, trainer, seed, data) + [
-        "--output-dir", train_dir, "DATASET.NUM_SHOTS", str(SHOTS), *epochs])]
+        "--output-dir", train_dir, "DATASET.NUM_SHOTS", str(SHOTS), *RESUMABLE, *epochs])]
     for target in targets:
         test_dir = f"{out}/evaluation/{trainer}/{CFG}_{SHOTS}shots/{target}/seed{seed}"
         steps.append((test_dir, common_args(target, trainer, seed, data) + [

@@ -1,6 +1,11 @@
 """The report of a sweep: from the finished runs of the plan (sweep.plan), the base-to-novel, cross-dataset,
 domain-generalisation and ablation tables (results.md, results.csv), the accuracy plot, and the
-feature-shift and t-SNE analyses of the base-trained models."""
+feature-shift and t-SNE analyses of the base-trained models.
+
+results.csv holds every number the tables show (mean, std, se and seed count per protocol, method, dataset
+and metric, the feature shifts included), so that a later report can take the rows of methods whose runs
+it does not have from it (`previous`, testbed_benchmark.py --previous): new methods are run and added to
+the tables without rerunning the others."""
 import csv
 import math
 import os
@@ -26,9 +31,57 @@ def mean_se(values):
 def fmt(values):
     """mean ± std over seeds (just the value when there is one seed)."""
     m, sd, _ = mean_se(values)
+    return fmt_stat(m, sd, len(values))
+
+
+def fmt_stat(m, sd, n):
     if math.isnan(m):
         return "-"
-    return f"{m:.2f}" if len(values) == 1 else f"{m:.2f} ± {sd:.2f}"
+    return f"{m:.2f}" if n == 1 else f"{m:.2f} ± {sd:.2f}"
+
+
+CSV_HEADER = ["protocol", "method", "dataset", "metric", "mean", "std", "se", "seeds"]
+
+
+def read_previous(path):
+    """{(protocol, method): {(dataset, metric): (mean, std, se, seeds)}} of an earlier report's results.csv
+    (`path`; {} when None). UserError naming the file when it is not one."""
+    if not path:
+        return {}
+    from restore.errors import UserError
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            table = list(csv.reader(f))
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserError(f"--previous {path}: cannot be read ({err}).") from None
+    if not table or table[0] != CSV_HEADER:
+        raise UserError(f"--previous {path}: not a results.csv of this report (its header must be "
+                        f"{','.join(CSV_HEADER)}).")
+    found = {}
+    for row in table[1:]:
+        try:
+            protocol, method, dataset, metric, m, sd, se, n = row
+            found.setdefault((protocol, method), {})[dataset, metric] = (float(m), float(sd), float(se), int(n))
+        except ValueError:
+            raise UserError(f"--previous {path}: the row {','.join(row)!r} is not protocol,method,dataset,metric,"
+                            "mean,std,se,seeds.") from None
+    return found
+
+
+def reported(args, previous):
+    """(methods, protocols) of the report: args.methods and the methods of the earlier report's rows, in the
+    registry's order (others after them), and args.protocols with the earlier report's ones."""
+    from restore.methods import registry
+    order = registry.names()
+    names = list(dict.fromkeys([*args.methods, *(m for _, m in previous if m in order)]))
+    names.sort(key=lambda m: order.index(m) if m in order else len(order))
+    protocols = [*args.protocols, *sorted({p for p, _ in previous} - set(args.protocols) - {"base2new", "shift"})]
+    return names, protocols
+
+
+def previous_rows(found, protocol, method):
+    """The csv rows of `method` in `protocol` from read_previous's result, as report() writes them."""
+    return [[protocol, method, d, metric, *stat] for (d, metric), stat in found.get((protocol, method), {}).items()]
 
 
 def base2new_results(out, trainer, datasets, seeds):
@@ -56,16 +109,29 @@ def seed_averages(res, datasets, seeds):
 
 
 def report(args, elapsed=None):
+    """Write results.md and results.csv of the finished runs (and of args.previous's rows for the methods
+    without runs); returns {method: [(base, novel, hm) per seed]} of the methods with runs."""
     out = args.output
+    previous = read_previous(getattr(args, "previous", None))
+    methods, protocols = reported(args, previous)
     lines, rows = [], []
     lines.append("## Base-to-novel (testbed; mean ± std over seeds, HM of the dataset averages)\n")
     header = "| Method | " + " | ".join(f"{d} B / N / HM" for d in args.datasets) + \
              " | Avg Base | Avg Novel | Avg HM |"
     lines += [header, "|---" * (len(args.datasets) + 4) + "|"]
-    summary = {}
-    for trainer in args.methods:
+    summary, stats = {}, {}  # stats: {method: [(mean, std, se, n) of base, novel, hm averages]}
+    for trainer in methods:
         res = base2new_results(out, trainer, args.datasets, args.seeds)
         if not res:
+            old = previous.get(("base2new", trainer))
+            if old:  # an earlier report's row
+                rows += previous_rows(previous, "base2new", trainer)
+                cell = lambda d, m: fmt_stat(old[d, m][0], old[d, m][1], old[d, m][3]) \
+                    if (d, m) in old else "-"  # noqa: E731
+                stats[trainer] = [old.get(("average", m), (math.nan,) * 3 + (0,)) for m in ("base", "novel", "hm")]
+                lines.append(f"| {trainer} | " + " | ".join(
+                    " / ".join(cell(d, m) for m in ("base", "novel", "hm")) for d in args.datasets) + " | " +
+                    " | ".join(cell("average", m) for m in ("base", "novel", "hm")) + " |")
             continue
         cells = []
         for d in args.datasets:
@@ -79,40 +145,51 @@ def report(args, elapsed=None):
                 rows.append(["base2new", trainer, d, metric, m, sd, se, len(vals)])
         avg = seed_averages(res, args.datasets, args.seeds)
         summary[trainer] = avg
+        stats[trainer] = []
         cols = [fmt([a[i] for a in avg]) for i in range(3)]
         for metric, i in (("base", 0), ("novel", 1), ("hm", 2)):
             m, sd, se = mean_se([a[i] for a in avg])
             rows.append(["base2new", trainer, "average", metric, m, sd, se, len(avg)])
+            stats[trainer].append((m, sd, se, len(avg)))
         lines.append(f"| {trainer} | " + " | ".join(cells) + " | " + " | ".join(cols) + " |")
 
-    if "ZeroshotCLIP" in summary and "CoOp" in summary:
+    if "ZeroshotCLIP" in stats and "CoOp" in stats:
         lines.append("\n**The trade-off RESTORE addresses** (dataset averages, difference of seed "
                      "means, in standard errors of that difference):\n")
-        for other in [m for m in summary if m != "ZeroshotCLIP"]:
+        z = stats["ZeroshotCLIP"]
+        for other in [m for m in stats if m != "ZeroshotCLIP"]:
             parts = []
             for i, name in ((0, "base"), (1, "novel")):
-                a = [x[i] for x in summary[other]]
-                z = [x[i] for x in summary["ZeroshotCLIP"]]
-                if len(a) > 1 and len(z) > 0:
-                    diff = statistics.mean(a) - statistics.mean(z)
-                    se = math.sqrt(mean_se(a)[2] ** 2 + mean_se(z)[2] ** 2)
+                (m_a, _, se_a, n_a), (m_z, _, se_z, n_z) = stats[other][i], z[i]
+                if n_a > 1 and n_z > 0:
+                    diff = m_a - m_z
+                    se = math.sqrt(se_a ** 2 + se_z ** 2)
                     parts.append(f"{name} {diff:+.2f} ({diff / se:+.1f} SE)" if se > 0
                                  else f"{name} {diff:+.2f}")
             if parts:
                 lines.append(f"- {other} vs ZeroshotCLIP: " + ", ".join(parts))
 
     for kind, targets in (("xd", XD_TARGETS), ("dg", DG_TARGETS)):
-        if kind not in args.protocols:
+        if kind not in protocols:
             continue
         title = "Cross-dataset" if kind == "xd" else "Domain generalisation"
         lines.append(f"\n## {title} (train: all classes of {SOURCE}; mean ± std over seeds)\n")
         lines.append(f"| Method | {SOURCE} | " + " | ".join(targets) + " | Average | seeds |")
         lines.append("|---" * (len(targets) + 4) + "|")
-        for trainer in args.methods:
+        for trainer in methods:
             src = [v for s in args.seeds if (v := finished(
                 f"{out}/{SOURCE}/{trainer}/{CFG}_{SHOTS}shots/seed{s}")) is not None]
             if not src:
+                old = previous.get((kind, trainer))
+                if old and (SOURCE, "accuracy") in old:  # an earlier report's row
+                    rows += previous_rows(previous, kind, trainer)
+                    cell = lambda d: fmt_stat(old[d, "accuracy"][0], old[d, "accuracy"][1],  # noqa: E731
+                                              old[d, "accuracy"][3]) if (d, "accuracy") in old else "-"
+                    lines.append(f"| {trainer} | {cell(SOURCE)} | " + " | ".join(cell(t) for t in targets) +
+                                 f" | {cell('average')} | {old[SOURCE, 'accuracy'][3]} |")
                 continue
+            m, sd, se = mean_se(src)
+            rows.append([kind, trainer, SOURCE, "accuracy", m, sd, se, len(src)])
             per_target, per_seed = [], {}
             for t in targets:
                 vals = []
@@ -130,7 +207,7 @@ def report(args, elapsed=None):
             lines.append(f"| {trainer} | {fmt(src)} | " + " | ".join(per_target) +
                          f" | {fmt(avg)} | {len(src)} |")
 
-    if "ablation" in args.protocols:
+    if "ablation" in protocols:
         lines.append("\n## Ablations of RESTORE_m (base-to-novel, dataset averages; "
                      "mean ± std over seeds)\n")
         lines.append("| FS.WEIGHT | SURGERY.MODE | Base | Novel | HM | seeds |")
@@ -139,9 +216,15 @@ def report(args, elapsed=None):
             root = out if name == "fs1_fsguided" else f"{out}/ablation/{name}"
             res = base2new_results(root, "RESTORE_m", args.datasets, args.seeds)
             avg = seed_averages(res, args.datasets, args.seeds)
-            if not avg:
-                continue
             weight, mode = name.split("_")
+            if not avg:
+                old = previous.get(("ablation", f"RESTORE_m {name}"))
+                if old and ("average", "hm") in old:  # an earlier report's row
+                    rows += previous_rows(previous, "ablation", f"RESTORE_m {name}")
+                    lines.append(f"| {weight[2:]} | {mode.replace('fsguided', 'fs_guided')} | " + " | ".join(
+                        fmt_stat(*old["average", m][:2], old["average", m][3]) for m in ("base", "novel", "hm")) +
+                        f" | {old['average', 'hm'][3]} |")
+                continue
             lines.append(f"| {weight[2:]} | {mode.replace('fsguided', 'fs_guided')} | " +
                          " | ".join(fmt([a[i] for a in avg]) for i in range(3)) + f" | {len(avg)} |")
             for metric, i in (("base", 0), ("novel", 1), ("hm", 2)):
@@ -157,33 +240,37 @@ def report(args, elapsed=None):
         f.write(text)
     with open(f"{out}/results.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["protocol", "method", "dataset", "metric", "mean", "std", "se", "seeds"])
-        for r in rows:
-            w.writerow([f"{v:.4f}" if isinstance(v, float) else v for v in r])
+        w.writerow(CSV_HEADER)
+        w.writerows(csv_row(r) for r in rows)
     print(text)
-    plot_accuracy(summary, f"{out}/base2new_accuracy.png")
+    plot_accuracy(stats, f"{out}/base2new_accuracy.png")
     return summary
 
 
-def plot_accuracy(summary, path):
+def csv_row(row):
+    return [f"{v:.4f}" if isinstance(v, float) else v for v in row]
+
+
+def plot_accuracy(stats, path):
+    """Base, novel and HM (dataset averages: mean and standard error over seeds) per method; `stats` as
+    report() collects them."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
-    methods = [m for m in summary if summary[m]]
+    methods = [m for m in stats if not math.isnan(stats[m][2][0])]
     if not methods:
         return
     fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(methods)), 3.8))
     x = np.arange(len(methods))
     for i, (name, colour) in enumerate((("Base", "tab:blue"), ("Novel", "tab:red"),
                                         ("HM", "tab:green"))):
-        stats = [mean_se([a[i] for a in summary[m]]) for m in methods]
-        ax.bar(x + (i - 1) * 0.27, [s[0] for s in stats], 0.27, yerr=[s[2] for s in stats],
-               label=name, color=colour, capsize=2)
+        ax.bar(x + (i - 1) * 0.27, [stats[m][i][0] for m in methods], 0.27,
+               yerr=[stats[m][i][2] for m in methods], label=name, color=colour, capsize=2)
     ax.set_xticks(x)
     ax.set_xticklabels(methods, rotation=20, fontsize=8)
     ax.set_ylabel("accuracy (%), testbed average")
-    lo = min(mean_se([a[i] for a in summary[m]])[0] for m in methods for i in range(3))
+    lo = min(stats[m][i][0] for m in methods for i in range(3))
     ax.set_ylim(max(0, lo - 10), 100)
     ax.legend(fontsize=8, ncol=3)
     ax.grid(axis="y", alpha=0.3)
@@ -216,33 +303,59 @@ def load_trained(trainer, dataset, seed, subsample, args, out=None, extra=()):
     return trainer_obj
 
 
+SHIFT_METRICS = ("shift_vision", "shift_text", "discrepancy")
+
+
 def shift_analysis(args, summary):
+    """The feature shifts of the base-trained models (seed args.seeds[0], base test images): per method its
+    mean N^v, mean N^t and discrepancy with its base-to-novel averages, appended to results.md and (with the
+    per-layer values) to results.csv; plots per layer and against accuracy. A method without runs takes its
+    row from args.previous (an earlier report's results.csv), when that has one."""
     from restore.analysis.feature_shift_study import (average_feature_shift, plot_per_layer,
                                                       plot_shift_vs_accuracy, summarize)
     from restore.feature_shift import FeatureShift
     seeds = args.seeds[:1]
-    shifts, rows = {}, []
-    for trainer in args.methods:
-        if trainer not in summary or not summary[trainer]:
+    where = f"base test, seed {seeds[0]}"
+    previous = read_previous(getattr(args, "previous", None))
+    averages = read_previous(f"{args.output}/results.csv")  # what report() just wrote, earlier rows included
+    shifts, rows, csv_rows = {}, [], []
+    for trainer in reported(args, previous)[0]:
+        avg = averages.get(("base2new", trainer), {})
+        if not all(("average", m) in avg for m in ("base", "novel", "hm")):
             continue
-        per = []
-        for dataset in args.datasets:
-            for seed in seeds:
-                t = load_trained(trainer, dataset, seed, "base", args)
-                per.append(average_feature_shift(t.model, t.test_loader, device=t.device))
-        shift = FeatureShift(sum(s.vision for s in per) / len(per),
-                             sum(s.text for s in per) / len(per))
-        shifts[trainer] = shift
-        avg = summary[trainer]
-        row = {"method": trainer, **summarize(shift),
-               "base": statistics.mean(a[0] for a in avg),
-               "novel": statistics.mean(a[1] for a in avg), "hm": statistics.mean(a[2] for a in avg)}
-        rows.append(row)
+        accuracy = {m: avg["average", m][0] for m in ("base", "novel", "hm")}
+        if summary.get(trainer):
+            per = []
+            for dataset in args.datasets:
+                for seed in seeds:
+                    t = load_trained(trainer, dataset, seed, "base", args)
+                    per.append(average_feature_shift(t.model, t.test_loader, device=t.device))
+            shift = FeatureShift(sum(s.vision for s in per) / len(per),
+                                 sum(s.text for s in per) / len(per))
+            shifts[trainer] = shift
+            values = summarize(shift)
+            csv_rows += [["shift", trainer, where, m, values[m], 0.0, 0.0, 1] for m in SHIFT_METRICS]
+            csv_rows += [["shift", trainer, f"{where}, layer {i + 1}", f"shift_{branch}", float(v), 0.0, 0.0, 1]
+                         for branch in ("vision", "text") for i, v in enumerate(getattr(shift, branch).tolist())]
+        else:
+            old = previous.get(("shift", trainer), {})
+            if not all((where, m) in old for m in SHIFT_METRICS):
+                continue
+            values = {m: old[where, m][0] for m in SHIFT_METRICS}
+            csv_rows += previous_rows(previous, "shift", trainer)
+            layers = {branch: [old[d, f"shift_{branch}"][0] for i in range(1, 100)
+                               if (d := f"{where}, layer {i}", f"shift_{branch}") in old]
+                      for branch in ("vision", "text")}
+            if layers["vision"] or layers["text"]:
+                import torch
+                shifts[trainer] = FeatureShift(torch.tensor(layers["vision"]), torch.tensor(layers["text"]))
+        rows.append({"method": trainer, **values, **accuracy})
     if not rows:
         return
     out = args.output
-    plot_per_layer(shifts, f"{out}/feature_shift_per_layer.png",
-                   title="Feature shift per layer (testbed base test sets, seed 1)")
+    if shifts:
+        plot_per_layer(shifts, f"{out}/feature_shift_per_layer.png",
+                       title=f"Feature shift per layer (testbed base test sets, seed {seeds[0]})")
     for key in ("novel", "base"):
         plot_shift_vs_accuracy(rows, f"{out}/discrepancy_vs_{key}.png", accuracy_key=key)
     lines = ["\n## Feature shift (base test images, base-trained models, seed "
@@ -257,6 +370,8 @@ def shift_analysis(args, summary):
     print(text)
     with open(f"{out}/results.md", "a") as f:
         f.write(text)
+    with open(f"{out}/results.csv", "a", newline="") as f:
+        csv.writer(f).writerows(csv_row(r) for r in csv_rows)
 
 
 def fast_trace_report(args):
@@ -315,8 +430,8 @@ def tsne_analysis(args, methods=("ZeroshotCLIP", "CoOp", "MaPLe", "RESTORE_m")):
     from restore.analysis.tsne import collect_features, plot_tsne
     dataset, seed = args.datasets[0], args.seeds[0]
     for trainer in methods:
-        if trainer not in args.methods:
-            continue
+        if trainer not in args.methods or not base2new_results(args.output, trainer, [dataset], [seed]):
+            continue  # not run here (its row may come from an earlier report)
         groups = {}
         for subsample, name in (("base", "base"), ("new", "novel")):
             t = load_trained(trainer, dataset, seed, subsample, args)

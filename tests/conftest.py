@@ -35,7 +35,7 @@ torch.set_num_threads(int(os.environ.get("RESTORE_TEST_THREADS", "1")))
 def numbers(result):
     """A method's `loss(batch)` result with its logged values as Python floats: (loss, {name: float})."""
     loss, terms = result
-    return loss, {k: float(v) for k, v in terms.items()}
+    return loss, {k: float(v.detach()) for k, v in terms.items()}
 
 
 def small_opts(name):

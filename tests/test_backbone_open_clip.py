@@ -298,3 +298,36 @@ def test_prompt_longer_than_the_model_context_is_refused():
     with pytest.raises(UserError, match=r"Class name 'golden retriever' is too long: .* takes "
                                         r"33 tokens, more than the text encoder's 32"):
         restore.build_model(cfg, CLASSNAMES, model)
+
+
+class _Runs:
+    """A pickled object whose unpickling would run a shell command (what a crafted file holds)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.mark.parametrize("content", ["crafted", "random"])
+def test_a_bad_local_weights_file_is_one_line(content, tmp_path):
+    """MODEL.BACKBONE.PATH of an open_clip model: a crafted pickle is refused without running it (the line
+    says what --trust-files does, never torch's advice to turn weights_only off); random bytes say the
+    file is unreadable (not `IndexError: pop from empty list`)."""
+    path, marker = tmp_path / "weights.pt", tmp_path / "ran"
+    if content == "crafted":
+        torch.save({"visual.proj": torch.zeros(2), "payload": _Runs(marker)}, path)
+    else:
+        path.write_bytes(bytes(torch.randint(0, 256, (4096,), generator=torch.Generator().manual_seed(0)).tolist()))
+    cfg = restore.get_cfg_default()
+    cfg.MODEL.BACKBONE.NAME, cfg.MODEL.BACKBONE.PATH = "open_clip:restore-test-custom", str(path)
+    with pytest.raises(Exception) as info:
+        restore.build_backbone(cfg)
+    message = str(info.value)
+    assert "\n" not in message and str(path) in message and "weights_only" not in message
+    assert not marker.exists()
+    if content == "crafted":
+        assert type(info.value).__name__ == "UntrustedFileError" and "--trust-files" in message
+    else:
+        assert type(info.value).__name__ == "BackboneError" and "Cannot read open_clip" in message

@@ -18,11 +18,13 @@ from restore import cli, legacy
 from restore.data import check as data_check
 from restore.lock import LOCK_NAME
 from restore.methods import registry
+from restore.methods.spec import Alias
 from sweep.plan import check_args
 from test_engine_fakes import ROOT, cli_opts, make_oxford_pets
 
 PETS = "configs/datasets/oxford_pets.yaml"
-TRAINERS = ("ZeroshotCLIP, CoOp, CoCoOp, LPT, VPT, IVLP, MaPLe, PromptSRC, RESTORE_m, RESTORE_p, MaPLe_FSA")
+TRAINERS = ("ZeroshotCLIP, CoOp, CoCoOp, LPT, VPT, IVLP, MaPLe, PromptSRC, RESTORE_m, RESTORE_p, MaPLe_FSA, KgCoOp, "
+            "ProGrad")
 
 
 def error_of(main, argv, capsys):
@@ -164,7 +166,8 @@ def test_every_entry_point_refuses_a_dataset_alike(tmp_path, capsys):
     ("RESTORE_m", "RESTORE.FS.WEIGHT", "Did you mean TRAINER.RESTORE.FS.WEIGHT?"),  # its parent left out
     ("MaPLe_FSA", "TRAINER.RESTORE.N_CTX", "Did you mean one of TRAINER.MAPLE.N_CTX, TRAINER.MAPLE_FSA.N_CTX?"),
     ("", "TRAINER.RESTORE.N_CTX", "Did you mean one of TRAINER.COOP.N_CTX, TRAINER.COCOOP.N_CTX, "
-                                  "TRAINER.MAPLE.N_CTX, TRAINER.MAPLE_FSA.N_CTX?"),  # no trainer: every node
+                                  "TRAINER.MAPLE.N_CTX, TRAINER.MAPLE_FSA.N_CTX, TRAINER.KGCOOP.N_CTX, "
+                                  "TRAINER.PROGRAD.N_CTX?"),  # no trainer: every node
     ("CoOp", "TRAINER.MAPLE.n_ctx", "Did you mean TRAINER.MAPLE.N_CTX?"),  # case-only, same node, first
     ("CoOp", "OPTIM.LR_SCHEDULR", "Did you mean OPTIM.LR_SCHEDULER?"),
 ])
@@ -188,9 +191,10 @@ def test_a_key_under_the_wrong_node_names_the_node_that_has_it(trainer, key, sug
 
 def test_the_key_search_covers_declared_aliases(monkeypatch, capsys):
     """An alias (a key's spelling in its authors' files) names its canonical key."""
-    monkeypatch.setattr(registry, "aliases", lambda: {"TRAINER.COOP.W": "TRAINER.COCOOP.N_CTX"})
-    message = error_of(train.main, ["--engine", "native", "--print-config", "TRAINER.MAPLE.W", "3"], capsys)
-    assert message.startswith("Unknown config key 'TRAINER.MAPLE.W' (on the command line). Did you mean "
+    monkeypatch.setattr(registry, "aliases",
+                        lambda trainer=None: {"TRAINER.COOP.KG_WEIGHT": Alias("TRAINER.COCOOP.N_CTX")})
+    message = error_of(train.main, ["--engine", "native", "--print-config", "TRAINER.MAPLE.KG_WEIGHT", "3"], capsys)
+    assert message.startswith("Unknown config key 'TRAINER.MAPLE.KG_WEIGHT' (on the command line). Did you mean "
                               "TRAINER.COCOOP.N_CTX? Valid keys under TRAINER.MAPLE: CTX_INIT, N_CTX, PREC, "
                               "PROMPT_DEPTH.")
 

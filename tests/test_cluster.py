@@ -79,8 +79,10 @@ def children(pid):
 
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds the task process through /proc")
 def test_requeue_resumes_from_the_last_checkpoint(tmp_path, monkeypatch):
-    """A task of submitit's local executor that receives the preemption signal is requeued and resumes
-    from its last checkpoint: it ends with the state of an uninterrupted run."""
+    """A task of submitit's local executor that receives the preemption signal (SIGUSR2) during epoch 2 saves
+    its state at the next check point (the run's handler, bound over submitit's), then hands the signal to
+    submitit's handler, which requeues it; the requeued task resumes from that state (mid-epoch, or the
+    epoch's end) and ends with the state of an uninterrupted run. No TRAIN.CHECKPOINT_FREQ is needed."""
     import time
 
     import submitit
@@ -91,26 +93,30 @@ def test_requeue_resumes_from_the_last_checkpoint(tmp_path, monkeypatch):
     from test_engine_fakes import cli_opts, make_oxford_pets
     monkeypatch.chdir(cluster.__file__.rsplit(os.sep, 1)[0])
     make_oxford_pets(str(tmp_path / "data"))
-    epochs = 15  # enough that the task is still running when its first checkpoint appears
+    epochs = 4  # the signal comes in epoch 2: the task is still running
 
     def argv(out):
         return ["--root", str(tmp_path / "data"), "--seed", "1", "--trainer", "CoOp", "--engine", "native",
                 "--dataset-config-file", "configs/datasets/oxford_pets.yaml", "--output-dir", str(out),
-                *cli_opts("CoOp", "OPTIM.MAX_EPOCH", epochs, "TRAIN.CHECKPOINT_FREQ", 1)]
+                *cli_opts("CoOp", "OPTIM.MAX_EPOCH", epochs)]
 
     executor = submitit.LocalExecutor(folder=tmp_path / "slurm")
     executor.update_parameters(timeout_min=10)
     out = tmp_path / "task"
     job = executor.submit(steps_runner(), [(str(out), argv(out))])
-    first = out / registered_name("CoOp") / "model.pth.tar-1"
+    def in_epoch_2():
+        return (out / "log.txt").exists() and "epoch [2/" in (out / "log.txt").read_text()
+
     deadline = time.time() + 240
-    while not first.exists() and time.time() < deadline and not job.done():
+    while not in_epoch_2() and time.time() < deadline and not job.done():
         time.sleep(0.05)
     for pid in children(job._process.pid):  # the task: submitit's preemption signal, as Slurm sends it
         os.kill(pid, submitit.JobEnvironment._usr_sig())
     job.result()
     resumed = [f for f in os.listdir(out) if f.startswith("log.txt-")]
     assert len(resumed) == 1 and "(will resume training)" in (out / resumed[0]).read_text()
+    assert "Stopped by SIGUSR2 " in (out / "log.txt").read_text()
+    assert not (out / registered_name("CoOp") / "interrupted.pth.tar").exists()
     # the uninterrupted reference runs the same way (a task process with the same environment and
     # thread count): an in-process run would inherit whatever thread count earlier tests set
     whole = tmp_path / "whole"

@@ -42,6 +42,10 @@ EXTERNAL = [
     r"(trainers/)?maple_fsa\.py",   # the official RESTORE release's trainer
     r"run_maple_fsa\.sh",           # the release's run script
     r"memory_originals\.py",        # the reference harness's script that measured benchmarks/memory_originals.json
+    r"(OUT/)?gpu_check\.md",         # benchmarks/gpu_check.py's report, written into its output folder
+    r"clip/clip\.py",                # the originals' copy of OpenAI's clip module (patched by gpu_check_prepare)
+    r"(trainers/)?(kgcoop|prograd)\.py",  # KgCoOp's and ProGrad's original trainers (REPRODUCING.md section 12)
+    r"(run|prograd)\.sh",           # their run scripts
 ]
 EXTERNAL_RE = re.compile("(?:" + "|".join(EXTERNAL) + r")\Z")
 
@@ -67,7 +71,7 @@ def repository_files():
                              capture_output=True, text=True).stdout
         files = [REPO / line for line in out.splitlines() if line]
     except (OSError, subprocess.CalledProcessError):  # not a git checkout: walk it
-        skip = {".git", "output", "data", "__pycache__", ".pytest_cache"}
+        skip = {".git", "output", "data", "__pycache__", ".pytest_cache", ".gpu_check"}  # .gpu_check: not ours
         files = [Path(d) / f for d, dirs, names in os.walk(REPO)
                  for f in names if not dirs.__setitem__(slice(None), [x for x in dirs if x not in skip])]
     return sorted({p for p in files if p.is_file()})  # a path in a merge conflict is listed per stage

@@ -6,7 +6,8 @@
   cross-entropy gradient, projected off the anchor term's gradient where they conflict), in 2 gloo processes
   equals 1 process with the same global batches: the gradients the hook sees (all-reduced means) and the
   parameters it ends with, to ~1e-6 (another reduction order). A hook that steps with `grad(loss)` equals the
-  engine's own update bit for bit, with a gradient scaler too (it unscales exactly).
+  engine's own update bit for bit, with a gradient scaler too (it unscales exactly). In the same processes,
+  the run's flags (restore.engine.flags) reduce over the ranks: every rank reads the earliest bad step.
 - Logging: records reach sys.stdout as it is when written (a test's capture, log.txt's tee); a Python-API
   user silences them with the logging module or hands them to their own handlers; under torchrun, ranks
   other than 0 keep ERROR records only, tagged with the rank.
@@ -23,6 +24,7 @@ import restore
 import restore.logs
 from restore.distributed import shard_bounds
 from restore.engine import EngineCore, Trainer
+from restore.engine.flags import RunFlags
 from restore.engine.optim import build_optimizer
 from restore.engine.precision import Precision
 from restore.engine.schedule import build_lr_scheduler
@@ -108,6 +110,14 @@ def gloo_worker(r, world, store, out):
         learned, model = run_steps(ProjectingCoOp, world, r)
         if r == 0:
             torch.save({"learned": learned, "seen": model.seen}, out)
+        # The run's flags over the ranks: rank 1 goes non-finite at step 2, rank 0 at step 4; only rank 0
+        # is asked to stop. Every rank reads all of it, and the earliest bad step.
+        flags = RunFlags("cpu")
+        for step in range(5):
+            flags.record(step, torch.tensor(step < (2 if r == 1 else 4)))
+        if r == 0:
+            flags.request_stop()
+        torch.save(tuple(flags.read()), f"{out}.flags{r}")
     finally:
         dist.destroy_process_group()
 
@@ -116,6 +126,8 @@ def test_hook_over_two_processes_equals_one(tmp_path):
     out = tmp_path / "two.pt"
     mp.start_processes(gloo_worker, args=(2, str(tmp_path / "store"), str(out)), nprocs=2, start_method="spawn")
     two = torch.load(out, weights_only=True)
+    for r in range(2):
+        assert torch.load(f"{out}.flags{r}") == (True, True, 2)
     learned, model = run_steps(ProjectingCoOp)
     projected = torch.stack([s["projected"] for s in model.seen])
     assert projected.any() and not projected.all()  # both branches of the rule ran

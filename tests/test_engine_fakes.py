@@ -90,3 +90,30 @@ def make_cfg(trainer, root, output_dir, *opts):
 def cli_opts(trainer, *extra):
     """BASE_OPTS + tiny_opts as strings for train.py's trailing KEY VALUE pairs."""
     return [str(x) for x in BASE_OPTS + tiny_opts(trainer) + list(extra)]
+
+
+def script_train_calls(tmp_path, script, *args, unset=(), **env):
+    """The train.py argument lists `bash scripts/<script>.sh ARGS` runs, from a stand-in PYTHON that records
+    them and answers --check-finished with "not finished" (3); the scripts' name and data checks
+    (`python -m restore.cli ...`) run in the real interpreter. `unset`: environment variables removed
+    first (besides DATA, OUTPUT and SHOTS), `env`: those set."""
+    import subprocess
+    fake, calls = tmp_path / "python", tmp_path / "calls.txt"
+    fake.write_text(f'#!/bin/bash\n[ "$1 $2" = "-m restore.cli" ] && exec {sys.executable} "$@"\n'
+                    'printf "%s\\n" "$*" >> "$CALLS"\n'
+                    'for a in "$@"; do [ "$a" = --check-finished ] && exit 3; done; exit 0\n')
+    fake.chmod(0o755)
+    calls.unlink(missing_ok=True)
+    full = {k: v for k, v in os.environ.items() if k not in ("DATA", "OUTPUT", "SHOTS", *unset)}
+    full.update(PYTHON=str(fake), CALLS=str(calls), DATA=str(tmp_path), **env)
+    proc = subprocess.run(["bash", f"scripts/{script}.sh", *args], cwd=ROOT, env=full,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return [line.split() for line in calls.read_text().splitlines() if "--check-finished" not in line]
+
+
+def trailing_pairs(argv):
+    """{KEY: VALUE} of a train.py argument list's trailing KEY VALUE pairs."""
+    import re
+    i = next(j for j, a in enumerate(argv) if re.match(r"^[A-Z][A-Z0-9_]*\.[A-Z]", a))
+    return dict(zip(argv[i::2], argv[i + 1::2]))

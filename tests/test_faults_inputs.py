@@ -138,7 +138,7 @@ def test_bad_count_or_choice_stops_before_any_work(key, value, needs, data_root,
     ("DATALOADER.TRAIN_X.BATCH_SIZE", 0, "at least 1 (the training batch size)"),
     ("DATALOADER.TEST.BATCH_SIZE", -1, "at least 1 (the evaluation batch size)"),
     ("TRAINER.COOP.N_CTX", 0, "at least 1 (the number of learnable context tokens)"),
-    ("OPTIM.LR", 0.0, "greater than 0 (the learning rate, > 0)"),
+    ("OPTIM.LR", 0.0, "greater than 0 (the learning rate)"),
     ("TRAIN.PRINT_FREQ", 0, "at least 1 (print every this many batches)"),
     ("DATALOADER.NUM_WORKERS", -1, "at least 0"),
 ])

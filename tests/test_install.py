@@ -50,7 +50,7 @@ def test_test_extra_covers_the_tests_imports():
     extra = re.search(r"^test = \[(.*)\]$", read("pyproject.toml"), re.M).group(1)
     requirements |= {re.split(r"[<>=\[ ]", name.strip().strip('"'))[0].lower() for name in extra.split(",")}
     ours = {"dassl"}  # optional: its tests skip
-    for folder in (ROOT, os.path.join(ROOT, "tests")):  # the project's modules and packages
+    for folder in (ROOT, os.path.join(ROOT, "tests"), os.path.join(ROOT, "benchmarks")):  # the project's modules
         ours |= {f[:-3] if f.endswith(".py") else f for f in os.listdir(folder)
                  if f.endswith(".py") or os.path.isdir(os.path.join(folder, f))}
     missing = set()

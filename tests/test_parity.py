@@ -1,9 +1,11 @@
-"""Same seed, same run: the random-order contract with the original CoOp, CoCoOp, MaPLe and MaPLe_FSA.
+"""Same seed, same run: the random-order contract with the original CoOp, CoCoOp, MaPLe, MaPLe_FSA, KgCoOp and
+ProGrad.
 
 The recorded values were produced by the ORIGINAL trainers' own code (KaiyangZhou/CoOp, muzairkhattak/
-multimodal-prompt-learning, the official RESTORE release), run on CPU in fp32 with torch 2.14.1: Dassl's
-`set_random_seed(1)`, their `load_clip_to_cpu` on the OpenAI-layout state dict built below, `clip_model.float()`,
-their `CustomCLIP(cfg, classnames, clip_model)`; then the next two `torch.rand` values, and the first four
+multimodal-prompt-learning, the official RESTORE release; htyao89/KgCoOp and BeierZhu/Prompt-align on their Dassl
+fork), run on CPU in fp32 with torch 2.14.1: Dassl's `set_random_seed(1)`, their `load_clip_to_cpu` on the
+OpenAI-layout state dict built below, `clip_model.float()`, their `CustomCLIP(cfg, classnames, clip_model)`
+(ProGrad: its zero-shot `CLIP(cfg, classnames)` first, as its build_model does); then the next two `torch.rand` values, and the first four
 indices of a `RandomSampler` over 20 items after the same steps (the first batch of a 20-image few-shot set
 with batch size 4). Random streams can change between torch versions, so the test runs only on the version
 the values were taken with.
@@ -74,11 +76,31 @@ RECORDED = {
                                                -0.20912768701782625)},
                   [0.9720023274421692, 0.5617880821228027], [2, 10, 7, 0]),
 }
+# KgCoOp (htyao89/KgCoOp): after its context, the draws of the modules it builds and never uses (bias_vectors,
+# its hand prompts' second CLIP build, meta_net, the adapter). "ctx_init": the authors' CTX_INIT True.
+RECORDED["KgCoOp"] = (RECORDED["CoOp"][0], [0.0950843095779419, 0.49429506063461304], [7, 15, 19, 13])
+RECORDED["KgCoOp ctx_init"] = ({"prompt_learner.ctx": RECORDED["CoCoOp"][0]["prompt_learner.ctx"]},
+                               [0.14435744285583496, 0.3221181631088257], [10, 11, 19, 1])
+# ProGrad (BeierZhu/Prompt-align): its zero-shot CLIP's build before the context; with CTX_INIT (N_CTX 16)
+# zeros then the template's words (8 on OxfordPets, 3 on DescribableTextures), which draw nothing.
+RECORDED["ProGrad"] = ({"prompt_learner.ctx": ([-0.003969064448028803, -0.03714900091290474, -0.01575126126408577],
+                                               0.6286086817999603)},
+                       [0.23842602968215942, 0.5494818091392517], [1, 19, 2, 11])
+RECORDED["ProGrad ctx_init OxfordPets"] = ({"prompt_learner.ctx": ([0.0, 0.0, 0.0], -0.2688770890235901)},
+                                           [0.09500521421432495, 0.8600525259971619], [8, 15, 19, 0])
+RECORDED["ProGrad ctx_init DescribableTextures"] = (
+    {"prompt_learner.ctx": ([0.0, 0.0, 0.0], -0.2437206506729126)}, *RECORDED["ProGrad ctx_init OxfordPets"][1:])
 OPTIONS = {
     "CoOp": ["TRAINER.COOP.N_CTX", 4, "TRAINER.COOP.CTX_INIT", "", "TRAINER.COOP.PREC", "fp32"],
     "CoCoOp": ["TRAINER.COCOOP.N_CTX", 4, "TRAINER.COCOOP.CTX_INIT", "a photo of a", "TRAINER.COCOOP.PREC", "fp32"],
     "MaPLe": ["TRAINER.MAPLE.PROMPT_DEPTH", 2, "TRAINER.MAPLE.PREC", "fp32"],
     "MaPLe_FSA": ["TRAINER.MAPLE_FSA.PROMPT_DEPTH", 2, "TRAINER.MAPLE.PREC", "fp32"],
+    "KgCoOp": ["TRAINER.KGCOOP.N_CTX", 4, "TRAINER.KGCOOP.CTX_INIT", "", "TRAINER.KGCOOP.PREC", "fp32"],
+    "KgCoOp ctx_init": ["TRAINER.KGCOOP.N_CTX", 4, "TRAINER.KGCOOP.CTX_INIT", "a photo of a",
+                        "TRAINER.KGCOOP.PREC", "fp32"],
+    "ProGrad": ["TRAINER.PROGRAD.N_CTX", 4, "TRAINER.PROGRAD.PREC", "fp32"],
+    **{f"ProGrad ctx_init {d}": ["TRAINER.PROGRAD.N_CTX", 16, "TRAINER.PROGRAD.CTX_INIT", True, "DATASET.NAME", d,
+                                 "TRAINER.PROGRAD.PREC", "fp32"] for d in ("OxfordPets", "DescribableTextures")},
 }
 
 
@@ -92,10 +114,13 @@ def openai_state():
     return {k: v.half().float() for k, v in model.state_dict().items()}
 
 
-def build_seeded(trainer, state):
+def build_seeded(case, state):
+    """The model of a recorded case ("<trainer>[ <variant>]") built as the engines build it, after seed 1."""
+    trainer = case.split()[0]
     cfg = restore.get_cfg_default()
     cfg.TRAINER.NAME = trainer
-    cfg.merge_from_list(["INPUT.SIZE", (32, 32)] + OPTIONS[trainer])
+    cfg.DATASET.NAME = "Caltech101"
+    cfg.merge_from_list(["INPUT.SIZE", (32, 32)] + OPTIONS[case])
     derive = registry.get(trainer).derive_cfg  # MaPLe_FSA: its release node onto RESTORE_m's keys
     if derive:
         derive(cfg)

@@ -19,7 +19,8 @@ from restore.engine.run_record import evaluation_keys, method_settings
 from restore.errors import UserError
 from restore.methods import registry
 from restore.methods.registry import MethodSpecError
-from restore.methods.spec import BACKBONE_FAMILIES, PREC, ConfigNode, Key, MethodSpec
+from restore.methods.coop import COOP
+from restore.methods.spec import BACKBONE_FAMILIES, PREC, Alias, ConfigNode, Key, MethodSpec, OriginalLayout
 from conftest import numbers  # tests/ is on sys.path
 
 NAMES = registry.names()
@@ -199,7 +200,13 @@ def _node(path, *keys, **kw):
     (MethodSpec("Mine", model="my_lab.x:Mine", base="NoSuch"), "base 'NoSuch' is not a registered method"),
     (MethodSpec("Mine", model="my_lab.x:Mine", vision_prompts=True, backbones=("vit", "resnet")),
      "cannot run on 'resnet' towers"),
-    (MethodSpec("Mine", model="my_lab.x:Mine", export_layout="KgCoOp"), "unknown original checkpoint layout"),
+    (MethodSpec("Mine", model="my_lab.x:Mine", export_layout="NoSuchLayout"), "unknown original checkpoint layout"),
+    (MethodSpec("Mine", model="my_lab.x:Mine", original_layouts=(OriginalLayout("Mine", "Nope", ("x",)),)),
+     "original layout 'Mine': its base 'Nope' must be one of"),
+    (MethodSpec("Mine", model="my_lab.x:Mine", original_layouts=(OriginalLayout("Mine", "CoOp", ("bias_vectors",)),)),
+     "original layout 'Mine' shares marks with 'KgCoOp' (KgCoOp)"),
+    (MethodSpec("Mine", model="my_lab.x:Mine", original_layouts=(OriginalLayout("KgCoOp", "CoOp", ("x",)),)),
+     "original layout 'KgCoOp' is already declared (KgCoOp)"),
     (MethodSpec("Mine", model="no colon"), "must be 'package.module:Class'"),
     (MethodSpec("Mine", model="my_lab.x:Mine", nodes=(_node("TRAINER.MINE", PREC, Key("W", -1.0, "w", min=0)),)),
      "key TRAINER.MINE.W: its default -1.0 must be at least 0"),
@@ -212,8 +219,14 @@ def _node(path, *keys, **kw):
     (MethodSpec("Mine", model="my_lab.x:Mine", context_keys=("TRAINER.COOP.N_CTX",)),
      "context key 'TRAINER.COOP.N_CTX' is not a key of its nodes"),
     (MethodSpec("Mine", model="my_lab.x:Mine",
-                nodes=(_node("TRAINER.MINE", PREC, aliases={"TRAINER.COOP.N_CTX": "TRAINER.MINE.PREC"}),)),
-     "alias TRAINER.COOP.N_CTX is a key of the config"),
+                nodes=(_node("TRAINER.MINE", PREC, aliases={"OPTIM.LR": "TRAINER.MINE.PREC"}),)),
+     "alias OPTIM.LR is a key of the config"),
+    (MethodSpec("Mine", model="my_lab.x:Mine",
+                nodes=(_node("TRAINER.MINE", PREC, aliases={"TRAINER.COOP.N_CTX": "TRAINER.MINE.PREC"}), COOP)),
+     "alias TRAINER.COOP.N_CTX (of TRAINER.MINE) is a key of TRAINER.COOP, which it reads too"),
+    (MethodSpec("Mine", model="my_lab.x:Mine",
+                nodes=(_node("TRAINER.MINE", PREC, aliases={"TRAINER.COOP.X": Alias("TRAINER.MINE.PREC", 3)}),)),
+     "alias TRAINER.COOP.X: its values must be a dict or a function of the value"),
     (MethodSpec("Mine", model="my_lab.x:Mine", flags={"anchor": "TRAINER.COOP.N_CTX"}),
      "flag --anchor must set a key of its nodes"),
 ])
@@ -235,8 +248,8 @@ def test_unknown_trainer_names_the_registered_ones():
 # ------------------------------------------------------------------------------------------ aliases
 def test_aliases_name_their_canonical_key_before_merging(monkeypatch):
     import restore.config as config
-    monkeypatch.setattr(config, "_aliases", lambda: {"TRAINER.COOP.W": "TRAINER.COCOOP.N_CTX",
-                                                     "LOSS.LAMBDA": "TRAINER.COOP.N_CTX"})
+    monkeypatch.setattr(config, "_aliases", lambda trainer=None: {"TRAINER.COOP.W": Alias("TRAINER.COCOOP.N_CTX"),
+                                                                  "LOSS.LAMBDA": Alias("TRAINER.COOP.N_CTX")})
     cfg = get_cfg_default()
     tree = cfg.load_cfg("TRAINER:\n  COOP:\n    W: 7\n    CSC: True\nLOSS:\n  LAMBDA: 3\n")
     translate_aliases(tree, "x.yaml")
@@ -247,6 +260,31 @@ def test_aliases_name_their_canonical_key_before_merging(monkeypatch):
     both = cfg.load_cfg("TRAINER:\n  COOP:\n    W: 7\n  COCOOP:\n    N_CTX: 5\n")
     with pytest.raises(UserError, match="x.yaml sets both TRAINER.COOP.W and TRAINER.COCOOP.N_CTX"):
         translate_aliases(both, "x.yaml")
+
+
+def test_an_alias_of_another_methods_key_applies_to_the_runs_that_read_its_node(tmp_path):
+    """KgCoOp's authors write CoOp's keys (TRAINER.COOP.N_CTX ...) and `CTX_INIT: True`: in a KgCoOp run they
+    set TRAINER.KGCOOP's keys, the value translated; in a CoOp run they stay CoOp's; without a trainer
+    only the aliases that spell no key apply (TRAINER.COOP.W)."""
+    assert registry.aliases("KgCoOp")["TRAINER.COOP.N_CTX"].key == "TRAINER.KGCOOP.N_CTX"
+    assert "TRAINER.COOP.N_CTX" not in registry.aliases("CoOp") and "TRAINER.COOP.N_CTX" not in registry.aliases()
+    assert registry.aliases()["TRAINER.COOP.W"].key == "TRAINER.KGCOOP.W"  # spells no key: always
+    path = tmp_path / "authors.yaml"
+    path.write_text("TRAINER:\n  COOP:\n    CTX_INIT: True\n    N_CTX: 8\n")
+
+    def setup(trainer, *opts):
+        argv = ["--config-file", str(path), *opts] if trainer is None else \
+            ["--trainer", trainer, "--config-file", str(path), *opts]
+        return train.setup_cfg(train.build_parser().parse_args(argv))
+
+    cfg = setup("KgCoOp", "TRAINER.COOP.CSC", "False", "TRAINER.COOP.W", "8")
+    assert (cfg.TRAINER.KGCOOP.CTX_INIT, cfg.TRAINER.KGCOOP.N_CTX, cfg.TRAINER.KGCOOP.W) == ("a photo of a", 8, 8.0)
+    assert (cfg.TRAINER.COOP.CTX_INIT, cfg.TRAINER.COOP.N_CTX) == ("", 16)  # CoOp's keys untouched
+    assert setup("KgCoOp", "TRAINER.COOP.CTX_INIT", "False").TRAINER.KGCOOP.CTX_INIT == ""  # the command line
+    cfg = setup(None, "TRAINER.NAME", "KgCoOp")  # the trainer named by a KEY VALUE pair
+    assert cfg.TRAINER.KGCOOP.N_CTX == 8
+    with pytest.raises(train.ConfigError, match="Config key TRAINER.COOP.CTX_INIT in .*authors.yaml must be a str"):
+        setup("CoOp")  # CoOp's own key: no KgCoOp alias, and yacs's type check names the file
 
 
 # ------------------------------------------------------------------------------------------ --help

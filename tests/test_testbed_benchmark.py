@@ -138,3 +138,58 @@ def test_fast_trace_plan_and_table(tmp_path, monkeypatch):
     assert "-1.00 (-1.4) / +0.00 (+0.0) /" in text
     assert "| 0.0200 | 2 |" in text and "| 0.0300 | 2 |" in text
     assert "| MaPLe (reference) | no L_fs, no surgery | 88.00 | 78.00 | 82.70 | - | 0.5000 | 1 |" in text
+
+
+def test_a_new_method_joins_an_earlier_reports_tables(tmp_path, monkeypatch):
+    """--previous: the rows of the methods without runs (base-to-novel, transfer, ablation, feature shift) come
+    from an earlier report's results.csv, unchanged, and the new method's from its runs, in the registry's
+    order; the trade-off line of the new method compares it with the earlier ZeroshotCLIP row."""
+    import torch
+
+    import restore.analysis.feature_shift_study as study
+    import sweep.report
+    from restore.feature_shift import FeatureShift
+
+    first = args_for(tmp_path, protocols=["base2new", "xd"], output=str(tmp_path / "first"))
+    fabricate(first.output)
+    for method, acc in (("ZeroshotCLIP", 60.0), ("CoOp", 70.0)):
+        for seed in (1, 2):
+            write_log(f"{first.output}/objects/{method}/testbed_16shots/seed{seed}", acc + seed)
+            for target in tb.XD_TARGETS:
+                write_log(f"{first.output}/evaluation/{method}/testbed_16shots/{target}/seed{seed}", acc - seed)
+    shift = {"ZeroshotCLIP": 0.0, "CoOp": 0.3, "KgCoOp": 0.2}
+    monkeypatch.setattr(sweep.report, "load_trained", lambda trainer, *a, **k: argparse.Namespace(
+        model=trainer, test_loader=None, device=None))
+    monkeypatch.setattr(study, "average_feature_shift", lambda model, loader, device: FeatureShift(
+        torch.zeros(2), torch.tensor([shift[model], 2 * shift[model]])))
+    tb.shift_analysis(first, tb.report(first))
+    earlier = open(os.path.join(first.output, "results.md")).read()
+
+    second = args_for(tmp_path, methods=["KgCoOp"], output=str(tmp_path / "second"),
+                      previous=os.path.join(first.output, "results.csv"))
+    for (method, dataset, seed), (b, n) in ACC.items():
+        if method == "CoOp":  # KgCoOp: CoOp's accuracies + 1
+            common = f"{dataset}/shots_16/KgCoOp/testbed/seed{seed}"
+            write_log(f"{second.output}/base2new/train_base/{common}", b + 1)
+            write_log(f"{second.output}/base2new/test_new/{common}", n + 1)
+    summary = tb.report(second)
+    assert set(summary) == {"KgCoOp"}  # the methods with runs
+    tb.shift_analysis(second, summary)
+    text = open(os.path.join(second.output, "results.md")).read()
+    table = [line for line in text.splitlines() if line.startswith("| ") and " B / N / HM" not in line]
+    for line in earlier.splitlines():  # every row of the earlier report, unchanged
+        if line.startswith("| ZeroshotCLIP |") or line.startswith("| CoOp |"):
+            assert line in table, line
+    names = [line.split(" | ")[0][2:] for line in text.split("## Base-to-novel")[1].split("**")[0].splitlines()
+             if line.startswith("| ") and "---" not in line and "Method" not in line]
+    assert names == ["ZeroshotCLIP", "CoOp", "KgCoOp"]  # the registry's order
+    assert "| KgCoOp | 92.00 ± 1.41 / 80.00 ± 1.41 / " in text
+    # KgCoOp's base average: seeds (91 + 96) / 2 = 93.5 and 95.5 -> 94.5 ± 1.41; ZeroshotCLIP's 85.0 ± 0
+    assert "- KgCoOp vs ZeroshotCLIP: base +9.50 (+9.5 SE)" in text
+    assert "## Cross-dataset" in text and "| CoOp | 71.50 ± 0.71 | 68.50 ± 0.71 |" in text  # xd from the csv
+    assert "| CoOp | 0.0000 | 0.4500 | 0.9000 |" in text and "| KgCoOp | 0.0000 | 0.3000 | 0.6000 |" in text
+    rows = list(csv.reader(open(os.path.join(second.output, "results.csv"))))
+    assert ["shift", "KgCoOp", "base test, seed 1, layer 2", "shift_text", "0.4000", "0.0000", "0.0000", "1"] in rows
+    from restore.errors import UserError
+    with pytest.raises(UserError, match="--previous .*results.md: not a results.csv"):
+        tb.report(args_for(tmp_path, previous=os.path.join(first.output, "results.md")))

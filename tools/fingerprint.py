@@ -125,6 +125,11 @@ def library_fingerprint(trainer):
     return out
 
 
+# Settings a method's testbed config needs on the fake OxfordPets: ProGrad's CTX_INIT True puts OxfordPets'
+# hand prompt ("a type of pet, a photo of a {}.", 8 words) into the context, more than its testbed's 5 tokens.
+ENGINE_OPTS = {"ProGrad": ["TRAINER.PROGRAD.N_CTX", "8"]}
+
+
 def engine_fingerprint(trainer, engine, work, data_root, epochs):
     import torch
     import train
@@ -139,7 +144,8 @@ def engine_fingerprint(trainer, engine, work, data_root, epochs):
     if config_file(trainer):
         argv += ["--config-file", config_file(trainer)]
     argv += [str(x) for x in BASE_OPTS] + [
-        "OPTIM.MAX_EPOCH", str(epochs), "DATASET.NUM_SHOTS", "2", "DATASET.SUBSAMPLE_CLASSES", "base"]
+        "OPTIM.MAX_EPOCH", str(epochs), "DATASET.NUM_SHOTS", "2", "DATASET.SUBSAMPLE_CLASSES", "base",
+        *ENGINE_OPTS.get(trainer, [])]
     with contextlib.redirect_stdout(io.StringIO()):
         accuracy = train.main(argv)
     result = {"accuracy": repr(accuracy)}

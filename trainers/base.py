@@ -119,7 +119,11 @@ class PromptTrainer(_TrainerX or object):
         if not self.core.trainable:
             log.info(f"{self.cfg.TRAINER.NAME} has no trainable parameters: evaluating it directly")
             return self.test()
-        return super().train()
+        # TRAIN.STOP_SIGNALS: Dassl's loop is Dassl's, so a signal is acted on at the next epoch's end (a
+        # checkpoint of that epoch, then stop): at most an epoch is lost (restore/engine/stop.py).
+        from restore.engine.stop import StopSignals
+        with StopSignals(self.cfg.TRAIN.STOP_SIGNALS, self.core.flags) as self.signals:
+            return super().train()
 
     def before_epoch(self):
         super().before_epoch()
@@ -127,15 +131,24 @@ class PromptTrainer(_TrainerX or object):
         self.model.on_epoch_start(self.epoch, self.max_epoch)
 
     def forward_backward(self, batch):
-        # Dassl's loop turns each returned value into a number (`.item()`) every step: one host sync per
-        # value and step, where the native engine reads them at the print frequency.
-        return self.core.train_step(batch, self.epoch, self.batch_idx, self.num_batches)
+        # Dassl's loop turns each returned value into a number (`.item()`) every step: a host sync per
+        # step anyway, where the native engine reads them at the print frequency. So the run's flags
+        # (non-finite loss or state) are read every step here too.
+        terms = self.core.train_step(batch, self.epoch, self.batch_idx, self.num_batches)
+        self.core.check()
+        return terms
 
     def after_epoch(self):
         # After the last step and LR update, before Dassl's after_epoch tests (best_val) and saves:
         # PromptSRC's prompt aggregation swaps in the averaged prompts at the last epoch here.
         self.model.on_epoch_end(self.epoch, self.max_epoch)
+        self.saved_epoch = None
         super().after_epoch()
+        if self.core.check().stop and self.epoch + 1 < self.max_epoch:
+            if self.saved_epoch != self.epoch:
+                self.save_model(self.epoch, self.output_dir)
+            self.close_writer()
+            raise self.signals.stopped(f"after epoch {self.epoch + 1}/{self.max_epoch}")
 
     # ---------------------------------------------------------------------------- evaluation
     def test(self, split=None):
@@ -150,6 +163,8 @@ class PromptTrainer(_TrainerX or object):
     def save_model(self, epoch, directory, is_best=False, val_result=None, model_name=""):
         from restore.engine.checkpoint import BEST
         self.core.save(directory, epoch, val_result=val_result, model_name=model_name)
+        if not model_name:
+            self.saved_epoch = epoch
         if is_best and model_name != BEST:
             self.core.save(directory, epoch, val_result=val_result, model_name=BEST)
 
@@ -158,6 +173,14 @@ class PromptTrainer(_TrainerX or object):
 
     def resume_model_if_exist(self, directory):
         return self.core.resume(directory)
+
+    # --------------------------------------------------------------------------- tensorboard
+    def init_writer(self, log_dir):
+        # Dassl's writer, through restore.engine.board: a failed write names the event file.
+        from restore.engine.board import Board
+        if self.__dict__.get("_writer") is None:
+            log.info(f"Initialize tensorboard (log_dir={log_dir})")
+            self._writer = Board(log_dir)
 
 
 def _terminal() -> bool:

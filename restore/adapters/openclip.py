@@ -210,16 +210,38 @@ def load_open_clip(name: str, path: str = "", trust: bool = False):
     try:
         with torch.random.fork_rng(devices=[]):  # building initialises weights at random first
             model = open_clip.create_model(model_name, pretrained=path or tag,
-                                           require_pretrained=True)
-    except RuntimeError as err:
+                                           require_pretrained=True, weights_only=not trust)
+    except Exception as err:  # a file torch cannot read raises anything from IndexError to UnpicklingError
         if path:
-            raise BackboneError(f"Cannot read open_clip {model_name} weights from {path}: {err}. "
-                                "Check MODEL.BACKBONE.PATH and the model name in "
-                                "MODEL.BACKBONE.NAME.") from None
+            raise _unreadable(model_name, path, err) from None
+        if not isinstance(err, RuntimeError):
+            raise
         raise BackboneError(_offline_message(open_clip, model_name, tag, err)) from None
     model.restore_name = f"{model_name}/{tag}" if tag else model_name
     model.restore_tokenizer = open_clip.get_tokenizer(model_name)
     return freeze(model)
+
+
+def _unreadable(model_name, path, err):
+    """One line for a MODEL.BACKBONE.PATH that open_clip could not load. The cause is found by reading the
+    file again with the project's safe loader (torch's own message ends in advice to turn the safe loader
+    off): pickled objects that could run code (what --trust-files allows), a file that is damaged or no
+    checkpoint, or weights of another architecture (open_clip's error, then)."""
+    from ..backbone import BackboneError
+    from ..safe_pickle import TRUST_OPT_IN, UntrustedFileError, torch_load
+    try:
+        torch_load(path)
+    except UntrustedFileError:
+        return UntrustedFileError(f"{path} (MODEL.BACKBONE.PATH) was not loaded: it holds pickled objects beyond "
+                                  f"tensors, and unpickling them could run code. {TRUST_OPT_IN}")
+    except Exception as read_error:  # torch raises many kinds for a file that is no checkpoint
+        reason = (str(read_error).strip().splitlines() or [""])[0].split(". ")[0]
+        return BackboneError(f"Cannot read open_clip {model_name} weights from {path} "
+                             f"({type(read_error).__name__}: {reason}): the file is damaged, incomplete or no "
+                             "PyTorch checkpoint. Check MODEL.BACKBONE.PATH.")
+    reason = (str(err).strip().splitlines() or [""])[0]
+    return BackboneError(f"Cannot load {path} into open_clip {model_name} ({type(err).__name__}: {reason}): "
+                         "check MODEL.BACKBONE.PATH and the model name in MODEL.BACKBONE.NAME.")
 
 
 def _offline_message(open_clip, model_name, tag, err):

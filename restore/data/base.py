@@ -283,13 +283,21 @@ def load_or_create_fewshot(dataset, cfg, train, val=None):
     K = DATASET.NUM_SHOTS (< 1: returns the inputs). A present cache is loaded (no randomness consumed);
     otherwise train gets K shots and val min(K, 4) (`val=None`, as ImageNet: only train is sampled and
     cached) and the cache is written (our Datums under Dassl's class path). Returns (train, val).
+
+    SEED -1 (unseeded) draws a new sample every run and neither reads nor writes a cache: a file named for
+    seed -1 would hold one arbitrary draw as if it were a seed's (CoOp writes and reuses
+    shot_K-seed_-1.pkl; an existing one is ignored, with a note).
     """
     num_shots = cfg.DATASET.NUM_SHOTS
     if num_shots < 1:
         return train, val
     path = fewshot_cache_path(dataset.dataset_dir, num_shots, cfg.SEED)
-    dataset.fewshot_cache = path  # recorded in the run's provenance
-    if os.path.exists(path):
+    unseeded = cfg.SEED < 0
+    if unseeded and os.path.exists(path):
+        log.warning(f"Note: SEED is -1 (unseeded): {path} is not used; a new {num_shots}-shot sample is drawn "
+                    "and not cached (CoOp would reuse that file as if it were a seed's sample).")
+    dataset.fewshot_cache = None if unseeded else path  # recorded in the run's provenance
+    if not unseeded and os.path.exists(path):
         log.info(f"Loading preprocessed few-shot data from {path}")
         data = load_pickle(path, trust=cfg.TRUST_FILES)
         keys = ("train",) if val is None else ("train", "val")
@@ -331,6 +339,8 @@ def load_or_create_fewshot(dataset, cfg, train, val=None):
                        "(ImageNet: preprocessed.pkl) to read the folders anew.")
     say_small_classes(train, num_shots, "training")
     say_small_classes(val or [], min(num_shots, 4), "validation")
+    if unseeded:
+        return train, val
     log.info(f"Saving preprocessed few-shot data to {path}")
     try:
         save_pickle(data, path)

@@ -10,11 +10,10 @@ Dassl's attribute names (`_impath`, `_label`, `_domain`, `_classname`) so that t
 - `save_pickle` writes our `Datum`s under the Dassl class path, so that CoOp-lineage code running with Dassl
   loads our caches unchanged (and we load them back through `load_pickle`).
 """
-import os
 import pickle
-import tempfile
 
 from .. import safe_pickle
+from ..files import atomic_write
 from .errors import DatasetError
 
 # Where Dassl defines its Datum; the class path recorded in every CoOp-lineage cache.
@@ -103,14 +102,4 @@ def load_pickle(path, trust=False):
 
 def save_pickle(obj, path, protocol=pickle.HIGHEST_PROTOCOL):
     """Pickle `obj` to `path` with our Datums recorded as Dassl's, atomically (temp file + rename)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pkl", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            _DasslPathPickler(f, protocol=protocol).dump(obj)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic_write(path, lambda f: _DasslPathPickler(f, protocol=protocol).dump(obj))

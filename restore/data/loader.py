@@ -84,7 +84,9 @@ class DatasetWrapper(TorchDataset):
 def build_data_loader(cfg, data_source, batch_size, transform=None, is_train=True,
                       sampler_type="SequentialSampler", dataset_wrapper=None):
     """A torch DataLoader as Dassl builds it: the given sampler, DATALOADER.NUM_WORKERS workers,
-    drop_last = is_train and len(data_source) >= batch_size, pin_memory when CUDA is used."""
+    drop_last = is_train and len(data_source) >= batch_size, pin_memory when CUDA is used (the engines copy
+    batches to the GPU with non_blocking); DATALOADER.PERSISTENT_WORKERS keeps the workers across epochs
+    (opt-in: torch then seeds them once, not every epoch, so the augmentations differ from Dassl's)."""
     if sampler_type not in SAMPLERS:
         raise DatasetError(
             f"Sampler {sampler_type!r} (DATALOADER.*.SAMPLER) is not supported by the native engine: use one of "
@@ -100,6 +102,7 @@ def build_data_loader(cfg, data_source, batch_size, transform=None, is_train=Tru
         num_workers=cfg.DATALOADER.NUM_WORKERS,
         drop_last=is_train and len(data_source) >= batch_size,
         pin_memory=torch.cuda.is_available() and cfg.USE_CUDA,
+        persistent_workers=bool(cfg.DATALOADER.get("PERSISTENT_WORKERS", False)) and cfg.DATALOADER.NUM_WORKERS > 0,
     )
 
 

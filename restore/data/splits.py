@@ -10,9 +10,9 @@ import json
 import logging
 import os
 import random
-import tempfile
 from collections import defaultdict
 
+from ..files import atomic_write
 from .datum import Datum
 from .errors import DatasetError
 
@@ -40,17 +40,7 @@ def read_json(path):
 
 def write_json(obj, path):
     """Write `obj` as JSON (indent 4, as Dassl), creating the folder; atomic (temp file + rename)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=4, separators=(",", ": "))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic_write(path, lambda f: json.dump(obj, f, indent=4, separators=(",", ": ")), text=True)
 
 
 def read_split(filepath, path_prefix, check_files=True):

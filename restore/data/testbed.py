@@ -22,6 +22,7 @@ import os
 from restore.testbed import datasets as _tb
 from restore.testbed.generate import ensure as _ensure
 
+from restore.files import describe_os_error
 from restore.templates import register_template
 
 from .base import SplitJSONDataset, register_dataset
@@ -47,9 +48,9 @@ class TestbedDataset(SplitJSONDataset):
         try:
             os.makedirs(root, exist_ok=True)
             _ensure(root, self.testbed_key, seed=DATA_SEED)
-        except OSError as e:
-            raise DatasetError(f"{type(self).__name__}: cannot generate the testbed dataset under {root} ({e}). "
-                               f"Pass a writable --root.") from None
+        except OSError as e:  # a full disk or a read-only --root: the file that failed, nothing kept
+            raise DatasetError(f"{type(self).__name__}: cannot generate the testbed dataset under {root}: "
+                               f"{describe_os_error(e)}") from None
         except RuntimeError as e:  # generated there before with another seed
             raise DatasetError(f"{type(self).__name__}: {e}") from None
         super().__init__(cfg)

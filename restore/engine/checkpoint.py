@@ -4,27 +4,31 @@
                                                             scheduler, val_result (+ rng, scaler,
                                                             trainer: ours only)
     <directory>/<registered name>/checkpoint                text: the latest file name
+    <directory>/<registered name>/interrupted.pth.tar       a mid-epoch state (a run stopped by a signal)
 
-Files are written to a temporary file in the same folder and renamed, so an interrupted save never leaves
-a half-written checkpoint. Loading runs no code from the file (restore.safe_pickle): `weights_only=True`
-first; original Dassl checkpoints pickle their LR scheduler and optimizer objects, which a restricted
-unpickler builds (torch classes only, Dassl need not be installed); anything else needs the opt-in
-`trust=True` (TRUST_FILES, --trust-files).
+Files are written to a temporary file in the same folder and renamed (restore.files), so an interrupted save
+never leaves a half-written checkpoint, and a failed one names the file. Loading runs no code from the file
+(restore.safe_pickle): `weights_only=True` first; original Dassl checkpoints pickle their LR scheduler and
+optimizer objects, which a restricted unpickler builds (torch classes only, Dassl need not be installed);
+anything else needs the opt-in `trust=True` (TRUST_FILES, --trust-files).
 """
 import logging
 import os
 import pickle
 import random
-import tempfile
 
 import numpy as np
 import torch
 
+from ..files import atomic_write, save_torch
 from ..safe_pickle import UntrustedFileError, torch_load
 
 log = logging.getLogger(__name__)
 
 BEST = "model-best.pth.tar"
+# A run stopped by a signal mid-epoch (restore/engine/stop.py): its own name, never in the `checkpoint`
+# record nor a `model.pth.tar-<epoch>`, so that only a resume takes it; removed when its epoch ends.
+INTERRUPTED = "interrupted.pth.tar"
 
 
 class CheckpointFileError(FileNotFoundError):
@@ -37,32 +41,15 @@ def epoch_file(epoch: int) -> str:
 
 def save_checkpoint(state: dict, save_dir: str, model_name: str = "") -> str:
     """Write `state` to `save_dir/model.pth.tar-<state["epoch"]>` (or `model_name`) atomically and
-    record it in `save_dir/checkpoint`. Returns the path."""
-    os.makedirs(save_dir, exist_ok=True)
+    record it in `save_dir/checkpoint`. Returns the path. A failed write (a full disk) raises OSError
+    naming the file; the previous checkpoint and record stay as they were. The best and the interrupted
+    checkpoint are not recorded as the latest."""
     name = model_name or epoch_file(state["epoch"])
-    path = os.path.join(save_dir, name)
-    _atomic_write(path, lambda f: torch.save(state, f))
-    if not model_name or model_name != BEST:
-        _atomic_write(os.path.join(save_dir, "checkpoint"), lambda f: f.write(f"{name}\n".encode()))
+    path = save_torch(state, os.path.join(save_dir, name))
+    if name not in (BEST, INTERRUPTED):
+        atomic_write(os.path.join(save_dir, "checkpoint"), lambda f: f.write(f"{name}\n".encode()))
     log.info(f"Checkpoint saved to {path}")
     return path
-
-
-def _atomic_write(path, write):
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=f".{os.path.basename(path)}.",
-                               suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as err:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        if isinstance(err, OSError) and err.filename is None and err.errno:  # a failed write names no file
-            raise OSError(err.errno, err.strerror or os.strerror(err.errno), path) from None
-        raise
 
 
 def latest_checkpoint(save_dir: str):
@@ -166,8 +153,8 @@ def newest_readable_checkpoint(save_dir: str, trust: bool = False):
 
 def remove_partial_writes(folder: str) -> list:
     """Delete the temporary files that a killed save left in `folder` and its sub-folders (one level:
-    `<OUTPUT_DIR>/<registered name>/`): hidden `.<name>.<random>.tmp` files of `_atomic_write` and the
-    like. Call it only while holding the folder (restore.lock), at the start of a run. Returns them."""
+    `<OUTPUT_DIR>/<registered name>/`): hidden `.<name>.<random>.tmp` files of `restore.files.atomic_write`
+    and the like. Call it only while holding the folder (restore.lock), at the start of a run. Returns them."""
     removed = []
     if not os.path.isdir(folder):
         return removed
@@ -195,22 +182,6 @@ def convert_legacy(trainer: str, state_dict: dict) -> dict:
     except ImportError:
         return state_dict
     return convert_state_dict(trainer, state_dict)
-
-
-def load_model_state(model, state_dict: dict, trainer: str, source: str) -> None:
-    """Load a saved state into a method; original CoOp-lineage states are converted first."""
-    from ..methods import CheckpointError
-    state_dict = strip_module_prefix(state_dict)
-    try:
-        model.load_state(state_dict, source=source)
-    except CheckpointError as ours:
-        converted = convert_legacy(trainer, state_dict)
-        if converted is state_dict:
-            raise
-        try:
-            model.load_state(converted, source=f"{source} (converted from the original layout)")
-        except CheckpointError:
-            raise ours from None
 
 
 def load_pretrained_weights(model, path: str, trainer: str, trust: bool = False) -> None:

@@ -5,39 +5,47 @@ Dassl's loop and hooks; both hold an `EngineCore` and call it for
 - the build (`EngineCore.build`): the backbone, the input-size check, the precision, the method, its initial
   weights (MODEL.INIT_WEIGHTS), the optimiser (per-parameter-group LRs: OPTIM.STAGED_LR) and the schedule;
 - the training step (`train_step`): the batch onto the device, the method's loss under the precision's
-  autocast, the non-finite check, backward and optimiser step (or the method's `backward_and_update` hook,
-  given a `GradientUpdate`), the LR schedule after an epoch's last step;
+  autocast, backward and optimiser step (or the method's `backward_and_update` hook, given a
+  `GradientUpdate`), the finiteness of the loss and learned state into the run's flags, the LR schedule
+  after an epoch's last step; `check` reads the flags at a check point;
 - the checkpoint's content (`checkpoint_state`, `save`), the resume decision (`resume`: ONE test for an
   original checkpoint, `run_record.has_record`), loading (`load`, `load_state`);
 - evaluation (`evaluation_loader`, `evaluate`).
 
     core = EngineCore.build(cfg, classnames, device)
     terms = core.train_step(batch, epoch, batch_idx, num_batches)    # {name: 0-dim tensor}, detached
+    seen = core.check()                                               # NonFiniteLossError; seen.stop
     core.save(directory, epoch); start = core.resume(directory); core.load(model_dir, epoch)
     split, loader = core.evaluation_loader(split, val_loader, test_loader)
     results = core.evaluate(loader, evaluator)
 
-Host syncs of a step: the non-finite check reads the loss on the host (one per step); the loss terms stay
-on the device (the native engine reads them at the print frequency; Dassl's loop reads them every step).
+Host syncs: a step reads nothing on the host (but a gradient scaler's own check). Whether the loss and the
+learned state stayed finite goes into the run's flags (restore.engine.flags), read by `check` at the check
+points: the native engine's print frequency and epoch ends, every save and every evaluation, and after every
+step in the Dassl engine (whose loop reads the loss terms every step anyway).
 """
 import logging
+import math
 import os
 from typing import Dict, List, Optional
 
 import torch
 from torch import Tensor
 
-from ..distributed import all_reduce_mean, barrier, gather_objects, is_primary, rank
+from ..distributed import all_reduce_mean, barrier, gather_objects, is_primary, rank, world_size
+from ..errors import UserError
 from ..methods.batch import Batch
 from . import checkpoint as ckpt
 from . import run_record
+from .flags import NONE, RunFlags, Seen
 from .step import TrainStep
 
 log = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(FloatingPointError):
-    """The training loss became NaN or infinite."""
+    """The training loss, or the learned state, became NaN or infinite; the message names the first such
+    step, its logged values and the likely key."""
 
 
 class EngineCore:
@@ -54,8 +62,13 @@ class EngineCore:
         self.model, self.precision, self.optim, self.sched = model, precision, optim, sched
         self.name = registered_name(cfg.TRAINER.NAME)  # the checkpoint folder
         self.device = precision.device
+        self.params = model.trainable_parameters()
         self.module = TrainStep(model, precision)
         self.sharded_eval = False
+        self.resumed_position = None  # where a mid-epoch checkpoint stopped (resume)
+        self.flags = RunFlags(self.device)  # the run's one small device tensor, read at check points
+        self._bad = None  # (names, values, loss) of the first non-finite step, on the device
+        self._steps = {}  # step -> (epoch, batch, batches, lr) of the steps since the last check, host-side
 
     # ---------------------------------------------------------------------------------------- build
     @classmethod
@@ -109,8 +122,9 @@ class EngineCore:
         """One optimiser step on the loader's `batch` (a dict of Dassl's keys), at 0-based `batch_idx` of
         `num_batches` in 0-based `epoch`; the LR schedule steps after the epoch's last batch (the
         CoOp-lineage trainers' `update_lr`). Returns the method's logged values as detached 0-dim tensors
-        on the device, in its order ("loss", the terms, "acc", extras). NonFiniteLossError (one line naming
-        where, the LR and every term) when the loss is NaN or infinite, before anything is updated."""
+        on the device, in its order ("loss", the terms, "acc", extras). Nothing is read on the host (but a
+        gradient scaler's own check): whether the loss and the learned state stayed finite goes into the
+        run's flags (restore.engine.flags), which `check` reads."""
         batch = Batch(batch).to(self.device)
         hook = self.model.backward_and_update
         if hook is None:
@@ -118,29 +132,80 @@ class EngineCore:
         else:
             with self._no_sync():  # the hook's GradientUpdate reduces each gradient itself
                 loss, terms = self.module(batch)
-        if not torch.isfinite(loss).all():  # a host sync per step
-            raise NonFiniteLossError(self._non_finite_message(loss, terms, epoch, batch_idx, num_batches))
+        step = epoch * num_batches + batch_idx
+        self._steps[step] = (epoch, batch_idx, num_batches, self.lr())
         if hook is None:
             self.precision.backward_and_step(loss, self.optim)
         else:
-            hook(loss, terms, GradientUpdate(self.model.trainable_parameters(), self.optim, self.precision))
+            hook(loss, terms, GradientUpdate(self.params, self.optim, self.precision))
+        terms = {k: v.detach() for k, v in terms.items()}
+        self._watch(step, loss.detach(), terms)
         if batch_idx + 1 == num_batches:
             self.sched.step()
-        return {k: v.detach() for k, v in terms.items()}
+        return terms
 
     def _no_sync(self):
         import contextlib
         no_sync = getattr(self.module, "no_sync", None)  # DistributedDataParallel's
         return no_sync() if no_sync is not None else contextlib.nullcontext()
 
-    def _non_finite_message(self, loss, terms, epoch, batch_idx, num_batches) -> str:
+    def _watch(self, step: int, loss: Tensor, terms: Dict[str, Tensor]) -> None:
+        """Fold this step into the run's flags: the loss, the learned parameters after the update and,
+        without a gradient scaler (which skips steps with infinite gradients on purpose), the gradients.
+        The first bad step's logged values are kept (on the device) for the message."""
+        state = [p.detach().reshape(-1) for p in self.params]
+        if self.precision.scaler is None:
+            state += [p.grad.detach().reshape(-1) for p in self.params if p.grad is not None]
+        finite = torch.isfinite(loss).all() & torch.isfinite(torch.cat(state)).all()
+        values = torch.stack([v.reshape(()).to(torch.float64) for v in terms.values()])
+        if self._bad is None or self._bad[1].shape != values.shape:
+            self._bad = (list(terms), values, loss.to(torch.float64))
+        first = ~finite & (self.flags.tensor[2] == NONE)
+        self._bad = (list(terms), torch.where(first, values, self._bad[1]),
+                     torch.where(first, loss.to(torch.float64), self._bad[2]))
+        self.flags.record(step, finite)
+
+    def check(self) -> Seen:
+        """A check point (restore.engine.flags): read the run's flags on the host, over every rank. A
+        non-finite loss or learned state since the start raises NonFiniteLossError naming the first bad step,
+        its values and the likely key; otherwise returns what was seen (`stop`: a stop was requested)."""
+        seen = self.flags.read()
+        if seen.non_finite:
+            raise NonFiniteLossError(self._non_finite_message(seen.first_bad_step))
+        for step in [s for s in self._steps if s < max(self._steps, default=0)]:
+            del self._steps[step]  # positions are kept only until they are checked
+        return seen
+
+    def _non_finite_message(self, step: Optional[int]) -> str:
+        names, values, loss = self._bad
+        values, loss = values.tolist(), float(loss)
+        epoch, batch_idx, num_batches, lr = self._steps.get(step, (None, None, None, self.lr()))
+        where = (f"at epoch {epoch + 1}/{self.cfg.OPTIM.MAX_EPOCH}, batch {batch_idx + 1}/{num_batches} "
+                 f"(step {step + 1})" if epoch is not None else f"at step {step + 1}")
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in zip(names, values) if k != "loss")
+        if math.isfinite(loss):
+            what = (f"the loss was {loss:.4g} ({shown}) but the learned parameters or their gradients became "
+                    f"non-finite in the update")
+        else:
+            what = f"the training loss is {loss} ({shown})"
+        return f"Training stopped {where}, lr {lr:.4e}: {what}. {self._likely_fix(names, values)}."
+
+    def _likely_fix(self, names: List[str], values: List[float]) -> str:
+        """The key most likely behind a non-finite step: a non-finite term's weight (its method spec's
+        `loss_keys`) when only weighted terms went non-finite, else OPTIM.LR (and fp16 precision)."""
+        from ..checks import lookup
+        from ..methods import registry
         from .precision import precision_key
-        values = ", ".join(f"{k} {float(v):.4g}" for k, v in terms.items() if k != "loss")
-        fix = f"Lower OPTIM.LR (now {self.cfg.OPTIM.LR})"
+        keys = registry.get(self.cfg.TRAINER.NAME).loss_keys
+        bad = [k for k, v in zip(names, values) if not math.isfinite(v) and k != "loss"]
+        weighted = [k for k in bad if k in keys]
+        fixes = [f"lower {keys[k]} (now {lookup(self.cfg, keys[k])}), which weights {k}" for k in weighted]
+        if not bad or len(weighted) < len(bad):
+            fixes.append(f"lower OPTIM.LR (now {self.cfg.OPTIM.LR})")
         if self.precision.mode == "fp16":  # the key that chose it, named as the config has it
-            fix += f", or set {precision_key(self.cfg)[0]} amp or fp32 (fp16 overflows sooner)"
-        return (f"The training loss is {float(loss)} at epoch {epoch + 1}/{self.cfg.OPTIM.MAX_EPOCH}, batch "
-                f"{batch_idx + 1}/{num_batches} (lr {self.lr():.4e}; {values}). {fix}.")
+            fixes.append(f"set {precision_key(self.cfg)[0]} amp or fp32 (fp16 overflows sooner)")
+        text = "; or ".join(fixes)
+        return text[0].upper() + text[1:]
 
     # ---------------------------------------------------------------------------------- checkpoints
     def checkpoint_state(self, epoch: int, val_result=None) -> dict:
@@ -166,10 +231,38 @@ class EngineCore:
     def save(self, directory: str, epoch: int, val_result=None, model_name: str = "") -> None:
         """`checkpoint_state` into `directory/<registered name>/` (model.pth.tar-<epoch + 1>, or
         `model_name`), written by rank 0; every rank returns once it is there."""
+        self.check()  # a non-finite state is never saved
         state = self.checkpoint_state(epoch, val_result)
         if is_primary():
             ckpt.save_checkpoint(state, os.path.join(directory, self.name), model_name=model_name)
         barrier()  # the other ranks may read it next (best_val)
+
+    def save_interrupted(self, directory: str, epoch: int, position: dict) -> str:
+        """A mid-epoch checkpoint (a run stopped by a signal, restore/engine/stop.py): `checkpoint_state` as
+        after the epochs before 0-based `epoch`, plus `interrupted`: `position` ({"epoch", "batch": batches
+        done, "num_batches", "meters": the log's running sums}) with the process count and every rank's
+        batches of the epoch (`batches`: this rank's, lists of indices). Written to
+        `directory/<registered name>/interrupted.pth.tar`, outside the `checkpoint` record. Every rank calls
+        it; returns the path."""
+        self.check()  # a non-finite state is never saved
+        batches = position.pop("batches")
+        ranks = gather_objects({"indices": torch.tensor([i for b in batches for i in b], dtype=torch.int64),
+                                "sizes": [len(b) for b in batches]})
+        state = self.checkpoint_state(epoch - 1)
+        state["interrupted"] = {**position, "world_size": world_size(), "batches": ranks}
+        path = os.path.join(directory, self.name, ckpt.INTERRUPTED)
+        if is_primary():
+            ckpt.save_checkpoint(state, os.path.dirname(path), model_name=ckpt.INTERRUPTED)
+        barrier()
+        return path
+
+    def discard_interrupted(self, directory: str) -> None:
+        """Remove the mid-epoch checkpoint of `directory` (its epoch has ended: the epoch's own checkpoint
+        holds the state from here on)."""
+        path = os.path.join(directory, self.name, ckpt.INTERRUPTED)
+        if is_primary() and os.path.exists(path):
+            os.remove(path)
+            log.info(f"Removed the mid-epoch checkpoint {path} (its epoch has ended)")
 
     def load_state(self, path: str, checkpoint, resume: bool = False) -> None:
         """Check `checkpoint` (read from `path`) against this run (run_record.check_checkpoint) and load
@@ -190,14 +283,21 @@ class EngineCore:
         """Continue from the newest readable checkpoint under `directory/<registered name>/`: the model,
         and for a checkpoint of this project (it carries the run record) the optimiser, schedule, scaler
         and RNG states; an original checkpoint restarts the optimiser and sets the schedule from its epoch.
-        Returns the epoch to start from (0 when there is none)."""
-        path, state = (ckpt.newest_readable_checkpoint(os.path.join(directory, self.name),
-                                                        trust=self.cfg.TRUST_FILES)
-                       if directory else (None, None))
+        Returns the epoch to start from (0 when there is none).
+
+        A mid-epoch checkpoint (`interrupted.pth.tar`, written when a signal stopped the run) comes first: it
+        is newer than any epoch's. Its position is kept in `self.resumed_position` ({"epoch", "batch",
+        "num_batches", "meters", "batches": this rank's, "rng": this rank's} or None) for the loop; it is
+        refused (UserError) for another number of processes than it was saved by, since each process holds
+        its share of the epoch's batches. An epoch's checkpoint saved by another number of processes is
+        resumed with a note."""
+        self.resumed_position = None
+        path, state = self._newest_state(directory) if directory else (None, None)
         if path is None:
             log.info("No checkpoint found, train from scratch")
             return 0
         log.info(f"Found checkpoint at {directory} (will resume training)")
+        self._check_process_count(path, state)
         self.load_state(path, state, resume=True)
         if run_record.has_record(state):
             if state.get("optimizer"):
@@ -211,8 +311,55 @@ class EngineCore:
             log.warning("Note: an original (non-RESTORE) checkpoint: the optimizer state starts afresh")
             self.sched.load_state_dict({"last_epoch": state["epoch"]})
         start = int(state["epoch"])
-        log.info(f"Loaded model weights from {path}; resuming at epoch {start + 1} (lr {self.lr():.4e})")
+        at = ""
+        if "interrupted" in state:
+            position = dict(state["interrupted"])
+            mine = position.pop("batches")[rank()]
+            flat, offset = mine["indices"].tolist(), 0  # a CPU tensor of the file: no device read
+            position["batches"] = []
+            for size in mine["sizes"]:
+                position["batches"].append(flat[offset:offset + size])
+                offset += size
+            position["rng"] = state.get("rng_ranks", [state.get("rng")])[rank()]
+            self.resumed_position = position
+            at = f", batch {position['batch'] + 1}/{position['num_batches']}"
+        log.info(f"Loaded model weights from {path}; resuming at epoch {start + 1}{at} (lr {self.lr():.4e})")
         return start
+
+    def _newest_state(self, directory: str):
+        """(path, state) of the checkpoint a resume takes: the mid-epoch one when there is one that reads,
+        else the newest readable epoch's (restore.engine.checkpoint.newest_readable_checkpoint)."""
+        save_dir = os.path.join(directory, self.name)
+        interrupted = os.path.join(save_dir, ckpt.INTERRUPTED)
+        if os.path.isfile(interrupted):
+            try:
+                return interrupted, ckpt.load_checkpoint(interrupted, trust=self.cfg.TRUST_FILES)
+            except ckpt.CheckpointFileError as err:  # written atomically: only a damaged disk or copy
+                log.warning(f"Warning: {err} Resuming from the last finished epoch instead.")
+        return ckpt.newest_readable_checkpoint(save_dir, trust=self.cfg.TRUST_FILES)
+
+    @staticmethod
+    def _check_process_count(path: str, state) -> None:
+        """A mid-epoch state continues only over as many processes as saved it (UserError); an epoch's
+        state over another number continues with a note (it changes the result slightly)."""
+        if not run_record.has_record(state):
+            return
+        now = world_size()
+        if "interrupted" in state:
+            saved = int(state["interrupted"]["world_size"])
+            if saved != now:
+                raise UserError(
+                    f"{path} is a mid-epoch state saved by a run over {saved} process(es); this run has {now}. "
+                    f"Each process holds its share of the epoch's batches: resume over {saved} "
+                    f"(torchrun --nproc_per_node {saved}), or delete {path} to continue from the last "
+                    f"finished epoch.")
+            return
+        saved = len(state.get("rng_ranks") or [None])
+        if saved != now:
+            log.warning(f"Note: {path} was saved by a run over {saved} process(es); this run continues over "
+                        f"{now}. The global batches stay the same, but each process's random state for the "
+                        f"augmentations and the order in which gradients are summed change, so the result "
+                        f"differs slightly (about 1e-7) from a run over {saved}.")
 
     def load(self, directory: str, epoch: Optional[int] = None) -> None:
         """--eval-only: load `directory/<registered name>/model.pth.tar-<epoch>` (default: model-best.pth.tar,
@@ -244,6 +391,7 @@ class EngineCore:
         class texts encoded once, under the precision's autocast), gathered over the processes when the
         evaluation is sharded, then evaluator.evaluate() (it prints the result lines). Returns its results."""
         from tqdm import tqdm
+        self.check()  # no accuracy is reported for a non-finite state
         self.model.eval()
         evaluator.reset()
         log.info(f"Evaluate on the *{split}* set")

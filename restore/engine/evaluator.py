@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..distributed import is_primary
+from ..files import save_torch
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,6 @@ class Classification:
             from sklearn.metrics import confusion_matrix
             cmat = confusion_matrix(self.y_true, self.y_pred, normalize="true")
             path = os.path.join(self.cfg.OUTPUT_DIR, "cmat.pt")
-            os.makedirs(self.cfg.OUTPUT_DIR, exist_ok=True)
-            torch.save(torch.from_numpy(cmat), path)
+            save_torch(torch.from_numpy(cmat), path)
             log.info(f"Confusion matrix is saved to {path}")
         return results

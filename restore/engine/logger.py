@@ -8,24 +8,40 @@ import os
 import sys
 import time
 
+from ..files import naming
+
 
 class Tee:
+    """The console and the log file. A write to the file that fails (a full disk) raises OSError naming
+    the file, once: the file is then closed and the console alone gets the rest (the error line too)."""
+
     def __init__(self, console, path):
         self.console = console
         self.path = path
-        self.file = open(path, "w", encoding="utf-8")
+        with naming(path):
+            self.file = open(path, "w", encoding="utf-8")
+
+    def _to_file(self, operation):
+        if self.file.closed:
+            return
+        try:
+            with naming(self.path):
+                operation(self.file)
+        except OSError:
+            try:
+                self.file.close()
+            except OSError:
+                pass
+            raise
 
     def write(self, msg):
         self.console.write(msg)
-        if not self.file.closed:
-            self.file.write(msg)
+        self._to_file(lambda f: f.write(msg))
         return len(msg)
 
     def flush(self):
         self.console.flush()
-        if not self.file.closed:
-            self.file.flush()
-            os.fsync(self.file.fileno())
+        self._to_file(lambda f: (f.flush(), os.fsync(f.fileno())))
 
     def isatty(self):
         return hasattr(self.console, "isatty") and self.console.isatty()
@@ -38,9 +54,7 @@ class Tee:
         return getattr(self.console, "encoding", "utf-8")
 
     def close(self):
-        if not self.file.closed:
-            self.file.flush()
-            self.file.close()
+        self._to_file(lambda f: (f.flush(), f.close()))
 
 
 def log_path(output: str) -> str:
@@ -64,19 +78,18 @@ def setup_logger(output):
 
 
 def close_logger():
-    """Stop teeing: close the log file and restore the real stdout (a full or read-only disk that
-    fails the last flush does not stop it)."""
+    """Stop teeing: flush and close the log file and restore the real stdout. Returns the OSError (naming
+    the file) when the log's last lines could not be written (a full disk), else None."""
+    failed = None
     while isinstance(sys.stdout, Tee):
         tee = sys.stdout
         sys.stdout = tee.console
         try:
             tee.flush()
-        except OSError:
-            pass
-        try:
             tee.close()
-        except OSError:
-            pass
+        except OSError as err:
+            failed = failed or err
+    return failed
 
 
 def stdout_is_terminal() -> bool:

@@ -31,6 +31,17 @@ class MetricMeter:
     def __str__(self):
         return self.delimiter.join(f"{name} {m.val:.4f} ({m.avg:.4f})" for name, m in self.meters.items())
 
+    def state(self) -> dict:
+        """{name: [val, sum, count]}: what a mid-epoch checkpoint keeps so that the resumed epoch's log lines
+        average over the whole epoch."""
+        return {name: [m.val, m.sum, m.count] for name, m in self.meters.items()}
+
+    def load(self, state: dict) -> None:
+        for name, (val, total, count) in state.items():
+            meter = self.meters.setdefault(name, AverageMeter())
+            meter.val, meter.sum, meter.count = float(val), float(total), int(count)
+            meter.avg = meter.sum / meter.count if meter.count else 0.0
+
 
 class PendingSteps:
     """The logged values of the training steps since the last log line, kept on the device (float64, so that

@@ -21,8 +21,8 @@ import platform
 import re
 import subprocess
 import sys
-import tempfile
 
+from ..files import atomic_write
 from ..torchscript import file_sha256  # one hash per file and process, shared with the TorchScript check
 from .run_record import (OPERATIONAL_KEYS, RESUME_IGNORED, RunMismatchError, describe, differences,
                          plain)
@@ -128,28 +128,27 @@ def record_run(cfg, dataset=None, engine="native", eval_args=None) -> dict:
 
 def write_run_info(info: dict, output_dir: str) -> str:
     """Write `info` to `<output_dir>/run_info.json` atomically; returns the path."""
-    os.makedirs(output_dir, exist_ok=True)
-    path = os.path.join(output_dir, RUN_INFO)
-    fd, tmp = tempfile.mkstemp(dir=output_dir, prefix=f".{RUN_INFO}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(info, f, indent=2, sort_keys=True)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
+    return atomic_write(os.path.join(output_dir, RUN_INFO), lambda f: json.dump(info, f, indent=2, sort_keys=True),
+                        text=True)
 
 
 def read_run_info(folder: str):
-    """The run_info.json of `folder`, or None when it has none (or it is not JSON)."""
-    try:
-        with open(os.path.join(folder, RUN_INFO)) as f:
-            info = json.load(f)
-    except (OSError, ValueError):
+    """The run_info.json of `folder`, or None when it has none. RunMismatchError naming the file when it
+    cannot be read or is no run record (damaged, cut short, edited): its settings cannot be compared."""
+    path = os.path.join(folder, RUN_INFO)
+    if not os.path.exists(path):
         return None
-    return info if isinstance(info, dict) and isinstance(info.get("config"), dict) else None
+    try:
+        with open(path, encoding="utf-8") as f:
+            info = json.load(f)
+        problem = None if isinstance(info, dict) and isinstance(info.get("config"), dict) else "it holds no config"
+    except (OSError, ValueError) as err:
+        problem = str(err).splitlines()[0] if str(err) else type(err).__name__
+    if problem:
+        raise RunMismatchError(f"{path} is not a readable run record ({problem}): the run's settings cannot be "
+                               f"compared. Delete it to accept the folder as it is (the next run writes it again), "
+                               f"or choose another folder.")
+    return info
 
 
 def finished(folder: str) -> bool:

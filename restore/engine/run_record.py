@@ -31,8 +31,8 @@ from ..errors import UserError
 
 # (METHOD_MODULES: which modules registered methods, and DATASET_OVERRIDES: which values came from the
 # method's per-dataset overrides, say where things came from; the trainer and every value are compared.)
-OPERATIONAL_KEYS = ("OUTPUT_DIR", "RESUME", "DATASET.ROOT", "TRAIN.PRINT_FREQ",
-                    "TRAIN.CHECKPOINT_FREQ", "VERBOSE", "USE_CUDA", "TRUST_FILES", "METHOD_MODULES",
+OPERATIONAL_KEYS = ("OUTPUT_DIR", "RESUME", "DATASET.ROOT", "TRAIN.PRINT_FREQ", "TRAIN.CHECKPOINT_FREQ",
+                    "TRAIN.STOP_SIGNALS", "VERBOSE", "USE_CUDA", "TRUST_FILES", "METHOD_MODULES",
                     "DATASET_OVERRIDES")
 EVALUATION_KEYS = ("TEST.SPLIT", "TEST.EVALUATOR", "TEST.PER_CLASS_RESULT", "TEST.COMPUTE_CMAT",
                    "DATALOADER.TEST")

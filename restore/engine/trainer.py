@@ -11,8 +11,9 @@ epochs and at the last one). Log lines, checkpoint files and the evaluation outp
 
 What both engines share (build, the training step, checkpoints, resume, loading, evaluation) is the engine
 core (restore/engine/core.py); this class is the loop around it, TensorBoard and the processes of a torchrun
-run (restore/engine/parallel.py). The steps' logged values stay on the device and are read at the print
-frequency (TRAIN.PRINT_FREQ) and at the end of each epoch, one host read for all the steps since the last.
+run (restore/engine/parallel.py). The steps' logged values and the run's flags (non-finite, stop) stay on
+the device and are read at the print frequency (TRAIN.PRINT_FREQ) and at the end of each epoch (and before
+every save and evaluation): the only host reads of a training loop, besides a gradient scaler's own.
 """
 import datetime
 import logging
@@ -26,12 +27,15 @@ from ..checks import check_config
 from ..distributed import device_for, is_primary
 from ..methods import registry
 from . import checkpoint as ckpt
+from .board import Board
 from .core import EngineCore, NonFiniteLossError  # noqa: F401  (NonFiniteLossError: its old home)
 from .evaluator import Classification
 from .logger import stdout_is_terminal
 from .meters import AverageMeter, MetricMeter, PendingSteps
 from .parallel import distribute
+from .position import resumable
 from .progress import EpochProgress
+from .stop import StopSignals
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +57,9 @@ class Trainer:
         self.build_data_loader(data_manager)
         self.build_model()
         distribute(self)  # over several processes: loaders sharded, the step in DDP
+        self.train_loader_x = resumable(self.train_loader_x)  # its position in an epoch: a mid-epoch stop
+        self.stop_at_epoch_end = False
+        self.saved_epoch = None  # the last epoch whose checkpoint this run wrote
         self.evaluator = Classification(cfg, lab2cname=self.lab2cname)
 
     # ---------------------------------------------------------------------------------- building
@@ -88,12 +95,19 @@ class Trainer:
         if not self.trainable:
             log.info(f"{self.cfg.TRAINER.NAME} has no trainable parameters: evaluating it directly")
             return self.test()
-        self.before_train()
-        for self.epoch in range(self.start_epoch, self.max_epoch):
-            self.run_epoch()
-            self.after_epoch()
-            self.progress.epoch_done(self.epoch)
-        return self.after_train()
+        # TRAIN.STOP_SIGNALS (a preemption, a time limit): a resumable state at the next check point, then stop.
+        with StopSignals(self.cfg.TRAIN.STOP_SIGNALS, self.core.flags) as self.signals:
+            self.before_train()
+            for self.epoch in range(self.start_epoch, self.max_epoch):
+                self.run_epoch()
+                self.after_epoch()
+                self.end_interrupted_epoch()
+                self.progress.epoch_done(self.epoch)
+                if self.stop_at_epoch_end and self.epoch + 1 < self.max_epoch:
+                    if self.saved_epoch != self.epoch:
+                        self.save_model(self.epoch, self.output_dir)
+                    self.stop(f"after epoch {self.epoch + 1}/{self.max_epoch}")
+            return self.after_train()
 
     def before_train(self):
         directory = self.cfg.RESUME or self.output_dir
@@ -110,11 +124,15 @@ class Trainer:
         pending = PendingSteps()  # the logged values since the last line, on the device
         loader = self.train_loader_x
         self.num_batches = len(loader)
+        start = self.continue_interrupted_epoch(losses)
         show_bar = is_primary() and stdout_is_terminal()
-        bar = tqdm(total=self.num_batches, desc=f"epoch {self.epoch + 1}/{self.max_epoch}",
+        bar = tqdm(total=self.num_batches, initial=start, desc=f"epoch {self.epoch + 1}/{self.max_epoch}",
                    leave=False, disable=not show_bar)
+        batches = iter(loader)
+        if start:  # the random states where the stopped run was, now that the loader drew its workers' seed
+            ckpt.set_rng_state(self.core.resumed_position["rng"])
         end = time.time()
-        for self.batch_idx, batch in enumerate(loader):
+        for self.batch_idx, batch in enumerate(batches, start):
             data_time.update(time.time() - end)
             terms = self.forward_backward(batch)
             batch_time.update(time.time() - end)
@@ -123,6 +141,7 @@ class Trainer:
 
             meet_freq = (self.batch_idx + 1) % cfg.TRAIN.PRINT_FREQ == 0
             if meet_freq or self.num_batches < cfg.TRAIN.PRINT_FREQ:
+                seen = self.core.check()  # the run's flags: a non-finite step stops here, a signal below
                 pending.write(losses, self.write_scalar)
                 remaining = (self.num_batches - self.batch_idx - 1
                              + (self.max_epoch - self.epoch - 1) * self.num_batches)
@@ -136,9 +155,49 @@ class Trainer:
                     f"lr {self.get_current_lr():.4e}",
                     f"eta {eta}",
                 ]))
+                if seen.stop and self.batch_idx + 1 < self.num_batches:
+                    bar.close()
+                    self.stop_mid_epoch(losses)
             end = time.time()
+        self.stop_at_epoch_end = self.core.check().stop
         pending.write(losses, self.write_scalar)  # the steps after the epoch's last line
         bar.close()
+
+    # ------------------------------------------------------------------------ stopping on a signal
+    def stop_mid_epoch(self, losses):
+        """Save the state after the current batch (restore/engine/stop.py) and stop."""
+        position = {"epoch": self.epoch, "batch": self.batch_idx + 1, "num_batches": self.num_batches,
+                    "meters": losses.state(), "batches": self.train_loader_x.batch_sampler.batches}
+        self.core.save_interrupted(self.output_dir, self.epoch, position)
+        self.stop(f"at epoch {self.epoch + 1}/{self.max_epoch}, batch {self.batch_idx + 1}/{self.num_batches}")
+
+    def stop(self, where: str):
+        self.close_writer()
+        raise self.signals.stopped(where)
+
+    def continue_interrupted_epoch(self, losses) -> int:
+        """The first batch of this epoch: where a resumed mid-epoch state stopped (its batches and the log's
+        running means restored), else 0."""
+        position = self.core.resumed_position
+        if position is None or position["epoch"] != self.epoch:
+            return 0
+        if position["num_batches"] != self.num_batches:
+            raise ValueError(f"The mid-epoch checkpoint was saved with {position['num_batches']} batches per epoch; "
+                             f"this run has {self.num_batches}.")
+        self.train_loader_x.batch_sampler.resume(position["batches"], position["batch"])
+        losses.load(position["meters"])
+        return position["batch"]
+
+    def end_interrupted_epoch(self):
+        """After the epoch a resumed mid-epoch state belonged to: its epoch's checkpoint holds the state from
+        here on (saved now when TRAIN.CHECKPOINT_FREQ did not), and the mid-epoch one is removed."""
+        position = self.core.resumed_position
+        if position is None or position["epoch"] != self.epoch:
+            return
+        if self.saved_epoch != self.epoch:
+            self.save_model(self.epoch, self.output_dir)
+        self.core.discard_interrupted(self.output_dir)
+        self.core.resumed_position = None
 
     def forward_backward(self, batch) -> dict:
         """One training step (restore.engine.core.EngineCore.train_step); its logged values, on the device."""
@@ -192,6 +251,8 @@ class Trainer:
     # ------------------------------------------------------------------------------- checkpoints
     def save_model(self, epoch, directory, val_result=None, model_name=""):
         self.core.save(directory, epoch, val_result=val_result, model_name=model_name)
+        if not model_name:
+            self.saved_epoch = epoch
 
     def resume_model_if_exist(self, directory) -> int:
         """Load the latest checkpoint under `directory/<name>/`: model, optimizer, schedule and RNG
@@ -208,10 +269,8 @@ class Trainer:
         if not is_primary():
             return
         # TensorBoard logs are part of the output, as Dassl's (tensorboard is in requirements.txt).
-        from torch.utils.tensorboard import SummaryWriter
-        os.makedirs(log_dir, exist_ok=True)
         log.info(f"Initialize tensorboard (log_dir={log_dir})")
-        self.writer = SummaryWriter(log_dir=log_dir)
+        self.writer = Board(log_dir)
 
     def write_scalar(self, tag, value, step=None):
         if self.writer is not None:
@@ -219,5 +278,5 @@ class Trainer:
 
     def close_writer(self):
         if self.writer is not None:
-            self.writer.close()
-            self.writer = None
+            writer, self.writer = self.writer, None
+            writer.close()

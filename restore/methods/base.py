@@ -93,6 +93,9 @@ class PromptedCLIP(nn.Module):
         tokens = self.text_encoder.tokenize(texts)
         self.register_buffer("token_embeds", self.text_encoder.embed(tokens), persistent=False)
         self.register_buffer("eot", self.text_encoder.eot_index(tokens), persistent=False)
+        # The EOT positions on the host too (read here, on the CPU at build): the text encoder cuts the
+        # tokens after the last one without reading the device (text_length).
+        self.eot_positions = self.eot.tolist()
         self.n_slots = n_slots
 
     def check_text_length(self, prefix: Optional[str], template: str, texts: List[str]) -> None:
@@ -114,6 +117,10 @@ class PromptedCLIP(nn.Module):
                     f"{count(text)} tokens, more than the text encoder's {limit}. Use a shorter class "
                     f"name (the split file's third column) or fewer context tokens ({keys}).")
 
+    def text_length(self, lo: int = 0, hi: Optional[int] = None) -> int:
+        """Tokens of the class prompts lo..hi-1 that reach a feature: their last EOT position + 1."""
+        return max(self.eot_positions[lo:hi]) + 1
+
     def text_prompts(self) -> list:
         """Per-layer text prompts (index 0 = token-embedding level); [] for none."""
         return []
@@ -121,6 +128,16 @@ class PromptedCLIP(nn.Module):
     def vision_prompts(self) -> list:
         """Per-layer vision prompts (index 0 = before ln_pre); [] for none."""
         return []
+
+    @torch.no_grad()
+    def hand_prompt_features(self, template: str) -> Tensor:
+        """The frozen CLIP's L2-normalised text features of a hand prompt (`template`, e.g. "a photo of a
+        {}.") for each class: [C, D], fp32 (= clip.encode_text, normalised). Called at build, before the
+        engine sets the precision (KgCoOp's targets, ProGrad's zero-shot classifier)."""
+        enc = self.text_encoder
+        tokens = enc.tokenize([template.format(c) for c in self.classnames])
+        features = enc(enc.embed(tokens), enc.eot_index(tokens))[0].float()
+        return features / features.norm(dim=-1, keepdim=True)
 
     # ------------------------------------------------------------------------------ forward
     def encode_text(self, trace=False):
@@ -130,7 +147,8 @@ class PromptedCLIP(nn.Module):
         if self.distributed and shards.can_shard_text(self):
             return shards.encode_text_sharded(self, trace)
         features, samples = self.text_encoder(self.token_embeds, self.eot, self.text_prompts(),
-                                              self.n_slots, trace, self.fs_norm, self.prompt_free)
+                                              self.n_slots, trace, self.fs_norm, self.prompt_free,
+                                              self.text_length())
         if trace is False:
             return features, None
         return features, estimate(samples, trace, self.token_embeds.shape[0])

@@ -19,8 +19,8 @@ import sys
 from typing import Dict, List, Optional
 
 from ..errors import UserError
-from .spec import (BACKBONE_FAMILIES, ORIGINAL_LAYOUTS, TOWERS, VALUE_TYPES, ConfigNode, Key,
-                   MethodSpec)
+from .spec import (BACKBONE_FAMILIES, ORIGINAL_LAYOUTS, TOWERS, VALUE_TYPES, Alias, ConfigNode, Key,
+                   MethodSpec, OriginalLayout)
 
 ENTRY_POINT_GROUP = "restore.methods"
 # The order the built-in families (the packages restore/methods/<family>/) are listed in: --help, the
@@ -83,13 +83,20 @@ def _validate(spec: MethodSpec, module: str) -> None:
         fail(f"backbones {tuple(spec.backbones)!r}: choose from {BACKBONE_FAMILIES}.")
     if spec.vision_prompts and "resnet" in spec.backbones:
         fail("a method with vision prompts cannot run on 'resnet' towers (no token blocks).")
-    bad = [x for x in (*spec.original_layouts, spec.export_layout) if x is not None and x not in ORIGINAL_LAYOUTS]
-    if bad:
-        fail(f"unknown original checkpoint layout {bad[0]!r}; restore/legacy.py reads {ORIGINAL_LAYOUTS}.")
+    _validate_layouts(spec, module, fail)
     if not (isinstance(spec.cost, (int, float)) and spec.cost > 0):
         fail(f"cost {spec.cost!r} must be a positive number (relative to CoOp's 1.0).")
     for node in spec.nodes:
         _validate_node(node, module, fail)
+    spelled = {}
+    for node in spec.nodes:
+        for alias in node.aliases:
+            other = next((n for n in spec.nodes if n is not node and any(alias == n.full(k) for k in n.keys)), None)
+            if other is not None:
+                fail(f"alias {alias} (of {node.path}) is a key of {other.path}, which it reads too.")
+            if alias in spelled:
+                fail(f"alias {alias} is declared by both {spelled[alias]} and {node.path}, which it reads.")
+            spelled[alias] = node.path
     own = {node.full(k): k for node in spec.nodes for k in node.keys}
     if spec.nodes and spec.precision_key is None:
         fail(f"its first node {spec.nodes[0].path} has no PREC key (the run's precision): add "
@@ -97,6 +104,9 @@ def _validate(spec: MethodSpec, module: str) -> None:
     for key in spec.context_keys:
         if key not in own:
             fail(f"context key {key!r} is not a key of its nodes.")
+    for term, key in spec.loss_keys.items():
+        if key not in own:
+            fail(f"loss_keys[{term!r}] names {key!r}, which is not a key of its nodes.")
     for flag, key in spec.flags.items():
         if not _NAME.match(flag) or key not in own:
             fail(f"flag --{flag} must set a key of its nodes (got {key!r}).")
@@ -121,6 +131,33 @@ def _validate(spec: MethodSpec, module: str) -> None:
     tiny = list(spec.tiny)
     if len(tiny) % 2 or not all(isinstance(k, str) and known(k) for k in tiny[0::2]):
         fail(f"tiny {spec.tiny!r} must be KEY VALUE pairs of keys of its nodes or the general config.")
+
+
+def _validate_layouts(spec: MethodSpec, module: str, fail) -> None:
+    known = {layout.name: owner for owner, layout in _declared_layouts()}
+    own = [x for x in spec.original_layouts if isinstance(x, OriginalLayout)]
+    for layout in own:
+        if layout.name in ORIGINAL_LAYOUTS or known.get(layout.name, spec.name) != spec.name:
+            fail(f"original layout {layout.name!r} is already declared ({known.get(layout.name, 'built in')}); "
+                 "name it in original_layouts instead of declaring it again.")
+        if layout.base not in ORIGINAL_LAYOUTS:
+            fail(f"original layout {layout.name!r}: its base {layout.base!r} must be one of {ORIGINAL_LAYOUTS}.")
+        if not layout.marks or not all(isinstance(k, str) and k for k in layout.marks):
+            fail(f"original layout {layout.name!r} needs marks: keys that only its checkpoints hold.")
+        for owner, other in _declared_layouts():
+            if owner != spec.name and set(other.marks) & set(layout.marks):
+                fail(f"original layout {layout.name!r} shares marks with {other.name!r} ({owner}): its "
+                     "checkpoints could not be told apart.")
+    names = set(ORIGINAL_LAYOUTS) | set(known) | {x.name for x in own}
+    bad = [x for x in (*spec.layout_names, spec.export_layout) if x is not None and x not in names]
+    if bad:
+        fail(f"unknown original checkpoint layout {bad[0]!r}; restore/legacy.py reads {tuple(sorted(names))}.")
+
+
+def _declared_layouts():
+    """[(method, OriginalLayout)] of the layouts the registered methods declare, in registration order."""
+    return [(name, x) for name in sorted(_SPECS, key=lambda n: _ORDER[n])
+            for x in _SPECS[name].original_layouts if isinstance(x, OriginalLayout)]
 
 
 def _validate_node(node: ConfigNode, module: str, fail) -> None:
@@ -160,15 +197,18 @@ def _validate_node(node: ConfigNode, module: str, fail) -> None:
             if other is not node and _node_owner(other) != module and \
                     any(other.full(k) == full for k in other.keys):
                 fail(f"key {full} is already declared by {_node_owner(other)}.")
-    for alias, canonical in node.aliases.items():
-        if not any(node.full(k) == canonical for k in node.keys):
-            fail(f"alias {alias} must name a key of {node.path}, not {canonical!r}.")
-        if alias in general or any(alias == n.full(k) for n in _nodes() for k in n.keys) or \
-                any(alias == node.full(k) for k in node.keys):
-            fail(f"alias {alias} is a key of the config; an alias must be a spelling the config lacks.")
-        taken = [n for n in _nodes() if n is not node and alias in n.aliases and _node_owner(n) != module]
-        if taken:
-            fail(f"alias {alias} is already {taken[0].path}'s (declared by {_node_owner(taken[0])}).")
+    for alias, target in node.aliases.items():
+        if not isinstance(target, (str, Alias)):
+            fail(f"alias {alias} must map to a full key or a restore.methods.spec.Alias, not {target!r}.")
+        canonical = node.alias_target(alias)
+        if not any(node.full(k) == canonical.key for k in node.keys):
+            fail(f"alias {alias} must name a key of {node.path}, not {canonical.key!r}.")
+        values = canonical.values
+        if not (values is None or callable(values) or isinstance(values, dict)):
+            fail(f"alias {alias}: its values must be a dict or a function of the value, not {values!r}.")
+        if alias in general or any(alias == node.full(k) for k in node.keys):
+            fail(f"alias {alias} is a key of the config; an alias must be a spelling the config lacks (or a key "
+                 "of another method's node, for the runs of methods that read this node).")
 
 
 def builtin_families() -> List[str]:
@@ -281,11 +321,22 @@ def keys() -> Dict[str, Key]:
     return {node.full(k): k for node in nodes() for k in node.keys}
 
 
-def aliases() -> Dict[str, str]:
-    """{alias: canonical full key} of every registered node."""
-    out = {}
-    for node in nodes():
-        out.update(node.aliases)
+def aliases(trainer: Optional[str] = None) -> Dict[str, Alias]:
+    """{alias: Alias (canonical full key, value translation)} in a run of `trainer`: the aliases of the
+    nodes it reads, and every other alias that spells no key of the config and no other node declares.
+    An alias spelling a key of another method's node (KgCoOp's TRAINER.COOP.N_CTX) applies only to runs
+    of the methods that read its node; without a trainer (None, or an unknown name) it is not applied."""
+    _ensure_loaded()
+    real = set(keys())
+    declared: Dict[str, list] = {}
+    for node in _nodes():
+        for alias in node.aliases:
+            declared.setdefault(alias, []).append(node)
+    out = {alias: found[0].alias_target(alias) for alias, found in declared.items()
+           if alias not in real and len(found) == 1}
+    if trainer in _SPECS:
+        for node in _SPECS[trainer].nodes:
+            out.update({alias: node.alias_target(alias) for alias in node.aliases})
     return out
 
 
@@ -310,6 +361,18 @@ def registered_name(name: str) -> str:
 def supporting(family: str) -> List[str]:
     """The methods that run on image towers of `family` (BACKBONE_FAMILIES)."""
     return [s.name for s in specs() if family in s.backbones]
+
+
+def declared_layouts() -> Dict[str, OriginalLayout]:
+    """{name: OriginalLayout} of the original checkpoint layouts the registered methods declare beside
+    ORIGINAL_LAYOUTS (restore/legacy.py reads both)."""
+    _ensure_loaded()
+    return {x.name: x for _, x in _declared_layouts()}
+
+
+def loading(layout: str) -> List[str]:
+    """The methods whose `original_layouts` name `layout` (whose original checkpoints load into them)."""
+    return [s.name for s in specs() if layout in s.layout_names]
 
 
 def exportable() -> Dict[str, str]:

@@ -55,7 +55,8 @@ def encode_text_sharded(model, trace=False):
     prompts = [p[lo:hi] if p is not None and p.dim() == 3 else p for p in model.text_prompts()]
     rows, count, total = _local_trace(trace, lo, hi, n)
     features, samples = model.text_encoder(model.token_embeds[lo:hi], model.eot[lo:hi], prompts,
-                                           model.n_slots, rows, model.fs_norm, model.prompt_free)
+                                           model.n_slots, rows, model.fs_norm, model.prompt_free,
+                                           model.text_length(lo, hi))
     features = all_gather_rows(features, [b - a for a, b in bounds])
     if samples is None:
         return features, None

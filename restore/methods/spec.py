@@ -22,7 +22,8 @@ from typing import Any, Callable, Mapping, Optional, Tuple
 
 # TRAINER.<node>.PREC: the numerical precision of a run on CUDA (restore/engine/precision.py); a CPU runs fp32.
 PRECISIONS = ("fp16", "fp32", "amp", "bf16")
-# The layouts of the original CoOp-lineage checkpoints that restore/legacy.py reads and writes.
+# The layouts of the original CoOp-lineage checkpoints that restore/legacy.py reads and writes; a method
+# declares another one as an `OriginalLayout` extending one of these.
 ORIGINAL_LAYOUTS = ("CoOp", "IVLP", "MaPLe", "MaPLe_FSA")
 # Image towers a method can run on: "vit" has token blocks that take vision prompts; "resnet" stands for
 # every tower without them (ResNet, timm towers, attention-pooled towers), where only text prompts work.
@@ -98,24 +99,73 @@ class Key:
 
 
 @dataclass(frozen=True)
+class Alias:
+    """The target of a key alias whose values are spelled differently too: `key`, the canonical full key,
+    and `values`, a mapping {the authors' value: ours} or a function of the authors' value (applied after
+    yacs decodes a command-line value; a value the mapping lacks passes unchanged). KgCoOp's authors
+    write `TRAINER.COOP.CTX_INIT: True` for the context "a photo of a":
+    `Alias("TRAINER.KGCOOP.CTX_INIT", {True: "a photo of a", False: ""})`."""
+    key: str
+    values: Any = None
+
+    def translate(self, value):
+        if callable(self.values):
+            return self.values(value)
+        if isinstance(self.values, Mapping):
+            try:
+                return self.values.get(value, value)
+            except TypeError:  # an unhashable value (a list): no entry
+                return value
+        return value
+
+
+@dataclass(frozen=True)
 class ConfigNode:
     """A group of keys at a dotted `path` of the config: most methods own "TRAINER.<NAME>", but a node may
     sit anywhere (a top-level "LOSS"). Declared once by the method family that owns it and referenced by
     the others that read it (MaPLe's node is read by MaPLe, RESTORE_m and MaPLe_FSA).
 
-    aliases: {alias: canonical key}, both full dotted keys: the spelling of a key in its authors' yaml
-    files and command lines (e.g. "TRAINER.COOP.W") that sets the canonical key of this node. Aliases
-    are translated in yaml files and KEY VALUE pairs before merging, so the printed config and the run
-    record hold canonical keys only."""
+    aliases: {alias: canonical key, or an `Alias` (canonical key and value translation)}, both full
+    dotted keys: the spelling of a key in its authors' yaml files and command lines (e.g.
+    "TRAINER.COOP.W") that sets the canonical key of this node. Aliases are translated in yaml files and
+    KEY VALUE pairs before merging, so the printed config and the run record hold canonical keys only.
+    An alias may spell a key of another method's node (KgCoOp's authors write TRAINER.COOP.N_CTX, CoOp's
+    key): it then applies only to runs of the methods that read this node
+    (restore.methods.registry.aliases)."""
     path: str
     keys: Tuple[Key, ...]
-    aliases: Mapping[str, str] = field(default_factory=dict)
+    aliases: Mapping[str, Any] = field(default_factory=dict)
 
     def key(self, name: str) -> Optional[Key]:
         return next((k for k in self.keys if k.name == name), None)
 
+    def alias_target(self, alias: str) -> Alias:
+        """The `Alias` of `alias` (a plain canonical key becomes one without value translation)."""
+        target = self.aliases[alias]
+        return target if isinstance(target, Alias) else Alias(target)
+
     def full(self, key: Key) -> str:
         return f"{self.path}.{key.name}"
+
+
+@dataclass(frozen=True)
+class OriginalLayout:
+    """A checkpoint layout of an original trainer that extends one of ORIGINAL_LAYOUTS (`base`): the same
+    key names, recognised by `marks` (keys only this layout holds), plus keys the original saves and never
+    uses (`unused`: keys, or prefixes ending in "."), dropped when its checkpoints are read. Declared by a
+    method in its `original_layouts` (KgCoOp: the CoOp layout plus its unused `bias_vectors` and
+    `meta_net.linear1`); restore/legacy.py reads and writes it through its base's renaming.
+
+    name      its name (`export_layout` may name it); writers: who writes it, for messages."""
+    name: str
+    base: str
+    marks: Tuple[str, ...]
+    unused: Tuple[str, ...] = ()
+    writers: str = ""
+
+    def holds(self, key: str) -> bool:
+        """Whether `key` (of a state dict in this layout) is one of its unused keys."""
+        return any(key == u or (u.endswith(".") and key.startswith(u)) for u in self.unused)
 
 
 @dataclass(frozen=True)
@@ -136,8 +186,11 @@ class MethodSpec:
     context_keys      the full keys that set the length of its text prompts, named when a class prompt does
                       not fit the text encoder ("TRAINER.COOP.N_CTX", "TRAINER.COOP.CTX_INIT"); none: a
                       hand prompt (ZeroshotCLIP).
-    original_layouts  the ORIGINAL_LAYOUTS whose checkpoints load into it (restore/legacy.py).
-    export_layout     the original layout its checkpoints are written in by `python -m restore.legacy`, or None.
+    original_layouts  the original checkpoint layouts that load into it (restore/legacy.py): names of
+                      ORIGINAL_LAYOUTS or of a layout another method declares, or `OriginalLayout`s it
+                      declares itself.
+    export_layout     the name of the original layout its checkpoints are written in by
+                      `python -m restore.legacy`, or None.
     cost              one epoch's cost per training class relative to CoOp (the sweep starts the heaviest
                       jobs first).
     benchmark         whether the testbed benchmark runs it by default.
@@ -149,6 +202,8 @@ class MethodSpec:
                       refused for another trainer), as its authors' train.py spells them.
     derive_cfg        cfg -> None, run on the merged config of a run of this method before it is checked:
                       writes the keys the model reads from the keys its users set (MaPLe_FSA's release node).
+    loss_keys         {logged loss term: the key its users set to weight it} ({"fs": "TRAINER.RESTORE.FS.WEIGHT"}):
+                      a training step whose loss turns non-finite in such a term names that key.
     tiny              KEY VALUE pairs that make it small on the tests' tiny random CLIP (3 + 3 layers): prompt
                       depths below its layers, few context tokens (tests and smoke runs).
     """
@@ -160,7 +215,7 @@ class MethodSpec:
     vision_prompts: bool = False
     backbones: Optional[Tuple[str, ...]] = None
     context_keys: Tuple[str, ...] = ()
-    original_layouts: Tuple[str, ...] = ()
+    original_layouts: Tuple[Any, ...] = ()
     export_layout: Optional[str] = None
     cost: float = 1.0
     benchmark: bool = False
@@ -168,11 +223,17 @@ class MethodSpec:
     dataset_overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     flags: Mapping[str, str] = field(default_factory=dict)
     derive_cfg: Optional[Callable] = None
+    loss_keys: Mapping[str, str] = field(default_factory=dict)
     tiny: Tuple[Any, ...] = ()
 
     def __post_init__(self):
         if self.backbones is None:
             object.__setattr__(self, "backbones", ("vit",) if self.vision_prompts else BACKBONE_FAMILIES)
+
+    @property
+    def layout_names(self) -> Tuple[str, ...]:
+        """The names of its `original_layouts`."""
+        return tuple(x.name if isinstance(x, OriginalLayout) else x for x in self.original_layouts)
 
     @property
     def precision_key(self) -> Optional[str]:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from ..files import describe_os_error, naming
 from . import datasets as D
 
 log = logging.getLogger(__name__)
@@ -51,8 +52,9 @@ def _write(ds: D.TestbedDataset, out: Path, seed: int) -> dict:
             folder.mkdir(parents=True, exist_ok=True)
             for i in range(D.count(ds, s)):
                 rel = f"{s}/{class_folder(c.name)}/{i:04d}.png"
-                Image.fromarray(D.render_image(ds, s, y, i, seed)).save(out / "images" / rel, optimize=False,
-                                                                         compress_level=6)
+                with naming(out / "images" / rel):  # a full disk names the file
+                    Image.fromarray(D.render_image(ds, s, y, i, seed)).save(out / "images" / rel, optimize=False,
+                                                                             compress_level=6)
                 rows.append([rel, y, c.name])
         split[s] = rows
     return split
@@ -112,12 +114,13 @@ def generate(root, name: str, seed: int = 0, force: bool = False, verbose: bool 
     tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(ds) + owner, dir=root))
     try:
         split = _write(ds, tmp, seed)
-        with open(tmp / ds.split_file, "w") as f:
+        with naming(tmp / ds.split_file), open(tmp / ds.split_file, "w") as f:
             json.dump(split, f, indent=4)
         info = {"dataset": ds.registry_name, "key": ds.key, "seed": seed, "generator_version": GENERATOR_VERSION,
                 "classes": len(ds.classes), "num_base": ds.num_base, "template": ds.template,
                 "description": ds.description, "counts": {s: len(v) for s, v in split.items()}}
-        (tmp / INFO_FILE).write_text(json.dumps(info, indent=4))
+        with naming(tmp / INFO_FILE):
+            (tmp / INFO_FILE).write_text(json.dumps(info, indent=4))
         if is_complete(root, name) and not force:  # someone else finished first
             return target
         target.mkdir(exist_ok=True)
@@ -154,7 +157,12 @@ def main(argv=None):
         if is_complete(a.root, n) and not a.force:
             log.info(f"{D.get(n).registry_name}: present in {Path(a.root) / D.get(n).dataset_dir}, skipped")
             continue
-        generate(a.root, n, seed=a.seed, force=a.force, verbose=True)
+        try:
+            generate(a.root, n, seed=a.seed, force=a.force, verbose=True)
+        except OSError as err:  # a full disk: one line naming the file (nothing half-written is kept)
+            sys.exit(f"Error: {describe_os_error(err)}")
+        except RuntimeError as err:  # generated there before with another seed
+            sys.exit(f"Error: {err}")
     return 0
 
 

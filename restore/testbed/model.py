@@ -11,11 +11,12 @@ Inputs: 32 x 32 RGB images normalised with CLIP's mean/std; text tokenised with
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Iterable, Optional
 
 import torch
+
+from ..files import save_torch
 
 ASSET_DIR = Path(__file__).resolve().parent.parent / "assets"
 DEFAULT_CHECKPOINT = ASSET_DIR / "testbed_clip.pt"
@@ -83,11 +84,7 @@ def save_checkpoint(model, path, dims: dict, seed: int, rows: torch.Tensor, extr
             "token_rows": rows.clone(), "token_values": emb[rows].clone(),
             "token_init": f"torch.randn(vocab, width, generator=torch.Generator().manual_seed(seed)) * {TOKEN_STD}",
             "extra": extra or {}}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    torch.save(ckpt, tmp)
-    os.replace(tmp, path)
+    save_torch(ckpt, path)
 
 
 def load_testbed_clip(path=None):

@@ -13,6 +13,16 @@ COOP = ConfigNode("TRAINER.COOP", (
         choices=CLASS_TOKEN_POSITIONS),
 ))
 
+
+def coop_aliases(node: str, ctx_init) -> dict:
+    """The aliases of a node holding CoOp's context keys (KgCoOp's, ProGrad's) for the authors who spell
+    them as CoOp's (TRAINER.COOP.N_CTX, ...): {alias: key of `node`}; `ctx_init` is CTX_INIT's target
+    (a restore.methods.spec.Alias, which translates the authors' values)."""
+    aliases = {f"TRAINER.COOP.{k}": f"{node}.{k}" for k in ("N_CTX", "CSC", "PREC", "CLASS_TOKEN_POSITION")}
+    aliases["TRAINER.COOP.CTX_INIT"] = ctx_init
+    return aliases
+
+
 register(MethodSpec(
     "CoOp", model="restore.methods.coop.model:CoOp", nodes=(COOP,), registered_name="prompt_learner",
     context_keys=("TRAINER.COOP.N_CTX", "TRAINER.COOP.CTX_INIT"),

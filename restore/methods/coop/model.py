@@ -10,33 +10,45 @@ and the feature-shift trace (defined for the slots 1..n) reports no text shift (
 import torch
 from torch import nn
 
+from ...checks import lookup
 from ...feature_shift import estimate
 from ..base import PromptedCLIP, context_vectors
 from . import CLASS_TOKEN_POSITIONS
 
 
 class CoOp(PromptedCLIP):
+    # The config node of its context keys (N_CTX, CSC, CTX_INIT, CLASS_TOKEN_POSITION): KgCoOp and
+    # ProGrad, CoOp with other losses, read their own.
+    node = "TRAINER.COOP"
+
     def __init__(self, cfg, classnames, clip_model):
         super().__init__(cfg, classnames, clip_model)
-        c = cfg.TRAINER.COOP
+        c = lookup(cfg, self.node)
         if c.CLASS_TOKEN_POSITION not in CLASS_TOKEN_POSITIONS:
-            raise ValueError(f"TRAINER.COOP.CLASS_TOKEN_POSITION must be one of "
+            raise ValueError(f"{self.node}.CLASS_TOKEN_POSITION must be one of "
                              f"{CLASS_TOKEN_POSITIONS} (got {c.CLASS_TOKEN_POSITION!r})")
         self.class_token_position = c.CLASS_TOKEN_POSITION
-        ctx_init = c.CTX_INIT.replace("_", " ")
-        # As CoOp: an init string fixes the context length to its number of words.
-        n_ctx = len(ctx_init.split(" ")) if ctx_init else c.N_CTX
-        if c.CSC and ctx_init:
-            raise ValueError("TRAINER.COOP.CSC with CTX_INIT is not supported; leave CTX_INIT empty")
+        if c.CSC and c.CTX_INIT:
+            raise ValueError(f"{self.node}.CSC with CTX_INIT is not supported (class-specific contexts start "
+                             "random); leave CTX_INIT empty")
         shape = (len(self.classnames),) if c.CSC else ()
         self.class_specific = bool(c.CSC)
         self.prompt_learner = nn.Module()
-        self.prompt_learner.ctx = nn.Parameter(
-            context_vectors(self.text_encoder, ctx_init, n_ctx, shape))
-        self.set_text_template(ctx_init or " ".join(["X"] * n_ctx), n_ctx)
+        ctx, prefix = self.initial_context(c, shape)
+        self.prompt_learner.ctx = nn.Parameter(ctx)
+        self.set_text_template(prefix, ctx.shape[-2])
         # Tokens of each class name (between SOS and EOT), for "middle" and "front".
         names = self.text_encoder.tokenize(self.classnames)
         self.name_lens = (self.text_encoder.eot_index(names) - 1).tolist()
+
+    def initial_context(self, c, shape):
+        """(the initial context vectors [*shape, n, width], the prompt text their n slots stand for) from
+        the node `c`: as CoOp, the token embeddings of CTX_INIT's words (an init string fixes the context
+        length to its number of words) or N_CTX random vectors "X X ... X"."""
+        ctx_init = c.CTX_INIT.replace("_", " ")
+        n_ctx = len(ctx_init.split(" ")) if ctx_init else c.N_CTX
+        vectors = context_vectors(self.text_encoder, ctx_init, n_ctx, shape)
+        return vectors, ctx_init or " ".join(["X"] * n_ctx)
 
     def text_prompts(self):
         return [self.prompt_learner.ctx]
@@ -45,7 +57,8 @@ class CoOp(PromptedCLIP):
         if self.class_token_position == "end":
             return super().encode_text(trace)
         x = self.arrange_prompts(self.prompt_learner.ctx)
-        features, samples = self.text_encoder(x, self.eot, (), 0, trace, self.fs_norm)
+        features, samples = self.text_encoder(x, self.eot, (), 0, trace, self.fs_norm,
+                                              length=self.text_length())
         return features, (estimate(samples, trace, x.shape[0]) if trace is not False else None)
 
     def arrange_prompts(self, ctx):

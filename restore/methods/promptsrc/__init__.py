@@ -20,6 +20,8 @@ register(MethodSpec(
     registered_name="VLPromptLearner", vision_prompts=True,
     context_keys=("TRAINER.PROMPTSRC.N_CTX_TEXT", "TRAINER.PROMPTSRC.CTX_INIT"),
     original_layouts=("IVLP",), export_layout="IVLP", cost=1.75, benchmark=True,
+    loss_keys={"scl_text": "TRAINER.PROMPTSRC.TEXT_LOSS_WEIGHT",
+               "scl_image": "TRAINER.PROMPTSRC.IMAGE_LOSS_WEIGHT"},
     tiny=("TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT", 2, "TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION", 2,
           "TRAINER.PROMPTSRC.N_CTX_VISION", 3)))
 

@@ -69,13 +69,15 @@ register(MethodSpec(
     registered_name="MultiModalPromptLearner", base="MaPLe", vision_prompts=True,
     context_keys=("TRAINER.MAPLE.N_CTX", "TRAINER.MAPLE.CTX_INIT"),
     original_layouts=("MaPLe", "MaPLe_FSA"), export_layout="MaPLe_FSA",  # exported as its release variant
-    cost=2.3, benchmark=True,
+    cost=2.3, benchmark=True, loss_keys={"fs": "TRAINER.RESTORE.FS.WEIGHT"},
     tiny=("TRAINER.MAPLE.PROMPT_DEPTH", 2, "TRAINER.MAPLE.N_CTX", 2)))
 register(MethodSpec(
     "RESTORE_p", model="restore.methods.restore.model:RESTORE_p", nodes=(PROMPTSRC, RESTORE),
     registered_name="VLPromptLearner", base="PromptSRC", vision_prompts=True,
     context_keys=("TRAINER.PROMPTSRC.N_CTX_TEXT", "TRAINER.PROMPTSRC.CTX_INIT"),
     original_layouts=("IVLP",), cost=2.9, benchmark=True,  # no original trainer holds its checkpoints
+    loss_keys={"fs": "TRAINER.RESTORE.FS.WEIGHT", "scl_text": "TRAINER.PROMPTSRC.TEXT_LOSS_WEIGHT",
+               "scl_image": "TRAINER.PROMPTSRC.IMAGE_LOSS_WEIGHT"},
     tiny=("TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT", 2, "TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION", 2,
           "TRAINER.PROMPTSRC.N_CTX_VISION", 3)))
 register(MethodSpec(
@@ -84,6 +86,7 @@ register(MethodSpec(
     context_keys=("TRAINER.MAPLE_FSA.N_CTX", "TRAINER.MAPLE_FSA.CTX_INIT"),
     original_layouts=("MaPLe", "MaPLe_FSA"), export_layout="MaPLe_FSA", cost=2.3,
     flags={flag: f"TRAINER.MAPLE_FSA.{key}" for flag, key in FLAGS.items()}, derive_cfg=map_node,
+    loss_keys={"fs": "TRAINER.MAPLE_FSA.FS_LOSS_R"},
     tiny=("TRAINER.MAPLE_FSA.PROMPT_DEPTH", 2, "TRAINER.MAPLE.PROMPT_DEPTH", 2)))
 
 __getattr__ = lazy_model(__name__, ("RESTORE_m", "RESTORE_p", "MaPLe_FSA", "RestoreMixin"))

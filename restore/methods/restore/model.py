@@ -149,21 +149,19 @@ class RestoreMixin:
 
     @torch.no_grad()
     def _update_alpha_ema(self, alpha):
-        if self.alpha_ema_ready:
-            self.alpha_ema.mul_(self.ema).add_((1 - self.ema) * alpha)
-        else:
-            self.alpha_ema.copy_(alpha)
-            self.alpha_ema_ready.fill_(True)
+        # The first value itself, then ema * old + (1 - ema) * new; chosen on the device (no host read).
+        updated = self.alpha_ema * self.ema + (1 - self.ema) * alpha
+        self.alpha_ema.copy_(torch.where(self.alpha_ema_ready, updated, alpha))
+        self.alpha_ema_ready.fill_(True)
 
     # -------------------------------------------------------------------- release variant
     def _release_loss(self):
         pairs = self.deep_prompt_pairs()
-        if not self.release_init_ready:
-            with torch.no_grad():
-                for i, (t, v) in enumerate(pairs):
-                    self.release_init[0, i] = gram_norm(t)
-                    self.release_init[1, i] = gram_norm(v)
-                self.release_init_ready.fill_(True)
+        with torch.no_grad():  # the Gram norms of the first forward, kept (chosen on the device)
+            first = torch.stack([torch.stack([gram_norm(t) for t, _ in pairs]),
+                                 torch.stack([gram_norm(v) for _, v in pairs])])
+            self.release_init.copy_(torch.where(self.release_init_ready, self.release_init, first))
+            self.release_init_ready.fill_(True)
         text = release_ratios([t for t, _ in pairs], self.release_init[0])
         vision = release_ratios([v for _, v in pairs], self.release_init[1])
         return release_loss(text, vision)

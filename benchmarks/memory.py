@@ -23,7 +23,8 @@ count directly.
 Settings of each row:
 - every registered method with trainable parameters, on a random CLIP of ViT-B/16's shapes (224 px, 12 + 12
   layers, 77-token context; the count does not depend on the weights);
-- its base-to-novel config: the CFG of the scripts/*/ script that runs it, else the shortest-named ViT-B/16
+- its base-to-novel config (the yaml's values; the METHOD_OPTS a script adds are not applied): the ViT-B/16 CFG of
+  the scripts/*/ script that runs it, else the shortest-named ViT-B/16
   config of its config folder that is not a testbed, cross-dataset or few-shot one (the table names it); that
   config's batch size and values, with the ImageNet dataset config (and the method's overrides for ImageNet);
 - RESTORE's trace options (methods with TRAINER.RESTORE and FS.DEFINITION paper) as extra rows at the
@@ -83,7 +84,7 @@ MiB = 2 ** 20
 
 # ----------------------------------------------------------------------------------------- settings
 def script_config(name):
-    """The CFG of the scripts/*/ script that sets TRAINER=<name>, or None."""
+    """The ViT-B/16 CFG of the scripts/*/ script that sets TRAINER=<name> (its first `CFG=vit_b16...`), or None."""
     folder = os.path.join(REPO, "scripts")
     for script in sorted(os.listdir(folder)):
         for file in ("method.sh", "base2new_train.sh"):
@@ -92,7 +93,7 @@ def script_config(name):
                 continue
             lines = [line.strip() for line in open(path)]
             if f"TRAINER={name}" in lines:
-                cfg = next((line[4:] for line in lines if line.startswith("CFG=")), None)
+                cfg = next((line[4:] for line in lines if line.startswith("CFG=vit_b16")), None)
                 if cfg:
                     return cfg
     return None

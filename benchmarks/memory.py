@@ -44,9 +44,9 @@ forward_backward in the real Dassl on the CPU, same config values, class count a
 as the originals always run; each cell there names the command that measured it, with a harness that is not
 part of this repository). A cell marked (e) was extrapolated along the class count from the original's counts
 at a few small class counts: they lie exactly on one line (every class adds the same bytes: its prompt's
-activations), and where both exist the line gives the measured count to the byte; `weights`, the model's parameters and buffers as the run holds them (fp16: the CLIP
-in fp16, the method's own tensors in fp32) plus a gradient and an SGD momentum buffer per trainable
-parameter; `total`, activations + weights: what a GPU holds at the step's peak, before the CUDA context
+activations), and where both exist the line gives the measured count to the byte; `weights`, the model's
+parameters and buffers as the run holds them (fp16: the CLIP in fp16, the method's own tensors in fp32) plus a
+gradient and an SGD momentum buffer per trainable parameter; `total`, activations + weights: what a GPU holds at the step's peak, before the CUDA context
 (~0.5 GB) and the allocator's slack.
 """
 import argparse

@@ -1,6 +1,7 @@
 """The activation-memory count (restore.analysis.activation_memory) and benchmarks/memory.py in its shrunken
 form (the tests' tiny CLIP): exact counts on a hand-built graph, the count without keeping against a real
-step for every registered method, the benchmark's table and its data file of the originals' numbers."""
+step for every registered method, the extrapolation along the class count against the direct count, the
+benchmark's table and its data file of the originals' numbers."""
 import argparse
 import contextlib
 import io

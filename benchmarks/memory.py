@@ -257,7 +257,8 @@ def main(argv=None):
     counts = [int(c) for c in args.classes.split(",") if c]
     args.fit = [int(c) for c in args.fit.split(",") if c]
     if args.fit and (len(args.fit) < 3 or min(args.fit) <= 8):
-        parser.error(f"--fit {args.fit}: three or more class counts above 8 (the `subsets` rows trace 8 classes once there are more)")
+        parser.error(f"--fit {args.fit}: three or more class counts above 8 (the `subsets` rows trace 8 "
+                     "classes once there are more)")
 
     start = time.time()
     promptsrc_module.PROMPTSRC_TEMPLATES = ["a photo of a {}."]  # frozen targets: a build-time cost only

@@ -41,6 +41,7 @@ EXTERNAL = [
     r"dassl/[\w/]+\.py",            # Dassl's modules, described where the behaviour is reproduced
     r"(trainers/)?maple_fsa\.py",   # the official RESTORE release's trainer
     r"run_maple_fsa\.sh",           # the release's run script
+    r"memory_originals\.py",        # the reference harness's script that measured benchmarks/memory_originals.json
     r"(OUT/)?gpu_check\.md",         # benchmarks/gpu_check.py's report, written into its output folder
     r"clip/clip\.py",                # the originals' copy of OpenAI's clip module (patched by gpu_check_prepare)
     r"(trainers/)?(kgcoop|prograd)\.py",  # KgCoOp's and ProGrad's original trainers (REPRODUCING.md section 12)

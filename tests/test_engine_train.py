@@ -13,6 +13,7 @@ import torch
 import parse_test_res
 import train
 from restore.engine import Trainer, epoch_lr, registered_name, set_random_seed
+from restore.methods.cocoop.model import CoCoOp
 from restore.engine.logger import close_logger
 from test_engine_fakes import cli_opts, make_cfg, make_oxford_pets, trainers
 
@@ -196,7 +197,7 @@ def test_cached_text_equals_per_batch(trainer, data_root, tmp_path):
         with t.model.cached_text_features():
             cached = torch.cat([t.model(x) for x in images])
     torch.testing.assert_close(cached, per_batch, rtol=1e-5, atol=1e-5)
-    if trainer == "CoCoOp":  # prompts depend on the image: nothing to cache
+    if isinstance(t.model, CoCoOp):  # prompts depend on the image (CoCoOp, CoCoOp_DePT): nothing to cache
         assert calls["n"] == len(images)
     else:
         assert n_per_batch == len(images) and calls["n"] == 1

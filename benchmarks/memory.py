@@ -101,7 +101,7 @@ def script_config(name):
 
 def base_to_novel_config(name):
     """The yaml file of `name`'s base-to-novel run (see the module docstring), or None."""
-    cfg = script_config(name)
+    cfg = script_config(name) or registry.get(name).config("base2new")  # a script's ViT-B/16 one, else the spec's
     if cfg:
         return registry.config_file(name, cfg)
     folder = config_folder(name)

@@ -84,8 +84,11 @@ def run_step(argv, nproc=1):
         sys.stdout = quiet  # the run's own log.txt keeps everything
         try:
             train.main(argv)
-        except SystemExit:  # train.py's one-line error is in the log and on stderr
-            pass
+        except SystemExit as stop:
+            if stop.code in (0, None, 1) or isinstance(stop.code, str):
+                pass  # train.py's one-line error is in the log and on stderr
+            else:  # stopped by a signal (128 + n) or by the handler before ours (submitit's requeue): its exit
+                raise
         except Exception as err:  # a fault of the run: shown, and the job listed as failed
             traceback.print_exc()
             error.message = f"{type(err).__name__}: {err}".split("\n")[0]

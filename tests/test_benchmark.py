@@ -81,13 +81,19 @@ def test_the_scripts_run_the_configs_the_specs_declare():
     for path in glob.glob(os.path.join(ROOT, "scripts", "*", "*.sh")):
         text = open(path).read()
         found = dict(re.findall(r"^(TRAINER|CFG|XD_CFG)=(\S+)$", text, re.M))  # the first, default variant
-        if "TRAINER" not in found or "XD_CFG" not in found:
-            continue
-        spec = registry.get(found["TRAINER"])
-        if spec.name not in registry.benchmark_methods():  # a script's default may be another backbone's
-            continue
-        assert (spec.config("base2new"), spec.config("xd")) == (found["CFG"], found["XD_CFG"]), path
-        checked.add(spec.name)
+        if found.get("TRAINER") == '"${BASE}_DePT"':  # scripts/dept: one CFG per BASE (a case), XD_CFG="$CFG"
+            cases = re.findall(r"^\s*(\w+)\) CFG=(\S+) ;;", text, re.M)
+            configs = {f"{base}_DePT": (cfg, cfg) for base, cfg in cases}
+        elif "TRAINER" in found and "CFG" in found and ("XD_CFG" in found or path.endswith("method.sh")):
+            configs = {found["TRAINER"]: (found["CFG"], found.get("XD_CFG", found["CFG"]))}  # CoPrompt: one CFG
+        else:
+            continue  # not a method's base-to-novel / cross-dataset settings (e.g. a few-shot script)
+        for trainer, (cfg, xd_cfg) in configs.items():
+            spec = registry.get(trainer)
+            if spec.name not in registry.benchmark_methods():  # a script's default may be another backbone's
+                continue
+            assert (spec.config("base2new"), spec.config("xd")) == (cfg, xd_cfg), path
+            checked.add(spec.name)
     assert checked >= set(registry.benchmark_methods())
 
 

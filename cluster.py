@@ -1,25 +1,28 @@
 #!/usr/bin/env python
-"""The testbed benchmark's runs on a Slurm cluster, through submitit (optional: pip install submitit).
+"""The benchmark's runs on a Slurm cluster, through submitit (pip install "restore-clip[cluster]", or submitit).
 
-    python cluster.py submit --protocols base2new --partition gpu --time 60 --gpus 1 --parallelism 32
-    python cluster.py status --protocols base2new          # finished / to run, and the arrays submitted
+    python cluster.py submit --configs authors --data /data --partition gpu --time 240   # the real benchmark
+    python cluster.py status --configs authors --data /data   # done / running / failed / to run, the arrays
     python cluster.py submit --slurm-config configs/slurm.yaml   # settings from a file (flags override it)
     python cluster.py submit ...                            # again: resubmits only what did not finish
-    python testbed_benchmark.py --report-only               # the tables, once the arrays are done
+    python benchmark.py --configs authors --data /data --report-only   # the tables, once the arrays are done
 
-The plan is testbed_benchmark's (sweep.plan: each job is a train step and its test steps, with their
-output folders; sweep.runner submits it). Two job arrays: task i of the train array runs job i's train
-step, task i of the test array its test steps, and starts once train task i succeeded
-(Slurm's aftercorr dependency). Finished steps are skipped, also inside a task. A preempted or timed-out
-task is requeued by submitit (up to --max-requeues times) and resumes from its last checkpoint: train.py
-resumes from the output folder, and the output lock recognises the requeued job as its own. With
---tasks-per-node N each task is one run over N processes (one GPU each; see README "Several GPUs").
+The plan is sweep.plan's, as benchmark.py and testbed_benchmark.py make it (--configs testbed, the default
+here, runs the testbed; benchmark.py --slurm submits the same arrays); docs/BENCHMARK.md walks through it.
+Two job arrays: task i of the train array runs job i's train step, task i of the test array its test steps,
+and starts once train task i succeeded (Slurm's aftercorr dependency). Finished steps are skipped, also
+inside a task. A preempted or timed-out task is requeued by submitit (up to --max-requeues times) and
+resumes from its last checkpoint: train.py resumes from the output folder, and the output lock recognises
+the requeued job as its own. With --tasks-per-node N each task is one run over N processes (one GPU each;
+see README "Several GPUs"). A plan whose data and configs cannot belong together is refused before
+anything is submitted (sweep.plan.check_plan).
 """
 import argparse
 import os
 import sys
 
-from sweep.plan import ABLATIONS, BASE2NEW, FAST_TRACE, check_args, plan
+from restore.errors import UserError
+from sweep.plan import add_arguments, check_args, check_plan, plan
 from sweep.runner import status, submit
 
 # Slurm settings: key of the --slurm-config file (= flag without "--", "_" for "-") -> (default, help)
@@ -34,9 +37,21 @@ SLURM = {
 }
 
 
-def slurm_settings(args):
-    """{key: value} of SLURM: a flag given on the command line, else the --slurm-config file's value,
-    else the default. Exits with one line naming the file and key on an unknown key or a wrong type."""
+def add_slurm_arguments(parser, keys=tuple(SLURM)):
+    """--slurm-config and the flags of SLURM's `keys` (--partition, --time, ...)."""
+    parser.add_argument("--folder", default="output/slurm", help="submitit's folder (job scripts and logs)")
+    parser.add_argument("--slurm-config", default=None,
+                        help="YAML file of Slurm settings (keys: the flags below, with _ for -); flags override it")
+    for key in keys:
+        default, text = SLURM[key]
+        parser.add_argument(f"--{key.replace('_', '-')}", type=str if key == "partition" else int, default=None,
+                            help=text if default is None else f"{text} (default {default})")
+
+
+def slurm_settings(args, flags=None):
+    """{key: value} of SLURM: a flag given on the command line (`flags`, default: args' attributes), else
+    the --slurm-config file's value, else the default. Exits with one line naming the file and key on an
+    unknown key or a wrong type."""
     given = {}
     if args.slurm_config:
         from restore.config import read_yaml
@@ -57,8 +72,9 @@ def slurm_settings(args):
                 sys.exit(f"Error: --slurm-config {args.slurm_config}: {key} must be "
                          f"{'a name' if want is str else 'an integer'}, not {value!r}.")
     settings = {}
+    flags = {key: getattr(args, key) for key in SLURM} if flags is None else flags
     for key, (default, _) in SLURM.items():
-        flag = getattr(args, key)
+        flag = flags.get(key)
         settings[key] = flag if flag is not None else given.get(key, default)
     return settings
 
@@ -66,40 +82,23 @@ def slurm_settings(args):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("command", choices=["submit", "status"])
-    p.add_argument("--protocols", nargs="+", default=["base2new"], choices=["base2new", "xd", "dg", "ablation", "fast"])
-    p.add_argument("--methods", nargs="+", default=None,
-                   help="trainers (default: the benchmark's methods, MethodSpec.benchmark)")
-    p.add_argument("--method-module", action="append", default=[], metavar="MODULE",
-                   help="import MODULE first: a method of another package (then name it in --methods)")
-    p.add_argument("--datasets", nargs="+", default=BASE2NEW,
-                   help=f"testbed datasets of the base-to-novel runs (default: {' '.join(BASE2NEW)})")
-    p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
-    p.add_argument("--ablations", nargs="+", default=list(ABLATIONS), choices=list(ABLATIONS))
-    p.add_argument("--fast-trace", nargs="+", default=list(FAST_TRACE), choices=list(FAST_TRACE))
-    p.add_argument("--data", default=os.environ.get("DATA", "./data"),
-                   help="folder of the testbed datasets, generated there on first use "
-                        "(default: $DATA, else ./data)")
-    p.add_argument("--output", default="output/testbed", help="root of the runs' output folders and the tables")
-    p.add_argument("--folder", default="output/slurm", help="submitit's folder (job scripts and logs)")
-    p.add_argument("--slurm-config", default=None,
-                   help="YAML file of Slurm settings (keys: the flags below, with _ for -); flags override it")
-    for key, (default, text) in SLURM.items():
-        p.add_argument(f"--{key.replace('_', '-')}", type=str if key == "partition" else int, default=None,
-                       help=text if default is None else f"{text} (default {default})")
+    add_arguments(p)
+    add_slurm_arguments(p)
     p.epilog = ("Relative paths (--data, --output, --folder and --slurm-config) are taken from the folder you "
                 "run this in.")
     args = p.parse_args(argv)
-    try:  # methods, datasets and folders, before anything runs: one line if not (sweep.plan.check_args)
-        check_args(args)
-    except ValueError as err:
-        sys.exit(f"Error: {err}")
     slurm = slurm_settings(args)  # before the chdir: the file is relative to the caller's folder
-    os.chdir(os.path.dirname(os.path.abspath(__file__)))
     tasks, gpus = slurm["tasks_per_node"], slurm["gpus"]
     if tasks > 1 and gpus not in (0, tasks):
         sys.exit(f"Error: tasks_per_node {tasks} runs one process per GPU: set gpus {tasks} "
                  f"(--gpus or --slurm-config; or 0 on CPU).")
-    jobs = plan(args)
+    try:  # the names, then the plan as a whole, before anything is submitted: one line if not
+        check_args(args)
+        os.chdir(os.path.dirname(os.path.abspath(__file__)))
+        jobs = plan(args)
+        check_plan(jobs, args.configs)
+    except (UserError, ValueError) as err:
+        sys.exit(f"Error: {err}")
     return submit(jobs, args.folder, slurm) if args.command == "submit" else status(jobs, args.folder)
 
 

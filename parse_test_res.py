@@ -15,25 +15,25 @@ records other settings (config, trainer, evaluated epoch; the seed aside) are re
 are seeds whose result is nan or inf (CoOp's parser drops a `nan%` silently and averages `1e999%` to
 `inf% +- nan%`).
 
-Table mode (the harmonic mean as the methods' papers report it: HM of the dataset-averaged Base and Novel):
+Table mode: one Method x dataset table per protocol, as the papers print it and the benchmark writes it
+(sweep.table: Base / Novel / HM per dataset and the HM of the dataset-averaged Base and Novel, mean ± std
+over seeds with their number, each row's config and epochs, published values and differences beside):
 
-    python parse_test_res.py --table base2new --root output/base2new [--trainer T] [--cfg C] [--csv FILE]
-    python parse_test_res.py --table xd --root output [--trainer T] [--csv FILE]
-    python parse_test_res.py --table dg --root output [--trainer T] [--csv FILE]
+    python parse_test_res.py --table base2new --root output [--trainer T] [--cfg C] [--csv FILE]
+    python parse_test_res.py --table xd|dg|fewshot --root output [--trainer T] [--cfg C] [--csv FILE]
 
-base2new reads `<root>/train_base/<dataset>/shots_<K>/<trainer>/<cfg>/seed*/` (Base) and
-`<root>/test_new/...` (Novel); xd/dg read `<root>/<source>/<trainer>/<cfg>_<K>shots/seed*/` (the source's
-own test accuracy) and `<root>/evaluation/<trainer>/<cfg>_<K>shots/<dataset>/seed*/`. Every cell is
-mean ± std (population std, as CoOp) over seeds; printed as markdown, optionally written as CSV.
+base2new reads `<root>/base2new/train_base/<dataset>/shots_<K>/<trainer>/<cfg>/seed*/` (Base) and
+`.../test_new/...` (Novel; --root may also be the base2new folder, as the original repositories' output);
+xd/dg read `<root>/<source>/<trainer>/<cfg>_<K>shots/seed*/` (the source's own test accuracy) and
+`<root>/evaluation/<trainer>/<cfg>_<K>shots/<dataset>/seed*/`; fewshot `<root>/fewshot/<dataset>/shots_<K>/
+<trainer>/<cfg>/seed*/`. Std is the population std, as CoOp. A seed whose accuracy is nan or inf is refused.
 """
 import argparse
-import csv
 import glob
 import math
 import os
 import re
 import sys
-from collections import defaultdict
 
 END_SIGNALS = ("Finish training", "Finished training")
 TEST_SIGNAL = "=> result"
@@ -204,123 +204,19 @@ def dataset_key(name):
     return (ORDER.index(name) if name in ORDER else len(ORDER), name)
 
 
-class Cell:
-    def __init__(self, values):
-        self.values = values
-        self.n = len(values)
-        self.mean = mean(values) if values else None
-        self.std = std(values) if values else None
-
-    def __str__(self):
-        if not self.values:
-            return "-"
-        return f"{self.mean:.2f} ± {self.std:.2f}" if self.n > 1 else f"{self.mean:.2f}"
-
-
-def base2new_tables(root, keyword, trainer=None, cfg=None):
-    """{(trainer, cfg, shots): {dataset: (Cell base, Cell novel)}}."""
-    groups = defaultdict(dict)
-    pattern = os.path.join(root, "train_base", "*", "shots_*", trainer or "*", cfg or "*")
-    for run in sorted(glob.glob(pattern)):
-        parts = os.path.relpath(run, root).split(os.sep)
-        _, dataset, shots, tr, c = parts
-        base = seed_values(os.path.join(run, "seed*"), keyword)
-        novel = seed_values(os.path.join(root, "test_new", dataset, shots, tr, c, "seed*"), keyword)
-        if base or novel:
-            groups[(tr, c, shots)][dataset] = (Cell(base), Cell(novel))
-    return groups
-
-
-def print_base2new(groups, rows_out):
-    for (trainer, cfg, shots), datasets in sorted(groups.items()):
-        print(f"\n### Base-to-novel: {trainer} / {cfg} / {shots.replace('_', ' ')}\n")
-        print("| Dataset | Base | Novel | HM | seeds |")
-        print("|---|---|---|---|---|")
-        full_base, full_novel = [], []
-        for dataset in sorted(datasets, key=dataset_key):
-            base, novel = datasets[dataset]
-            h = f"{hm(base.mean, novel.mean):.2f}" if base.n and novel.n else "-"
-            print(f"| {dataset} | {base} | {novel} | {h} | {base.n}/{novel.n} |")
-            rows_out.append(["base2new", trainer, cfg, shots, dataset, "base", base.mean, base.std, base.n])
-            rows_out.append(["base2new", trainer, cfg, shots, dataset, "novel", novel.mean, novel.std, novel.n])
-            if base.n and novel.n:
-                rows_out.append(["base2new", trainer, cfg, shots, dataset, "hm",
-                                 hm(base.mean, novel.mean), "", min(base.n, novel.n)])
-                full_base.append(base.mean)
-                full_novel.append(novel.mean)
-        if full_base:
-            b, n = mean(full_base), mean(full_novel)
-            print(f"| **Average** ({len(full_base)} datasets) | {b:.2f} | {n:.2f} | {hm(b, n):.2f} | |")
-            for metric, value in (("base", b), ("novel", n), ("hm", hm(b, n))):
-                rows_out.append(["base2new", trainer, cfg, shots, "average", metric, value, "", len(full_base)])
-
-
-def transfer_tables(root, keyword, kind, trainer=None):
-    """{(trainer, cfg_shots): {dataset: Cell}}, with the source's own accuracy under its name."""
-    groups = defaultdict(dict)
-    pattern = os.path.join(root, "evaluation", trainer or "*", "*", "*")
-    for run in sorted(glob.glob(pattern)):
-        _, tr, cfg_shots, dataset = os.path.relpath(run, root).split(os.sep)
-        if (dataset in DG_DATASETS) != (kind == "dg"):
-            continue
-        values = seed_values(os.path.join(run, "seed*"), keyword)
-        if values:
-            groups[(tr, cfg_shots)][dataset] = Cell(values)
-    for (tr, cfg_shots) in list(groups):
-        for source in SOURCES:
-            values = seed_values(os.path.join(root, source, tr, cfg_shots, "seed*"), keyword)
-            if values:
-                groups[(tr, cfg_shots)][source] = Cell(values)
-    return groups
-
-
-def print_transfer(groups, kind, rows_out):
-    title = "Cross-dataset" if kind == "xd" else "Domain generalisation"
-    datasets = sorted({d for g in groups.values() for d in g}, key=dataset_key)
-    sources = [d for d in datasets if d in SOURCES]
-    targets = [d for d in datasets if d not in SOURCES]
-    print(f"\n### {title} (source: {', '.join(sources) or '-'})\n")
-    print("| Method | " + " | ".join(sources + targets) + " | Average |")
-    print("|---|" + "---|" * (len(sources) + len(targets) + 1))
-    for (trainer, cfg_shots), cells in sorted(groups.items()):
-        present = [cells[d].mean for d in targets if d in cells]
-        avg = f"{mean(present):.2f}" if present else "-"
-        row = [str(cells.get(d, Cell([]))) for d in sources + targets]
-        print(f"| {trainer} / {cfg_shots} | " + " | ".join(row) + f" | {avg} |")
-        for d in sources + targets:
-            if d in cells:
-                c = cells[d]
-                rows_out.append([kind, trainer, cfg_shots, "", d, "accuracy", c.mean, c.std, c.n])
-        if present:
-            rows_out.append([kind, trainer, cfg_shots, "", "average", "accuracy", mean(present), "",
-                             len(present)])
-
-
 def table_main(args):
-    root = args.root or ("output/base2new" if args.table == "base2new" else "output")
+    """The single Method x dataset table of a protocol over the runs under --root (sweep.table)."""
+    from sweep.table import markdown, read_table, write_csv
+    root = args.root or "output"
     if not os.path.isdir(root):
         sys.exit(f"Error: --root {root} is not a folder")
-    rows = []
-    if args.table == "base2new":
-        groups = base2new_tables(root, args.keyword, args.trainer, args.cfg)
-        if not groups:
-            sys.exit(f"Error: no base-to-novel results under {root}/train_base/<dataset>/shots_*/"
-                     f"{args.trainer or '<trainer>'}/{args.cfg or '<cfg>'}/seed*/")
-        print_base2new(groups, rows)
-    else:
-        groups = transfer_tables(root, args.keyword, args.table, args.trainer)
-        if not groups:
-            sys.exit(f"Error: no {args.table} results under {root}/evaluation/"
-                     f"{args.trainer or '<trainer>'}/<cfg>_<K>shots/<dataset>/seed*/")
-        print_transfer(groups, args.table, rows)
+    table = read_table(root, args.table, args.keyword, args.trainer, args.cfg)
+    if not table.rows:
+        sys.exit(f"Error: no {args.table} results under {root} (the layouts: python parse_test_res.py --help)")
+    print(markdown(table))
     if args.csv:
-        os.makedirs(os.path.dirname(os.path.abspath(args.csv)), exist_ok=True)
-        with open(args.csv, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["table", "trainer", "config", "shots", "dataset", "metric", "mean", "std", "seeds"])
-            for row in rows:
-                w.writerow([f"{v:.4f}" if isinstance(v, float) else v for v in row])
-        print(f"\nCSV written to {args.csv}")
+        write_csv([table], args.csv)
+        print(f"CSV written to {args.csv}")
 
 
 def build_parser():
@@ -330,22 +226,25 @@ def build_parser():
     p.add_argument("--test-log", action="store_true", help="parse test-only logs")
     p.add_argument("--multi-exp", action="store_true", help="parse multiple experiments")
     p.add_argument("--keyword", default="accuracy", type=str, help="which keyword to extract")
-    p.add_argument("--table", choices=("base2new", "xd", "dg"), help="print a results table")
-    p.add_argument("--root", default="", help="table mode: output/base2new (base2new) or output (xd, dg)")
+    p.add_argument("--table", choices=("base2new", "xd", "dg", "fewshot"),
+                   help="print the protocol's Method x dataset table of the runs under --root")
+    p.add_argument("--root", default="", help="table mode: the output folder of the runs (default output; "
+                                              "base2new also takes its base2new folder)")
     p.add_argument("--trainer", default=None, help="table mode: only this trainer")
-    p.add_argument("--cfg", default=None, help="table mode (base2new): only this config")
+    p.add_argument("--cfg", default=None, help="table mode: only this config")
     p.add_argument("--csv", default="", help="table mode: also write the table as CSV to this file")
     return p
 
 
 def main(argv=None):
+    from restore.errors import UserError
     args = build_parser().parse_args(argv)
-    if args.table:
-        table_main(args)
-    elif args.directory:
-        coop_main(args)
-    else:
-        build_parser().error("give a DIRECTORY (CoOp mode) or --table base2new|xd|dg")
+    if not (args.table or args.directory):
+        build_parser().error("give a DIRECTORY (CoOp mode) or --table base2new|xd|dg|fewshot")
+    try:
+        table_main(args) if args.table else coop_main(args)
+    except UserError as err:  # a seed that diverged (nan / inf), named by its folder
+        sys.exit(f"Error: {err}")
 
 
 if __name__ == "__main__":

@@ -55,8 +55,11 @@ def class_names(n):
 
 
 def loaders(names, test_batches):
-    """The attributes a Dassl (or our) trainer's build_data_loader makes, with the given test batches."""
-    return dict(train_loader_x=[], train_loader_u=None, val_loader=None, test_loader=test_batches,
+    """The attributes a Dassl (or our) trainer's build_data_loader makes, with the given test batches (an
+    empty training DataLoader: the check feeds its own batches, but our trainer wraps the loader's batch
+    sampler to resume mid-epoch)."""
+    from torch.utils.data import DataLoader
+    return dict(train_loader_x=DataLoader([], batch_size=1), train_loader_u=None, val_loader=None, test_loader=test_batches,
                 num_classes=len(names), num_source_domains=1, lab2cname=dict(enumerate(names)),
                 dm=SimpleNamespace(dataset=SimpleNamespace(classnames=list(names)), num_classes=len(names),
                                    lab2cname=dict(enumerate(names))))

@@ -461,7 +461,7 @@ def restore_steps(ctx):
     Precision.backward_and_step with SGD; step memory = peak allocated during one step above what was
     allocated before it (activations and temporaries)."""
     import step_time
-    import restore.methods.promptsrc as promptsrc_module
+    import restore.methods.promptsrc.model as promptsrc_module  # the module whose PROMPTSRC_TEMPLATES it reads
     from restore.engine.precision import Precision
     from restore.engine.step import TrainStep
     register_tiny_shape()

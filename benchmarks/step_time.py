@@ -28,7 +28,8 @@ Columns:
 - activation memory (--memory cases): bytes of the tensors autograd saves for the backward pass
   during one training forward, counted once per storage with torch.autograd.graph.saved_tensors_hooks,
   the model's parameters and buffers (the frozen CLIP) excluded; the peak of what a step holds on
-  top of the weights, up to temporaries.
+  top of the weights, up to temporaries (restore.analysis.activation_memory; every method at
+  ImageNet scale and the original code's: benchmarks/memory.py).
 
 PromptSRC's frozen 60-template text targets are a one-off cost at build time, not part of a step,
 so the benchmark builds them from one template to keep the CPU run short. `--coop-models` also
@@ -43,8 +44,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import restore
-import restore.methods.promptsrc as promptsrc_module
+import restore.methods.promptsrc.model as promptsrc_module  # its PROMPTSRC_TEMPLATES
 from restore.adapters import input_resolution
+from restore.analysis.activation_memory import SavedTensors
 
 VITB16 = dict(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768,
               vision_patch_size=16, context_length=77, vocab_size=49408,
@@ -120,20 +122,10 @@ class Step:
 
     def activation_bytes(self):
         """Bytes of the tensors saved for backward in one training forward (weights excluded)."""
-        frozen = {t.untyped_storage().data_ptr()
-                  for t in list(self.model.parameters()) + list(self.model.buffers())}
-        saved = {}
-
-        def pack(t):
-            storage = t.untyped_storage()
-            if storage.data_ptr() not in frozen:
-                saved[storage.data_ptr()] = storage.nbytes()
-            return t
-
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), self._autocast():
+        with SavedTensors(self.model) as saved, self._autocast():
             loss, _ = self.model.loss({"img": self.images, "label": self.labels})
         del loss
-        return sum(saved.values())
+        return saved.nbytes
 
     @property
     def median(self):

@@ -74,6 +74,7 @@ def general_keys() -> dict:
         key("OPTIM.RMSPROP_ALPHA", 0.99, "RMSprop's smoothing constant", **share),
         key("OPTIM.ADAM_BETA1", 0.9, "Adam's first beta", min=0, below=1),
         key("OPTIM.ADAM_BETA2", 0.999, "Adam's second beta", min=0, below=1),
+        key("OPTIM.ADAM_EPS", 1e-8, "Adam's eps (TCP's configs: 1e-3)", above=0),
         key("OPTIM.BASE_LR_MULT", 0.1, "the LR factor of the layers outside NEW_LAYERS", min=0),
         key("OPTIM.GAMMA", 0.1, "the LR decay factor of single_step / multi_step", above=0),
         key("OPTIM.MAX_EPOCH", 10, "the number of training epochs", min=1),

@@ -154,6 +154,9 @@ def add_general_keys(cfg: CN) -> CN:
     cfg.METHOD_MODULES = []
     # Written by train.py: the running method's per-dataset overrides it applied ("KEY VALUE" each).
     cfg.DATASET_OVERRIDES = []
+    # Adam's (and AdamW's, AMSGrad's) eps. Not a Dassl key: Dassl's optimizer uses torch's 1e-8, which TCP's
+    # authors edit to 1e-3 in their copy of Dassl (configs/trainers/TCP/ set it here).
+    cfg.OPTIM.ADAM_EPS = 1e-8
     return cfg
 
 

@@ -4,7 +4,8 @@ in the originals' layout (`to_original_state_dict`, `export_checkpoint`, `python
 `convert_state_dict(trainer_name, state_dict)` maps the `state_dict` of a checkpoint saved by the
 public CoOp / CoCoOp (KaiyangZhou/CoOp), IVLP / VPT / MaPLe
 (muzairkhattak/multimodal-prompt-learning), PromptSRC (muzairkhattak/PromptSRC), KgCoOp (htyao89/KgCoOp),
-ProGrad (BeierZhu/Prompt-align) or MaPLe_FSA (the official RESTORE release, Yaphabates/RESTORE_)
+ProGrad (BeierZhu/Prompt-align), TCP (htyao89/Textual-based_Class-aware_prompt_tuning: CoOp's layout)
+or MaPLe_FSA (the official RESTORE release, Yaphabates/RESTORE_)
 trainers onto the keys of our model's `state_to_save()`. Our own states pass through unchanged, so callers need not know
 which kind they hold. Original layouts (docs/REPRODUCING.md section 8):
 
@@ -19,7 +20,8 @@ which kind they hold. Original layouts (docs/REPRODUCING.md section 8):
     MaPLe_FSA      MaPLe + {text,visual}_adapter.{post_ln, FFN.0, FFN.2}.*, {text,vis}_cali_ratio
                    -> RESTORE_m with TRAINER.RESTORE.SURGERY.MODE / FS.DEFINITION "release"
     declared       a layout a method declares (restore.methods.spec.OriginalLayout): its base's names,
-                   its unused keys dropped. KgCoOp: CoOp's plus bias_vectors, meta_net.linear1.*
+                   its unused keys dropped. KgCoOp: CoOp's plus bias_vectors, meta_net.linear1.*; MMA
+                   (MultiModalAdapter): our key names plus token_embedding, tokenized_prompts
 
 Dropped: the class-dependent token_prefix/token_suffix buffers (so base -> new and cross-dataset
 loads work), the frozen CLIP weights (image_encoder.*, text_encoder.*, logit_scale, and our own

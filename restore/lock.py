@@ -77,6 +77,13 @@ def owner_gone(record: dict) -> bool:
     return False
 
 
+def held(folder) -> bool:
+    """Whether `folder` is locked by a run that may still be running (its lock exists and its owner is
+    not known to be gone): what a sweep's progress counts as running, here or on other nodes."""
+    _, record = _read(os.path.join(folder, LOCK_NAME))
+    return record is not None and not owner_gone(record)
+
+
 def describe(record: dict) -> str:
     job = f", job {record['job']}" if record.get("job") else ""
     return f"pid {record.get('pid')} on {record.get('host')}{job}, started {record.get('started')}"

@@ -13,15 +13,19 @@ adapter transposes at its block calls). Prompts:
   the blocks run positions 0..max(EOT) only (the rest cannot matter under the causal mask).
 
 `prompts` is a sequence indexed by layer (missing or None = no new prompts at that layer); a
-prompt is [n, width] (shared) or [N, n, width] (per sample). With `trace` the encoders also return
-the feature shift of each traced sample at each block, [L, k]: each block is called a second time
-on its input without the prompt tokens (the prompt-free pass), and `shift_per_sample` compares the
-two outputs at the non-prompt positions. `prompt_free` says how the prompt-free pass takes part in
+prompt is [n, width] (shared) or [N, n, width] (per sample). `branches` (a `Branches`, or None)
+adds a method's own computation inside a tower (MMA's adapters): `stem(x)` is added to the tokens
+before block 0, `blocks[l](x)` to block l's output, computed from block l's input; nothing is
+computed where they are None. With `trace` the encoders also return the feature shift of each
+traced sample at each block, [L, k]: each block is called a second time on its input without the
+prompt tokens (the prompt-free pass), and `shift_per_sample` compares the two outputs at the
+non-prompt positions; a block with a branch and no prompt tokens compares its output with and
+without the branch (one block call). `prompt_free` says how the prompt-free pass takes part in
 the backward pass (`_prompt_free`; docs/METHOD.md section 3). The encoders own no parameters; they
 are plain callables over the CLIP's modules.
 """
 from functools import partial
-from typing import Optional, Sequence, Tuple, Union
+from typing import Callable, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -33,10 +37,30 @@ from .methods.restore import PROMPT_FREE  # the choices of TRAINER.RESTORE.FS.PR
 
 Prompts = Sequence[Optional[Tensor]]
 Trace = Union[bool, Tensor]  # False, True (all samples), or indices of the samples to trace
+Branch = Callable[[Tensor], Tensor]  # LND tokens [T, N, W] (text stem: [N, T, W]) -> the same shape
+
+
+class Branches(NamedTuple):
+    """What a method adds inside one tower besides prompts (MMA's adapters), each a `Branch` or None:
+    stem       added to the tokens before block 0: vision after `ln_pre` (prompts included), text to
+               the token embeddings before the positional embedding.
+    blocks[l]  added to block l's output, computed from block l's input x: block(x) + blocks[l](x).
+    A branch may use the block's own modules through the backbone adapter (`image_block_norm`)."""
+    stem: Optional[Branch] = None
+    blocks: Sequence[Optional[Branch]] = ()
 
 
 def _layer_prompt(prompts: Prompts, layer: int) -> Optional[Tensor]:
     return prompts[layer] if layer < len(prompts) else None
+
+
+def _block(block, x: Tensor, branches: Optional[Branches], layer: int, *args):
+    """(block output, the output without the branch or None): block(x) + branches.blocks[layer](x)."""
+    y = block(layer, x, *args)
+    branch = _layer_prompt(branches.blocks, layer) if branches is not None else None
+    if branch is None:
+        return y, None
+    return y + branch(x), y
 
 
 def _batched(prompt: Tensor, n: int, dtype) -> Tensor:
@@ -88,11 +112,12 @@ class PromptedImageEncoder:
         return self.backbone.dtype
 
     def __call__(self, images: Tensor, prompts: Prompts = (), trace: Trace = False,
-                 norm: str = "relative", prompt_free: str = "grad") -> Tuple[Tensor, Optional[Tensor]]:
+                 norm: str = "relative", prompt_free: str = "grad",
+                 branches: Optional[Branches] = None) -> Tuple[Tensor, Optional[Tensor]]:
         """images [B, 3, H, W] -> (features [B, D], shift [L, k] per traced image, or None)."""
         bb = self.backbone
         if self.blocks is None:  # no token blocks: the unmodified tower, no vision shift
-            if any(p is not None for p in prompts):
+            if any(p is not None for p in prompts) or branches is not None:
                 raise UnsupportedBackbone(f"{bb.family}: {bb.vision_prompt_error}")
             shift = images.new_zeros(0, 0, dtype=torch.float32) if trace is not False else None
             return bb.encode_image_plain(images), shift
@@ -100,6 +125,8 @@ class PromptedImageEncoder:
         if first is not None:
             first = _batched(first, images.shape[0], self.dtype)
         x, n_tokens = bb.embed_image(images, first)  # LND; positions :n_tokens are never prompts
+        if branches is not None and branches.stem is not None:
+            x = x + branches.stem(x)
 
         rows = _rows(trace, x.device)
         shifts = [] if rows is not None else None
@@ -108,15 +135,17 @@ class PromptedImageEncoder:
             if new is not None:
                 new = _batched(new, x.shape[1], x.dtype).permute(1, 0, 2)
                 x = torch.cat([x[:n_tokens], new], dim=0)
-            y = bb.image_block(layer, x)
+            y, unbranched = _block(bb.image_block, x, branches, layer)
             if shifts is not None:
-                shifts.append(self._shift(layer, x, y, n_tokens, rows, norm, prompt_free))
+                shifts.append(self._shift(layer, x, y, n_tokens, rows, norm, prompt_free, unbranched))
             x = y
         return bb.pool_image(x), (torch.stack(shifts) if shifts is not None else None)
 
-    def _shift(self, layer, x, y, n_tokens, rows, norm, prompt_free):
+    def _shift(self, layer, x, y, n_tokens, rows, norm, prompt_free, unbranched=None):
         prompted = y[:n_tokens, rows]
-        if x.shape[0] == n_tokens:  # no prompt tokens in this block's input: no shift
+        if x.shape[0] == n_tokens:  # no prompt tokens in this block's input
+            if unbranched is not None:  # the block without its branch
+                return shift_per_sample(prompted, unbranched[:n_tokens, rows], norm)
             return prompted.new_zeros(prompted.shape[1], dtype=torch.float32)
         # Contiguous, as an index gather would give: the block's kernels (and the norm's reduction
         # order) then see the same layout whether all samples or a subset are traced.
@@ -160,8 +189,9 @@ class PromptedTextEncoder:
         return self.backbone.token_embedding(tokens)
 
     def __call__(self, x: Tensor, eot: Tensor, prompts: Prompts = (), n_slots: int = 0,
-                 trace: Trace = False, norm: str = "relative",
-                 prompt_free: str = "grad", length: Optional[int] = None) -> Tuple[Tensor, Optional[Tensor]]:
+                 trace: Trace = False, norm: str = "relative", prompt_free: str = "grad",
+                 length: Optional[int] = None,
+                 branches: Optional[Branches] = None) -> Tuple[Tensor, Optional[Tensor]]:
         """x: token embeddings [N, T, W] of the prompt template (slots 1..n_slots are
         placeholders); eot: [N] pooled (EOT) positions; length: max(eot) + 1 when the caller knows it
         on the host (else it is read from `eot`: a host sync, which a training step avoids).
@@ -175,6 +205,8 @@ class PromptedTextEncoder:
         first = _layer_prompt(prompts, 0)
         if first is not None:
             x = self._insert(x, _batched(first, x.shape[0], x.dtype), n_slots, dim=1)
+        if branches is not None and branches.stem is not None:
+            x = x + branches.stem(x)
         x = bb.embed_text(x)  # LND
         mask = bb.causal_mask(x.shape[0])
 
@@ -186,14 +218,18 @@ class PromptedTextEncoder:
             positions = torch.arange(x.shape[0] - n_slots, device=x.device)
             valid = positions[:, None] <= (traced - n_slots)[None, :]
             plain_mask = bb.causal_mask(x.shape[0] - n_slots)
+        elif shifts is not None and branches is not None:  # every position up to and including EOT
+            valid = torch.arange(x.shape[0], device=x.device)[:, None] <= traced[None, :]
         for layer in range(self.num_layers):
             new = _layer_prompt(prompts, layer) if layer > 0 else None
             if new is not None:
                 new = _batched(new, x.shape[1], x.dtype).permute(1, 0, 2)
                 x = self._insert(x, new, n_slots, dim=0)
-            y = bb.text_block(layer, x, mask)
+            y, unbranched = _block(bb.text_block, x, branches, layer, mask)
             if shifts is not None:
-                if n_slots == 0:
+                if n_slots == 0 and unbranched is not None:  # the block without its branch
+                    shifts.append(shift_per_sample(y[:, rows], unbranched[:, rows], norm, valid))
+                elif n_slots == 0:
                     shifts.append(y.new_zeros(traced.shape[0], dtype=torch.float32))
                 else:
                     plain = _prompt_free(partial(bb.text_block, layer),

@@ -10,9 +10,9 @@ unpickles without restriction ("I trust every file this run reads").
 
 Allow-lists ("module.name" as pickle records it -> "module.name" of the object to build):
 - `CHECKPOINT_GLOBALS`: what torch.save writes for tensors and parameters, plus the globals of the
-  original Dassl trainers' checkpoints (CoOp, CoCoOp, IVLP, VPT, MaPLe, PromptSRC, MaPLe_FSA): Dassl
+  original Dassl trainers' checkpoints (CoOp, CoCoOp, IVLP, VPT, MaPLe, PromptSRC, MaPLe_FSA, TCP): Dassl
   saves `scheduler.state_dict()`, which holds the successor cosine scheduler object and, through it,
-  the SGD optimizer object (tests/fixtures/original_checkpoint_globals.json lists them).
+  the SGD optimizer object (TCP's: Adam) (tests/fixtures/original_checkpoint_globals.json lists them).
 - `restore.data.datum.CACHE_GLOBALS`: the Datum of CoOp-lineage caches, recorded under Dassl's class
   path and built as ours, so that Dassl need not be installed.
 """
@@ -45,6 +45,7 @@ ORIGINAL_CHECKPOINT_GLOBALS = frozenset({
     "collections.defaultdict",
     "torch.optim.lr_scheduler.CosineAnnealingLR",
     "torch.optim.sgd.SGD",
+    "torch.optim.adam.Adam",  # TCP's optimizer
 })
 CHECKPOINT_GLOBALS = {name: name for name in TENSOR_GLOBALS | ORIGINAL_CHECKPOINT_GLOBALS}
 

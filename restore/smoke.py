@@ -2,7 +2,8 @@
 
 `MODEL.BACKBONE.NAME tiny-random` on a real config (224 px, prompt depth 9) would stop at the
 first mismatch; `fit_cfg_to_backbone` sets INPUT.SIZE to the model's resolution and lowers every
-PROMPT_DEPTH* key to the model's layers, and says what it changed.
+PROMPT_DEPTH* key to the model's layers (a block index, TCP's INSERT_LAYER, to its last block), and says
+what it changed.
 """
 from typing import List
 
@@ -17,8 +18,8 @@ SMOKE_NOTE = ("Note: MODEL.BACKBONE.NAME {name!r} is a small RANDOM CLIP for smo
 def fit_cfg_to_backbone(cfg, clip_model) -> List[str]:
     """Set cfg.INPUT.SIZE to the model's input size and cap every prompt depth of the method nodes (a
     key declared with `layers`) at the layers of the encoder it prompts ("both", MaPLe's PROMPT_DEPTH:
-    the smaller of the two). A no-op for a config that fits. cfg must not be frozen. Returns
-    "KEY: old -> new" lines."""
+    the smaller of the two), a block index (`Key.block`) at the last block. A no-op for a config that
+    fits. cfg must not be frozen. Returns "KEY: old -> new" lines."""
     from .checks import lookup
     from .methods import registry
     bb = adapter_for(clip_model)
@@ -32,9 +33,12 @@ def fit_cfg_to_backbone(cfg, clip_model) -> List[str]:
     towers = {"text": text_layers, "vision": vision_layers, "both": min(text_layers, vision_layers)}
     for full, key in registry.keys().items():
         value = lookup(cfg, full)
-        if key.layers is None or value is None or value <= towers[key.layers]:
+        if key.layers is None or value is None:
             continue
-        changes.append(f"{full}: {value} -> {towers[key.layers]}")
+        cap = towers[key.layers] - (1 if key.block else 0)  # a block index: at most the last block
+        if value <= cap:
+            continue
+        changes.append(f"{full}: {value} -> {cap}")
         parent, _, leaf = full.rpartition(".")
-        lookup(cfg, parent)[leaf] = towers[key.layers]
+        lookup(cfg, parent)[leaf] = cap
     return changes

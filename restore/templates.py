@@ -1,5 +1,5 @@
-"""Hand-written prompt templates: CoOp's per-dataset templates (ZeroshotCLIP), KgCoOp's, ProGrad's and the
-RESTORE release's per-dataset tables (their hand prompts), and PromptSRC's 60-template ensemble (its frozen
+"""Hand-written prompt templates: CoOp's per-dataset templates (ZeroshotCLIP), KgCoOp's, ProGrad's, TCP's and the
+RESTORE release's per-dataset tables (their hand prompts; TCP's learnable prompts), and PromptSRC's 60-template ensemble (its frozen
 text targets). Data, not code: lists as the public methods use them."""
 
 # CoOp's ZeroshotCLIP templates, keyed by DATASET.NAME. Other datasets (e.g. the synthetic
@@ -64,6 +64,27 @@ RELEASE_TEMPLATES = {
     **{k: "a photo of {}." for k in ("DescribableTextures", "EuroSAT", "Food101", "UCF101")},
 }
 
+
+# TCP's two tables (htyao89/Textual-based_Class-aware_prompt_tuning, trainers/tcp.py): the hand prompts whose
+# frozen features feed its class-token encoder (CUSTOM_TEMPLATES_ori there), and its learnable prompts, whose
+# first four words are the context slots (CUSTOM_TEMPLATES there; "X X X X" = random context).
+TCP_HAND_TEMPLATES = {
+    **CUSTOM_TEMPLATES,
+    "FGVCAircraft": "a photo of an aircraft {}.",
+    "DescribableTextures": "a photo of a {}, a type of texture.",
+    "Food101": "a photo of a {}, a type of food.",
+}
+TCP_PROMPTS = {
+    **{k: "X X X X {}." for k in ("EuroSAT", "SUN397", "Caltech101")},
+    "OxfordPets": "X X X X {}, a type of pet.",
+    "OxfordFlowers": "X X X X {}, a type of flower.",
+    "FGVCAircraft": "X X X X {}, a type of aircraft.",
+    "DescribableTextures": "X X X X {} texture.",
+    "StanfordCars": "X X X X {}, a type of car",  # no final period, as theirs
+    "Food101": "X X X X {}, a type of food.",
+    "UCF101": "a photo of a person doing {}.",
+    **{k: "a photo of a {}." for k in ("ImageNet", "ImageNetSketch", "ImageNetV2", "ImageNetA", "ImageNetR")},
+}
 
 # PromptSRC's IMAGENET_TEMPLATES (60 of CLIP's 80 ImageNet templates, "a photo of a {}." first).
 PROMPTSRC_TEMPLATES = [

@@ -5,15 +5,20 @@ feature-shift and t-SNE analyses of the base-trained models.
 results.csv holds every number the tables show (mean, std, se and seed count per protocol, method, dataset
 and metric, the feature shifts included), so that a later report can take the rows of methods whose runs
 it does not have from it (`previous`, testbed_benchmark.py --previous): new methods are run and added to
-the tables without rerunning the others."""
+the tables without rerunning the others. That is the testbed's report (`--configs testbed`); a sweep of
+real configs gets one Method x dataset table per protocol (sweep.table: markdown, CSV and a plot), each row
+naming its config and epochs, with the published values beside it (`table_report`)."""
 import csv
 import math
 import os
 import statistics
 import sys
 
-from sweep.plan import (CFG, DG_TARGETS, FAST_TRACE, SHOTS, SOURCE, XD_TARGETS, common_args, finished,
-                        max_epoch)
+from sweep import table as tables
+from sweep.plan import (DG_TARGETS, FAST_TRACE, SHOTS, SOURCE, TESTBED_CFG, XD_TARGETS, common_args, finished,
+                        max_epoch, output_root, run_config)
+
+CFG = TESTBED_CFG  # the testbed report's config folder
 
 
 def hm(b, n):
@@ -84,12 +89,17 @@ def previous_rows(found, protocol, method):
     return [[protocol, method, d, metric, *stat] for (d, metric), stat in found.get((protocol, method), {}).items()]
 
 
-def base2new_results(out, trainer, datasets, seeds):
+def config_name(args, trainer="RESTORE_m"):
+    """The folder name of the trainer's base-to-novel config in this sweep (sweep.plan.run_config)."""
+    return run_config(trainer, "base2new", getattr(args, "configs", TESTBED_CFG)).name
+
+
+def base2new_results(out, trainer, datasets, seeds, cfg=CFG):
     """{dataset: {seed: (base, novel)}} of finished runs."""
     res = {}
     for dataset in datasets:
         for seed in seeds:
-            common = f"{dataset}/shots_{SHOTS}/{trainer}/{CFG}/seed{seed}"
+            common = f"{dataset}/shots_{SHOTS}/{trainer}/{cfg}/seed{seed}"
             b = finished(f"{out}/base2new/train_base/{common}")
             n = finished(f"{out}/base2new/test_new/{common}")
             if b is not None and n is not None:
@@ -109,6 +119,15 @@ def seed_averages(res, datasets, seeds):
 
 
 def report(args, elapsed=None):
+    """The sweep's report: the testbed's tables (`testbed_report`, with --previous) for `--configs testbed`,
+    one Method x dataset table per protocol (`table_report`) for real configs. Returns {method: [(base,
+    novel, hm) per seed]} of the base-to-novel runs."""
+    if getattr(args, "configs", TESTBED_CFG) == TESTBED_CFG:
+        return testbed_report(args, elapsed)
+    return table_report(args, elapsed)
+
+
+def testbed_report(args, elapsed=None):
     """Write results.md and results.csv of the finished runs (and of args.previous's rows for the methods
     without runs); returns {method: [(base, novel, hm) per seed]} of the methods with runs."""
     out = args.output
@@ -244,6 +263,74 @@ def report(args, elapsed=None):
         w.writerows(csv_row(r) for r in rows)
     print(text)
     plot_accuracy(stats, f"{out}/base2new_accuracy.png")
+    return summary
+
+
+def table_report(args, elapsed=None):
+    """The tables of the sweep's protocols over its output folder (every method and config found there,
+    each row naming its config and epochs), written to results.md, results.csv and
+    <protocol>_accuracy.png; the base-to-novel trade-off against ZeroshotCLIP and the ablation table
+    follow. Returns {method: [(base, novel, hm) per seed]} of the plan's base-to-novel runs."""
+    out = output_root(args)
+    found = [tables.read_table(out, p) for p in ("base2new", "xd", "dg", "fewshot") if p in args.protocols]
+    lines = [tables.markdown(t) for t in found]
+    rows = [r for t in found for r in tables.csv_rows(t)]
+    summary = {}
+    if "base2new" in args.protocols:
+        for trainer in args.methods:
+            res = base2new_results(out, trainer, args.datasets, args.seeds, config_name(args, trainer))
+            if res:
+                summary[trainer] = seed_averages(res, args.datasets, args.seeds)
+
+    if "ZeroshotCLIP" in summary and "CoOp" in summary:
+        lines.append("**The trade-off RESTORE addresses** (dataset averages, difference of seed "
+                     "means, in standard errors of that difference):\n")
+        for other in [m for m in summary if m != "ZeroshotCLIP"]:
+            parts = []
+            for i, name in ((0, "base"), (1, "novel")):
+                a = [x[i] for x in summary[other]]
+                z = [x[i] for x in summary["ZeroshotCLIP"]]
+                if len(a) > 1 and len(z) > 0:
+                    diff = statistics.mean(a) - statistics.mean(z)
+                    se = math.sqrt(mean_se(a)[2] ** 2 + mean_se(z)[2] ** 2)
+                    parts.append(f"{name} {diff:+.2f} ({diff / se:+.1f} SE)" if se > 0
+                                 else f"{name} {diff:+.2f}")
+            if parts:
+                lines.append(f"- {other} vs ZeroshotCLIP: " + ", ".join(parts))
+
+    if "ablation" in args.protocols:
+        cfg = config_name(args)
+        lines.append("\n## Ablations of RESTORE_m (base-to-novel, dataset averages; "
+                     "mean ± std over seeds)\n")
+        lines.append("| FS.WEIGHT | SURGERY.MODE | Base | Novel | HM | seeds |")
+        lines.append("|---|---|---|---|---|---|")
+        for name in args.ablations:
+            root = out if name == "fs1_fsguided" else f"{out}/ablation/{name}"
+            res = base2new_results(root, "RESTORE_m", args.datasets, args.seeds, cfg)
+            avg = seed_averages(res, args.datasets, args.seeds)
+            if not avg:
+                continue
+            weight, mode = name.split("_")
+            lines.append(f"| {weight[2:]} | {mode.replace('fsguided', 'fs_guided')} | " +
+                         " | ".join(fmt([a[i] for a in avg]) for i in range(3)) + f" | {len(avg)} |")
+            for metric, i in (("base", 0), ("novel", 1), ("hm", 2)):
+                m, sd, _ = mean_se([a[i] for a in avg])
+                rows.append(["ablation", f"RESTORE_m {name}", cfg, "", SHOTS, "average", metric,
+                             f"{m:.4f}", f"{sd:.4f}", len(avg), "", ""])
+    if elapsed is not None:
+        lines.append(f"\nRun time of this invocation: {elapsed / 60:.1f} min.")
+
+    text = "\n".join(lines) + "\n"
+    os.makedirs(out, exist_ok=True)
+    with open(f"{out}/results.md", "w") as f:
+        f.write(text)
+    with open(f"{out}/results.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(tables.CSV_HEADER)
+        w.writerows(rows)
+    print(text)
+    for t in found:
+        tables.plot(t, f"{out}/{t.protocol}_accuracy.png")
     return summary
 
 

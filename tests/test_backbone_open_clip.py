@@ -167,9 +167,11 @@ def test_deep_prompts_and_feature_shift_against_hand_called_blocks(name):
 
 # ------------------------------------------------------------------ every method
 def method_cfg(method, model):
-    """The method's default config, its prompt depths fitted to the 2-layer model."""
+    """The method's default config with its small test values (spec.tiny: CoPrompt's generated descriptions),
+    its prompt depths fitted to the 2-layer model."""
     cfg = restore.get_cfg_default()
     cfg.TRAINER.NAME = method
+    cfg.merge_from_list(list(registry.get(method).tiny))
     cfg.MODEL.BACKBONE.NAME = "open_clip:test"
     restore.fit_cfg_to_backbone(cfg, model)
     return cfg

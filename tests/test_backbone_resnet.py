@@ -36,7 +36,7 @@ def cfg_for(name, *opts):
     cfg = restore.get_cfg_default()
     cfg.TRAINER.NAME = name
     cfg.MODEL.BACKBONE.NAME = "RN50"
-    cfg.merge_from_list(["TRAINER.LPT.PROMPT_DEPTH_TEXT", 2, *opts])
+    cfg.merge_from_list(["TRAINER.LPT.PROMPT_DEPTH_TEXT", 2, "TRAINER.TCP.INSERT_LAYER", 2, *opts])
     return cfg
 
 
@@ -111,11 +111,12 @@ def test_vision_prompt_methods_refuse_with_one_line(rn, name):
     with pytest.raises(UnsupportedBackbone) as err:
         restore.build_model(cfg_for(name), CLASSNAMES, rn)
     msg = str(err.value)
-    assert msg == (f"{name} puts prompts into the image encoder, which backbone 'RN50' (OpenAI "
+    uses = "adapts the blocks of" if name == "MultiModalAdapter" else "puts prompts into"
+    assert msg == (f"{name} {uses} the image encoder, which backbone 'RN50' (OpenAI "
                    "ResNet) cannot take: a ResNet image encoder (ModifiedResNet) has no token "
                    "blocks to take vision prompts; methods that can use it: "
-                   + ", ".join(TEXT_ONLY_METHODS))
-    assert {"ZeroshotCLIP", "CoOp", "CoCoOp", "LPT", "CoOp_DePT"} <= set(TEXT_ONLY_METHODS)
+                   + ", ".join(registry.supporting("resnet")))
+    assert registry.supporting("resnet")[:4] == ["ZeroshotCLIP", "CoOp", "CoCoOp", "LPT"]
 
 
 def test_ivlp_without_vision_prompts_runs_on_a_resnet(rn, images):

@@ -92,14 +92,19 @@ def test_all_trainer_configs_merge():
         if os.path.basename(path).startswith("testbed"):
             assert cfg.MODEL.BACKBONE.NAME == "testbed" and tuple(cfg.INPUT.SIZE) == (32, 32)
         else:
-            # the backbone the file name says (CoOp's names: rn50*, rn101*, vit_b32*, vit_b16*)
+            # the backbone the file name says (CoOp's names: rn50*, rn101*, vit_b32*, vit_b16*); an authors' name
+            # that says none: its backbone here
             prefix = {"rn50": "RN50", "rn101": "RN101", "vit_b32": "ViT-B/32", "vit_b16": "ViT-B/16"}
+            unnamed = {"CoPrompt/coprompt.yaml": "ViT-B/16"}
             name = os.path.basename(path)
-            assert cfg.MODEL.BACKBONE.NAME == next(v for k, v in prefix.items()
-                                                   if re.match(rf"{k}(_|\.)", name)), path
+            expected = unnamed.get(f"{trainer}/{name}") or next(
+                v for k, v in prefix.items() if re.match(rf"{k}(_|\.)", name))
+            assert cfg.MODEL.BACKBONE.NAME == expected, path
             assert cfg.INPUT.INTERPOLATION == "bicubic"
-            assert cfg.OPTIM.WARMUP_EPOCH == 1 and cfg.OPTIM.WARMUP_CONS_LR == 1e-5
-            assert cfg.DATALOADER.TEST.BATCH_SIZE == 100
+            # one constant warm-up epoch, but MMA's authors': none
+            assert cfg.OPTIM.WARMUP_EPOCH == (0 if trainer == "MultiModalAdapter" else 1)
+            assert cfg.OPTIM.WARMUP_CONS_LR == 1e-5
+            assert cfg.DATALOADER.TEST.BATCH_SIZE == (500 if trainer == "TCP" else 100)  # TCP's authors: 500
 
 
 def test_restore_configs_follow_method_md():

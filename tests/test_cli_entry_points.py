@@ -23,8 +23,13 @@ from sweep.plan import check_args
 from test_engine_fakes import ROOT, cli_opts, make_oxford_pets
 
 PETS = "configs/datasets/oxford_pets.yaml"
-TRAINERS = ("ZeroshotCLIP, CoOp, CoCoOp, LPT, VPT, IVLP, MaPLe, PromptSRC, RESTORE_m, RESTORE_p, MaPLe_FSA, KgCoOp, "
-            "ProGrad, CoOp_DePT, CoCoOp_DePT, KgCoOp_DePT, MaPLe_DePT")
+# Every registered method, in listing order (the built-in families, then the others as registered).
+TRAINERS = ", ".join(registry.names())
+assert TRAINERS.startswith("ZeroshotCLIP, CoOp, CoCoOp, LPT, VPT, IVLP, MaPLe, PromptSRC, RESTORE_m, RESTORE_p, "
+                           "MaPLe_FSA")
+# Every node with an N_CTX key, in the order the methods first list them.
+N_CTX_KEYS = ", ".join(f"{n.path}.N_CTX" for n in registry.nodes() if n.key("N_CTX") is not None)
+assert N_CTX_KEYS.startswith("TRAINER.COOP.N_CTX, TRAINER.COCOOP.N_CTX, TRAINER.MAPLE.N_CTX, TRAINER.MAPLE_FSA.N_CTX")
 
 
 def error_of(main, argv, capsys):
@@ -47,6 +52,7 @@ HELP = [
     [sys.executable, "-m", "restore.legacy"],
     [sys.executable, "cluster.py"],
     [sys.executable, "testbed_benchmark.py"],
+    [sys.executable, "benchmark.py"],
     [sys.executable, "parse_test_res.py"],
 ]
 
@@ -165,9 +171,7 @@ def test_every_entry_point_refuses_a_dataset_alike(tmp_path, capsys):
     ("RESTORE_m", "TRAINER.MAPLE.FS.WEIGHT", "Did you mean TRAINER.RESTORE.FS.WEIGHT?"),  # a sub-node
     ("RESTORE_m", "RESTORE.FS.WEIGHT", "Did you mean TRAINER.RESTORE.FS.WEIGHT?"),  # its parent left out
     ("MaPLe_FSA", "TRAINER.RESTORE.N_CTX", "Did you mean one of TRAINER.MAPLE.N_CTX, TRAINER.MAPLE_FSA.N_CTX?"),
-    ("", "TRAINER.RESTORE.N_CTX", "Did you mean one of TRAINER.COOP.N_CTX, TRAINER.COCOOP.N_CTX, "
-                                  "TRAINER.MAPLE.N_CTX, TRAINER.MAPLE_FSA.N_CTX, TRAINER.KGCOOP.N_CTX, "
-                                  "TRAINER.PROGRAD.N_CTX?"),  # no trainer: every node
+    ("", "TRAINER.RESTORE.N_CTX", f"Did you mean one of {N_CTX_KEYS}?"),  # no trainer: every node
     ("CoOp", "TRAINER.MAPLE.n_ctx", "Did you mean TRAINER.MAPLE.N_CTX?"),  # case-only, same node, first
     ("CoOp", "OPTIM.LR_SCHEDULR", "Did you mean OPTIM.LR_SCHEDULER?"),
 ])
@@ -190,11 +194,12 @@ def test_a_key_under_the_wrong_node_names_the_node_that_has_it(trainer, key, sug
 
 
 def test_the_key_search_covers_declared_aliases(monkeypatch, capsys):
-    """An alias (a key's spelling in its authors' files) names its canonical key."""
+    """An alias (a key's spelling in its authors' files) names its canonical key (a made-up spelling: no node has
+    a key of that name)."""
     monkeypatch.setattr(registry, "aliases",
-                        lambda trainer=None: {"TRAINER.COOP.KG_WEIGHT": Alias("TRAINER.COCOOP.N_CTX")})
-    message = error_of(train.main, ["--engine", "native", "--print-config", "TRAINER.MAPLE.KG_WEIGHT", "3"], capsys)
-    assert message.startswith("Unknown config key 'TRAINER.MAPLE.KG_WEIGHT' (on the command line). Did you mean "
+                        lambda trainer=None: {"TRAINER.COOP.LAB_WEIGHT": Alias("TRAINER.COCOOP.N_CTX")})
+    message = error_of(train.main, ["--engine", "native", "--print-config", "TRAINER.MAPLE.LAB_WEIGHT", "3"], capsys)
+    assert message.startswith("Unknown config key 'TRAINER.MAPLE.LAB_WEIGHT' (on the command line). Did you mean "
                               "TRAINER.COCOOP.N_CTX? Valid keys under TRAINER.MAPLE: CTX_INIT, N_CTX, PREC, "
                               "PROMPT_DEPTH.")
 

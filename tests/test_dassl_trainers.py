@@ -94,11 +94,15 @@ def make_cfg(trainer, data_root, output_dir, subsample="base", epochs=1, **opts)
     cfg.OPTIM.WARMUP_CONS_LR = 1e-5
     cfg.TRAIN.PRINT_FREQ = 20
     # The tiny CLIP has 3 layers per tower.
+    cfg.merge_from_list(list(registry.get(trainer).tiny))  # MMA's adapted blocks
     cfg.TRAINER.LPT.PROMPT_DEPTH_TEXT = 3
     cfg.TRAINER.VPT.PROMPT_DEPTH_VISION = 2
     cfg.TRAINER.IVLP.PROMPT_DEPTH_TEXT = cfg.TRAINER.IVLP.PROMPT_DEPTH_VISION = 3
     cfg.TRAINER.MAPLE.PROMPT_DEPTH = 3
+    cfg.TRAINER.COPROMPT.PROMPT_DEPTH = 3
+    cfg.TRAINER.COPROMPT.DESCRIPTIONS = "captions"  # the testbed's generated descriptions, for any class names
     cfg.TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT = cfg.TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION = 3
+    cfg.TRAINER.TCP.INSERT_LAYER = 2  # a block index: the last of 3
     cfg.TRAINER.PROMPTSRC.GPA_MEAN = 1.0
     cfg.TRAINER.COOP.N_CTX = cfg.TRAINER.COCOOP.N_CTX = 4
     for key, value in opts.items():

@@ -70,8 +70,8 @@ def test_transform_errors():
     cfg.INPUT.TRANSFORMS = ("random_flip", "random_rotate")
     with pytest.raises(DatasetError, match="'random_rotate', which is not a transform.*random_resized_crop"):
         build_transform(cfg, is_train=True)
-    cfg.INPUT.TRANSFORMS = ("randaugment",)
-    with pytest.raises(DatasetError, match="'randaugment', which only Dassl implements"):
+    cfg.INPUT.TRANSFORMS = ("randaugment_fixmatch",)
+    with pytest.raises(DatasetError, match="'randaugment_fixmatch', which only Dassl implements"):
         build_transform(cfg, is_train=True)
     cfg.INPUT.TRANSFORMS = ("normalize",)
     cfg.INPUT.INTERPOLATION = "lanczos"

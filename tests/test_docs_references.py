@@ -41,12 +41,19 @@ EXTERNAL = [
     r"dassl/[\w/]+\.py",            # Dassl's modules, described where the behaviour is reproduced
     r"(trainers/)?maple_fsa\.py",   # the official RESTORE release's trainer
     r"run_maple_fsa\.sh",           # the release's run script
+    r"memory_originals\.py",        # the reference harness's script that measured benchmarks/memory_originals.json
     r"(OUT/)?gpu_check\.md",         # benchmarks/gpu_check.py's report, written into its output folder
     r"clip/clip\.py",                # the originals' copy of OpenAI's clip module (patched by gpu_check_prepare)
     r"(trainers/)?(kgcoop|prograd)\.py",  # KgCoOp's and ProGrad's original trainers (REPRODUCING.md section 12)
+    r"(trainers/)?tcp\.py", r"trainers/clip_text/model\.py",  # TCP's trainer and text encoder (section 16)
     r"(run|prograd)\.sh",           # their run scripts
     r"(trainers/)?(elp_\w+|optim)\.py|configs\.py",  # DePT's original trainers, optimiser and task table
     r"configs/trainers/ExtrasLinearProbe\w+/\w+\.yaml",  # DePT's original configs (ours: configs/trainers/*_DePT)
+    r"(trainers/mmadapter|clip/gsl)\.py|run_examples\.sh",  # MMA's original trainer, gradient op, run script
+    r"(trainers/)?(coprompt|constants)\.py",  # CoPrompt's original trainer and per-dataset table
+    r"configs/trainers/coprompt\.yaml",       # its config (ours: configs/trainers/CoPrompt/coprompt.yaml)
+    r"(gpt_file/)?(<dataset>|<name>|\w+)_prompt\.json",  # its descriptions files, the user's
+    r"base2new_(train|test)_coprompt\.sh",  # its run scripts
 ]
 EXTERNAL_RE = re.compile("(?:" + "|".join(EXTERNAL) + r")\Z")
 

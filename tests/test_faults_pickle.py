@@ -202,10 +202,11 @@ def test_torchscript_as_checkpoint_is_refused(tmp_path):
 
 
 # -------------------------------------------------------------------------- original checkpoints
-def fixture_globals():
+def fixture_globals(trainer=None):
+    """The globals of one original trainer's checkpoints, or (None) of all of them."""
     with open(FIXTURE) as f:
         data = json.load(f)
-    return {name for trainer, names in data.items() if not trainer.startswith("_") for name in names}
+    return {name for t, names in data.items() if not t.startswith("_") and trainer in (None, t) for name in names}
 
 
 class ConstantWarmupScheduler(torch.optim.lr_scheduler.LRScheduler):
@@ -229,10 +230,11 @@ class ConstantWarmupScheduler(torch.optim.lr_scheduler.LRScheduler):
             super().step(epoch)
 
 
-def original_checkpoint(path, learner):
-    """What Dassl's save_model writes after two epochs of SGD + constant warm-up + cosine (CoOp's
-    configs): state_dict, epoch, optimizer.state_dict(), scheduler.state_dict(), val_result."""
-    optim = torch.optim.SGD(learner.parameters(), lr=0.002, momentum=0.9)
+def original_checkpoint(path, learner, adam=False):
+    """What Dassl's save_model writes after two epochs of SGD (CoOp's configs; `adam`: TCP's Adam) + constant
+    warm-up + cosine: state_dict, epoch, optimizer.state_dict(), scheduler.state_dict(), val_result."""
+    optim = torch.optim.Adam(learner.parameters(), lr=0.002, eps=1e-3) if adam else \
+        torch.optim.SGD(learner.parameters(), lr=0.002, momentum=0.9)
     sched = ConstantWarmupScheduler(optim, torch.optim.lr_scheduler.CosineAnnealingLR(optim, 5.0), 1, 1e-5)
     for _ in range(2):
         learner.ctx.grad = torch.ones_like(learner.ctx)
@@ -258,12 +260,13 @@ def _saved(obj):
     return buffer
 
 
-def test_original_format_checkpoint_loads(tmp_path, capsys):
+@pytest.mark.parametrize("trainer", ["CoOp", "TCP"])
+def test_original_format_checkpoint_loads(tmp_path, capsys, trainer):
     learner = torch.nn.Module()
     learner.ctx = torch.nn.Parameter(torch.arange(6.0).reshape(2, 3))
-    path = original_checkpoint(tmp_path / "model.pth.tar-2", learner)
+    path = original_checkpoint(tmp_path / "model.pth.tar-2", learner, adam=trainer == "TCP")
     if hasattr(torch.serialization, "get_unsafe_globals_in_checkpoint"):  # torch >= 2.5
-        assert set(torch.serialization.get_unsafe_globals_in_checkpoint(path)) == fixture_globals()
+        assert set(torch.serialization.get_unsafe_globals_in_checkpoint(path)) == fixture_globals(trainer)
     with pytest.raises(pickle.UnpicklingError):  # what torch refuses on its own
         torch.load(path, weights_only=True)
     loaded = load_checkpoint(path)
@@ -273,11 +276,11 @@ def test_original_format_checkpoint_loads(tmp_path, capsys):
 
 
 def test_other_globals_are_refused(tmp_path):
-    """A torch class outside the fixture (here Adam) is refused like any other code."""
-    optim = torch.optim.Adam([torch.nn.Parameter(torch.ones(1))])
+    """A torch class outside the fixture (here RMSprop) is refused like any other code."""
+    optim = torch.optim.RMSprop([torch.nn.Parameter(torch.ones(1))])
     path = str(tmp_path / "model.pth.tar-1")
     torch.save({"state_dict": {}, "scheduler": {"successor": optim}}, path)
-    with pytest.raises(UntrustedFileError, match=re.escape("it refers to torch.optim.adam.Adam")):
+    with pytest.raises(UntrustedFileError, match=re.escape("it refers to torch.optim.rmsprop.RMSprop")):
         load_checkpoint(path)
 
 

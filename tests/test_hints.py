@@ -16,7 +16,8 @@ REPO = Path(__file__).resolve().parents[1]
 PYTHON = sorted([*REPO.glob("restore/**/*.py"), *REPO.glob("sweep/*.py"), *REPO.glob("datasets/*.py"),
                  *REPO.glob("trainers/*.py"), *(REPO / f for f in ("train.py", "cluster.py",
                                                                     "parse_test_res.py",
-                                                                    "testbed_benchmark.py"))])
+                                                                    "testbed_benchmark.py",
+                                                                    "benchmark.py"))])
 SCRIPTS = sorted(REPO.glob("scripts/**/*.sh"))
 # Flags of the other programs a message tells the user to run: torchrun, pip, git.
 EXTERNAL_FLAGS = {"--nproc_per_node", "--standalone", "--no-build-isolation", "--porcelain", "--untracked-files"}

@@ -27,12 +27,15 @@ def make_cfg(name, release=False):
     cfg = restore.get_cfg_default()
     cfg.TRAINER.NAME = name
     cfg.DATASET.NAME = "OxfordPets"
+    cfg.merge_from_list(list(registry.get(name).tiny))  # fits the tiny CLIP (MMA's adapted blocks)
     cfg.TRAINER.COOP.N_CTX = cfg.TRAINER.COCOOP.N_CTX = 4
     cfg.TRAINER.LPT.PROMPT_DEPTH_TEXT = DEPTH
     cfg.TRAINER.VPT.PROMPT_DEPTH_VISION = DEPTH
     cfg.TRAINER.IVLP.PROMPT_DEPTH_TEXT = cfg.TRAINER.IVLP.PROMPT_DEPTH_VISION = DEPTH
     cfg.TRAINER.MAPLE.PROMPT_DEPTH = DEPTH
+    cfg.TRAINER.COPROMPT.PROMPT_DEPTH = DEPTH
     cfg.TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT = cfg.TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION = DEPTH
+    cfg.TRAINER.TCP.INSERT_LAYER = DEPTH - 1  # a block index: the last of the tiny CLIP's 3
     if release:
         cfg.TRAINER.RESTORE.FS.DEFINITION = "release"
         cfg.TRAINER.RESTORE.SURGERY.MODE = "release"

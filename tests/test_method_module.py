@@ -201,7 +201,7 @@ def test_the_sweep_plans_it_and_a_forkserver_worker_imports_it(tmp_path):
         config = argv[argv.index("--config-file") + 1]
         assert config.endswith("fixtures/lab_method/configs/testbed.yaml") and "--eval-only" in steps[1][1]
         assert steps[1][1][steps[1][1].index("--load-epoch") + 1] == "20"  # the fixture config's epochs
-        assert job_cost(label) == 1.2 * 20 * 32  # its cost x epochs x the 32 base classes of shapes
+        assert job_cost((label, steps)) == 1.2 * 20 * 32  # its cost x epochs x the 32 base classes of shapes
         with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("forkserver")) as pool:
             fresh, imported, text = pool.submit(print_config, argv).result()
         assert fresh and imported and "NAME: AnchoredCoOp" in text and "W: 2.0" in text, text[-500:]

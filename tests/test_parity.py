@@ -1,9 +1,9 @@
-"""Same seed, same run: the random-order contract with the original CoOp, CoCoOp, MaPLe, MaPLe_FSA, KgCoOp and
-ProGrad.
+"""Same seed, same run: the random-order contract with the original CoOp, CoCoOp, MaPLe, MaPLe_FSA, KgCoOp,
+ProGrad, MMA (ZjjConan/Multi-Modal-Adapter, on upstream Dassl) and TCP.
 
 The recorded values were produced by the ORIGINAL trainers' own code (KaiyangZhou/CoOp, muzairkhattak/
 multimodal-prompt-learning, the official RESTORE release; htyao89/KgCoOp and BeierZhu/Prompt-align on their Dassl
-fork), run on CPU in fp32 with torch 2.14.1: Dassl's `set_random_seed(1)`, their `load_clip_to_cpu` on the
+fork; htyao89/Textual-based_Class-aware_prompt_tuning on upstream Dassl, its second CLIP in fp32), run on CPU in fp32 with torch 2.14.1: Dassl's `set_random_seed(1)`, their `load_clip_to_cpu` on the
 OpenAI-layout state dict built below, `clip_model.float()`, their `CustomCLIP(cfg, classnames, clip_model)`
 (ProGrad: its zero-shot `CLIP(cfg, classnames)` first, as its build_model does); then the next two `torch.rand` values, and the first four
 indices of a `RandomSampler` over 20 items after the same steps (the first batch of a 20-image few-shot set
@@ -90,6 +90,54 @@ RECORDED["ProGrad ctx_init OxfordPets"] = ({"prompt_learner.ctx": ([0.0, 0.0, 0.
                                            [0.09500521421432495, 0.8600525259971619], [8, 15, 19, 0])
 RECORDED["ProGrad ctx_init DescribableTextures"] = (
     {"prompt_learner.ctx": ([0.0, 0.0, 0.0], -0.2437206506729126)}, *RECORDED["ProGrad ctx_init OxfordPets"][1:])
+# MMA (ZjjConan/Multi-Modal-Adapter, trainers/mmadapter.py): its CustomCLIP's adapters of blocks 1-2 (1-based),
+# text, vision, shared; with ADAPTER_START 0 also the embeddings' adapters (index 0). Scale 0.1, bottleneck 32.
+_MMA_KEYS = ("text_adapter.{s}.down.0.weight", "text_adapter.2.up.weight", "visual_adapter.{s}.down.0.weight",
+             "visual_adapter.2.up.weight", "shared_adapter.{s}.0.weight", "shared_adapter.2.0.weight")
+_MMA_VALUES = {
+    1: ([([-0.032300323247909546, 0.533837080001831, -0.18783965706825256], -28.118458202807233),
+         ([0.02418886497616768, -0.08011216670274734, -0.030184844508767128], 5.846957547626516),
+         ([0.040157247334718704, -0.054975032806396484, -0.028820810839533806], -38.98561007671924),
+         ([-0.060905639082193375, -0.03282616287469864, 0.024788444861769676], 8.538576870276735),
+         ([0.07032089680433273, 0.2200256884098053, 0.049418117851018906], 1.0461150130722672),
+         ([-0.032112967222929, 0.10600292682647705, 0.2481769174337387], -2.1392505736730527)],
+        [0.4784535765647888, 0.26893842220306396], [2, 19, 4, 16]),
+    0: ([([-0.4531034231185913, 0.15218354761600494, 0.2829184830188751], -15.475518791678041),
+         ([0.015582459978759289, -0.20996437966823578, -0.022070229053497314], -2.5689690665968214),
+         ([-0.19034622609615326, -0.0008969955379143357, -0.2287607640028], 9.687684368964256),
+         ([-0.03108399361371994, -0.04838087037205696, 0.07311525195837021], -0.4739666452780966),
+         ([-0.057948678731918335, -0.06377105414867401, -0.039465583860874176], -7.824178871975164),
+         ([-0.10663444548845291, 0.4067697823047638, -0.17204242944717407], -9.02022886951454)],
+        [0.906649649143219, 0.05865681171417236], [2, 18, 7, 17]),
+}
+for _start, (_values, _next, _batch) in _MMA_VALUES.items():
+    RECORDED[f"MultiModalAdapter start{_start}"] = (
+        {k.format(s=_start): v for k, v in zip(_MMA_KEYS, _values)}, _next, _batch)
+# TCP (htyao89/Textual-based_Class-aware_prompt_tuning): its context, its second CLIP build (the hand prompts'
+# copy), its meta_net. "ctx_init": the authors' CTX_INIT True ("a photo of a"). Their block 8 needs no
+# draw; ours is the recording CLIP's block 1.
+RECORDED["TCP"] = ({
+    "prompt_learner.ctx": RECORDED["CoOp"][0]["prompt_learner.ctx"],
+    "prompt_learner.meta_net.linear1.weight": ([-0.02312009036540985, 0.004373615141957998, 0.01959756761789322],
+                                               -17.007103429342237),
+    "prompt_learner.meta_net.linear1.bias": ([-0.011696756817400455, -0.021200306713581085, -0.016762802377343178],
+                                             -0.09025991277303547),
+    "prompt_learner.meta_net.linear2.weight": ([-0.021171584725379944, -0.05924215540289879, 0.0034355581738054752],
+                                               1.2613167891377088),
+    "prompt_learner.meta_net.linear2.bias": ([-0.06237924098968506, 0.034998584538698196, 0.0067322636023163795],
+                                             -0.18913169748338987)},
+    [0.4884859323501587, 0.76056307554245], [18, 4, 7, 13])
+RECORDED["TCP ctx_init"] = ({
+    "prompt_learner.ctx": RECORDED["CoCoOp"][0]["prompt_learner.ctx"],
+    "prompt_learner.meta_net.linear1.weight": ([-0.03579682111740112, 0.031824447214603424, 0.007978709414601326],
+                                               -17.257947418709477),
+    "prompt_learner.meta_net.linear1.bias": ([0.029470782727003098, -0.022561702877283096, 0.004251052159816027],
+                                             0.06588685866154265),
+    "prompt_learner.meta_net.linear2.weight": ([-0.010121291503310204, -0.010372213087975979, -0.03960800543427467],
+                                               -1.6512290567770833),
+    "prompt_learner.meta_net.linear2.bias": ([-0.03288903087377548, -0.07981962710618973, -0.0635673999786377],
+                                             -0.23099125374210416)},
+    [0.14712971448898315, 0.6979818940162659], [19, 11, 14, 7])
 OPTIONS = {
     "CoOp": ["TRAINER.COOP.N_CTX", 4, "TRAINER.COOP.CTX_INIT", "", "TRAINER.COOP.PREC", "fp32"],
     "CoCoOp": ["TRAINER.COCOOP.N_CTX", 4, "TRAINER.COCOOP.CTX_INIT", "a photo of a", "TRAINER.COCOOP.PREC", "fp32"],
@@ -99,8 +147,13 @@ OPTIONS = {
     "KgCoOp ctx_init": ["TRAINER.KGCOOP.N_CTX", 4, "TRAINER.KGCOOP.CTX_INIT", "a photo of a",
                         "TRAINER.KGCOOP.PREC", "fp32"],
     "ProGrad": ["TRAINER.PROGRAD.N_CTX", 4, "TRAINER.PROGRAD.PREC", "fp32"],
+    **{f"MultiModalAdapter start{s}": ["TRAINER.MMADAPTER.ADAPTER_START", s, "TRAINER.MMADAPTER.ADAPTER_END", 2,
+                                        "TRAINER.MMADAPTER.ADAPTER_SCALE", 0.1, "TRAINER.MMADAPTER.TEXT_CTX_INIT",
+                                        "a photo of a", "TRAINER.MMADAPTER.PREC", "fp32"] for s in (0, 1)},
     **{f"ProGrad ctx_init {d}": ["TRAINER.PROGRAD.N_CTX", 16, "TRAINER.PROGRAD.CTX_INIT", True, "DATASET.NAME", d,
                                  "TRAINER.PROGRAD.PREC", "fp32"] for d in ("OxfordPets", "DescribableTextures")},
+    "TCP": ["TRAINER.TCP.N_CTX", 4, "TRAINER.TCP.INSERT_LAYER", 1, "TRAINER.TCP.PREC", "fp32"],
+    "TCP ctx_init": ["TRAINER.TCP.CTX_INIT", "a photo of a", "TRAINER.TCP.INSERT_LAYER", 1, "TRAINER.TCP.PREC", "fp32"],
 }
 
 

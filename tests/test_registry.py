@@ -65,7 +65,7 @@ def test_every_table_has_the_method(name):
     assert (name in plan.methods()) == spec.benchmark and plan.epoch_cost(name) == spec.cost > 0, \
         f"{name}: sweep.plan methods / epoch_cost"
     if spec.benchmark:
-        path = registry.config_file(name, plan.CFG)
+        path = registry.config_file(name, plan.TESTBED_CFG)
         assert os.path.isfile(path), f"{name}: benchmarked, but its testbed config {path} is missing"
         assert plan.max_epoch(name) >= 1
     assert registry.model_class(name).__name__ == name, f"{name}: model class {spec.model}"
@@ -75,7 +75,7 @@ def test_every_table_has_the_method(name):
 def test_the_sweep_plans_the_method_with_its_config(name, tmp_path):
     args = type("Args", (), dict(protocols=["base2new"], seeds=[1], methods=[name], datasets=["shapes"],
                                  output=str(tmp_path), data="data"))()
-    if not os.path.isfile(registry.config_file(name, plan.CFG)):  # MaPLe_FSA: the release's configs only
+    if not os.path.isfile(registry.config_file(name, plan.TESTBED_CFG)):  # MaPLe_FSA: the release's configs only
         with pytest.raises(UserError, match=f"^{name} has no testbed config"):
             plan.plan(args)
         return
@@ -84,7 +84,7 @@ def test_the_sweep_plans_the_method_with_its_config(name, tmp_path):
     assert argv[argv.index("--trainer") + 1] == name
     assert argv[argv.index("--config-file") + 1] == plan.config_file(name)
     assert "--method-module" not in argv  # a built-in: nothing to import
-    assert plan.job_cost(label) > 0
+    assert plan.job_cost((label, steps)) > 0
 
 
 def _invalid(declared: Key):
@@ -176,9 +176,10 @@ def test_one_training_step_per_method_and_backbone_family(name, family):
 def test_smoke_fitting_lowers_every_declared_depth():
     cfg = get_cfg_default()
     changes = restore.fit_cfg_to_backbone(cfg, restore.load_clip("tiny-random"))
-    depths = [k for k, d in registry.keys().items() if d.layers and d.default > 3]
-    assert sorted(c.split(":")[0] for c in changes if c.startswith("TRAINER")) == sorted(depths)
-    assert all(lookup(cfg, k) == 3 for k in depths)
+    # A depth fits up to the 3 layers, a block index (TCP's INSERT_LAYER) up to the last block, 2.
+    fit = {k: 3 - d.block for k, d in registry.keys().items() if d.layers and d.default > 3 - d.block}
+    assert sorted(c.split(":")[0] for c in changes if c.startswith("TRAINER")) == sorted(fit)
+    assert all(lookup(cfg, k) == v for k, v in fit.items()) and fit["TRAINER.TCP.INSERT_LAYER"] == 2
 
 
 # ------------------------------------------------------------------------------ declarations refused
@@ -265,10 +266,14 @@ def test_aliases_name_their_canonical_key_before_merging(monkeypatch):
 def test_an_alias_of_another_methods_key_applies_to_the_runs_that_read_its_node(tmp_path):
     """KgCoOp's authors write CoOp's keys (TRAINER.COOP.N_CTX ...) and `CTX_INIT: True`: in a KgCoOp run they
     set TRAINER.KGCOOP's keys, the value translated; in a CoOp run they stay CoOp's; without a trainer
-    only the aliases that spell no key apply (TRAINER.COOP.W)."""
+    only the aliases that spell no key and only one node declares apply (TRAINER.COOP.ALPHA: TCP's;
+    TRAINER.COOP.W is KgCoOp's loss weight and TCP's unused W)."""
     assert registry.aliases("KgCoOp")["TRAINER.COOP.N_CTX"].key == "TRAINER.KGCOOP.N_CTX"
     assert "TRAINER.COOP.N_CTX" not in registry.aliases("CoOp") and "TRAINER.COOP.N_CTX" not in registry.aliases()
-    assert registry.aliases()["TRAINER.COOP.W"].key == "TRAINER.KGCOOP.W"  # spells no key: always
+    assert registry.aliases()["TRAINER.COOP.ALPHA"].key == "TRAINER.TCP.ALPHA"  # spells no key: always
+    assert "TRAINER.COOP.W" not in registry.aliases()  # two methods spell it: only with the trainer
+    assert (registry.aliases("KgCoOp")["TRAINER.COOP.W"].key, registry.aliases("TCP")["TRAINER.COOP.W"].key) == \
+        ("TRAINER.KGCOOP.W", "TRAINER.TCP.W")
     path = tmp_path / "authors.yaml"
     path.write_text("TRAINER:\n  COOP:\n    CTX_INIT: True\n    N_CTX: 8\n")
 

@@ -54,7 +54,7 @@ def test_plan_counts_and_skips_finished(tmp_path):
     b2n = [j for j in jobs if j[0].startswith("b2n")]
     transfer = [j for j in jobs if j[0].startswith("transfer")]
     assert len(b2n) == 2 * 2 * 2 and len(transfer) == 2 * 2  # one source run per method and seed
-    assert len(transfer[0][1]) == 1 + len(tb.XD_TARGETS) + len(tb.DG_TARGETS)
+    assert len(transfer[0][1]) == 1 + len(args.datasets) + len(tb.DG_TARGETS)  # xd targets: --datasets
     train_dir, argv = b2n[0][1][0]
     assert "DATASET.SUBSAMPLE_CLASSES" in argv and argv[argv.index("DATASET.SUBSAMPLE_CLASSES") + 1] == "base"
     assert train_dir.endswith("base2new/train_base/shapes/shots_16/ZeroshotCLIP/testbed/seed1")
@@ -63,7 +63,7 @@ def test_plan_counts_and_skips_finished(tmp_path):
 def test_job_cost_ranks_every_planned_job(tmp_path):
     args = args_for(tmp_path, protocols=["base2new", "xd", "ablation"],
                     methods=["ZeroshotCLIP", "CoOp", "CoCoOp"], ablations=["fs0_off"])
-    cost = {label: tb.job_cost(label) for label, _ in tb.plan(args)}
+    cost = {label: tb.job_cost((label, steps)) for label, steps in tb.plan(args)}
     assert len(cost) == 2 * 3 * 2 + 3 * 2 + 2 * 2 and all(c > 0 for c in cost.values())
     # epochs x training classes x the method's epoch cost: digits has 40 base classes, shapes 32
     assert cost["b2n CoOp digits s1"] == pytest.approx(cost["b2n CoOp shapes s1"] * 40 / 32)
@@ -108,7 +108,8 @@ def test_fast_trace_plan_and_table(tmp_path, monkeypatch):
     assert label == "fast nograd shapes s1"
     assert train_dir.endswith("fast/nograd/base2new/train_base/shapes/shots_16/RESTORE_m/testbed/seed1")
     assert argv[argv.index("TRAINER.RESTORE.FS.PROMPT_FREE") + 1] == "no_grad"
-    assert tb.job_cost(label) == tb.job_cost("b2n RESTORE_m shapes s1")
+    main = tb.plan(args_for(tmp_path, methods=["RESTORE_m"]))[0]
+    assert main[0] == "b2n RESTORE_m shapes s1" and tb.job_cost(jobs[0]) == tb.job_cost(main)
 
     out = args.output
     acc = {"exact": (90.0, 80.0), "nograd": (89.0, 80.0), "nograd_subsets": (90.0, 79.0)}

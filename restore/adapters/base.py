@@ -6,10 +6,11 @@ insert the prompts between these steps; the adapter hides where each library kee
 its mask, its token layout and its pooling. An adapter owns no parameters and never changes the
 model (a text block lends the mask of the current length only for its call).
 
-Vision:  embed_image(images, prompt) -> x, n_prefix;  image_block(i, x);  pool_image(x)
+Vision:  embed_image(images, prompt) -> x, n_prefix;  image_block(i, x);  pool_image(x);
+         image_block_norm(i) (a block's first LayerNorm, for in-block branches)
          (or, for towers without token blocks, `encode_image_plain(images)`)
 Text:    token_embedding(tokens);  embed_text(x);  text_block(i, x, causal_mask(T));
-         pool_text(x, eot);  tokenize(texts);  token_count(text);  eot_index(tokens)
+         text_block_norm(i);  pool_text(x, eot);  tokenize(texts);  token_count(text);  eot_index(tokens)
 """
 from typing import List, Optional, Tuple
 
@@ -79,6 +80,11 @@ class BackboneAdapter:
         """Tokens after the last block [T, B, W] -> image features [B, D]."""
         raise NotImplementedError
 
+    def image_block_norm(self, index: int):
+        """The first LayerNorm of vision block `index` (`ln_1`, before its attention), a module of the
+        frozen model (MMA's adapters normalise the block input with it)."""
+        return self.image_blocks[index].ln_1
+
     # -------------------------------------------------------------------------------- text
     def tokenize(self, texts) -> Tensor:
         """Texts -> token ids [N, context_length]; position 0 is the start token."""
@@ -108,6 +114,10 @@ class BackboneAdapter:
     def text_block(self, index: int, x: Tensor, mask: Optional[Tensor]) -> Tensor:
         """Text block `index` on x [T, N, W] with `causal_mask(T)` -> [T, N, W]."""
         raise NotImplementedError
+
+    def text_block_norm(self, index: int):
+        """The first LayerNorm of text block `index` (`ln_1`), as `image_block_norm`."""
+        return self.text_blocks[index].ln_1
 
     def pool_text(self, x: Tensor, eot: Tensor) -> Tensor:
         """Tokens after the last block [T, N, W], eot [N] -> text features [N, D]."""

@@ -1,7 +1,8 @@
 """`build_transform(cfg, is_train)` with Dassl's semantics (docs/REPRODUCING.md section 3).
 
 Train: Resize(SIZE) only when neither random_crop nor random_resized_crop is chosen -> RandomCrop(SIZE,
-padding=CROP_PADDING) -> RandomResizedCrop(SIZE, scale=RRCROP_SCALE) -> RandomHorizontalFlip -> ColorJitter
+padding=CROP_PADDING) -> RandomResizedCrop(SIZE, scale=RRCROP_SCALE) -> RandomHorizontalFlip -> RandAugment(RANDAUGMENT_N,
+RANDAUGMENT_M) (restore/data/randaugment.py, Dassl's ops and random draws) -> ColorJitter
 -> RandomGrayscale -> RandomApply(GaussianBlur) -> ToTensor -> Normalize, each only if chosen, in Dassl's
 order. Test (always): Resize(max(SIZE)) -> CenterCrop(SIZE) -> ToTensor -> Normalize (if chosen).
 "center_crop" is accepted and, as in Dassl, changes nothing (test always center-crops).
@@ -13,6 +14,7 @@ import logging
 from torchvision.transforms import InterpolationMode
 
 from .errors import DatasetError
+from .randaugment import RandAugment
 
 log = logging.getLogger(__name__)
 
@@ -24,12 +26,12 @@ INTERPOLATION_MODES = {
 
 SUPPORTED_CHOICES = (
     "random_flip", "random_resized_crop", "normalize", "random_crop", "center_crop",
-    "colorjitter", "randomgrayscale", "gaussian_blur",
+    "colorjitter", "randomgrayscale", "gaussian_blur", "randaugment",
 )
 # In Dassl's list but not implemented here: use the Dassl engine for them.
 DASSL_ONLY_CHOICES = (
     "instance_norm", "random_translation", "cutout", "imagenet_policy", "cifar10_policy", "svhn_policy",
-    "randaugment", "randaugment_fixmatch", "randaugment2", "gaussian_noise",
+    "randaugment_fixmatch", "randaugment2", "gaussian_noise",
 )
 
 
@@ -85,6 +87,10 @@ def build_transform(cfg, is_train=True, choices=None):
         if "random_flip" in choices:
             log.info("+ random flip")
             tfms.append(T.RandomHorizontalFlip())
+        if "randaugment" in choices:
+            n, m = cfg.INPUT.RANDAUGMENT_N, cfg.INPUT.RANDAUGMENT_M
+            log.info(f"+ randaugment (n={n}, m={m})")
+            tfms.append(RandAugment(n, m))
         if "colorjitter" in choices:
             b, c, s, h = (cfg.INPUT.COLORJITTER_B, cfg.INPUT.COLORJITTER_C, cfg.INPUT.COLORJITTER_S,
                           cfg.INPUT.COLORJITTER_H)

@@ -19,7 +19,7 @@ class Tee:
         self.console = console
         self.path = path
         with naming(path):
-            self.file = open(path, "w", encoding="utf-8")
+            self.file = open(path, "w", encoding="utf-8", buffering=1)  # line-buffered: `tail -f log.txt` follows
 
     def _to_file(self, operation):
         if self.file.closed:

@@ -35,19 +35,19 @@ def param_groups(model, params, optim_cfg):
 def build_optimizer(model, params, optim_cfg):
     """The optimizer named by OPTIM.NAME over `params` (a method's trainable parameters), with Dassl's
     hyper-parameter keys: sgd (MOMENTUM, WEIGHT_DECAY, SGD_DAMPNING, SGD_NESTEROV), adam / amsgrad /
-    adamw (ADAM_BETA1/2, WEIGHT_DECAY), rmsprop (MOMENTUM, WEIGHT_DECAY, RMSPROP_ALPHA)."""
+    adamw (ADAM_BETA1/2, WEIGHT_DECAY, and the project's ADAM_EPS), rmsprop (MOMENTUM, WEIGHT_DECAY, RMSPROP_ALPHA)."""
     name, lr, wd = optim_cfg.NAME, optim_cfg.LR, optim_cfg.WEIGHT_DECAY
     groups = param_groups(model, params, optim_cfg)
-    betas = (optim_cfg.ADAM_BETA1, optim_cfg.ADAM_BETA2)
+    betas, eps = (optim_cfg.ADAM_BETA1, optim_cfg.ADAM_BETA2), optim_cfg.ADAM_EPS
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=optim_cfg.MOMENTUM, weight_decay=wd,
                                dampening=optim_cfg.SGD_DAMPNING, nesterov=optim_cfg.SGD_NESTEROV)
     if name == "adam":
-        return torch.optim.Adam(groups, lr=lr, weight_decay=wd, betas=betas)
+        return torch.optim.Adam(groups, lr=lr, weight_decay=wd, betas=betas, eps=eps)
     if name == "amsgrad":
-        return torch.optim.Adam(groups, lr=lr, weight_decay=wd, betas=betas, amsgrad=True)
+        return torch.optim.Adam(groups, lr=lr, weight_decay=wd, betas=betas, amsgrad=True, eps=eps)
     if name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, weight_decay=wd, betas=betas)
+        return torch.optim.AdamW(groups, lr=lr, weight_decay=wd, betas=betas, eps=eps)
     if name == "rmsprop":
         return torch.optim.RMSprop(groups, lr=lr, momentum=optim_cfg.MOMENTUM, weight_decay=wd,
                                    alpha=optim_cfg.RMSPROP_ALPHA)

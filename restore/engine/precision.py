@@ -38,6 +38,17 @@ def precision_key(cfg):
     return (key, value) if value is not None else (None, "fp32")
 
 
+def frozen_weights_to_fp16(model):
+    """PREC fp16: the frozen CLIP's weights in fp16, in place, as its makers convert them (the method's own
+    parameters and buffers stay as they are)."""
+    if type(model.clip).__module__.startswith("open_clip"):  # its own modules and casts
+        from open_clip.model import convert_weights_to_lp
+        convert_weights_to_lp(model.clip, dtype=torch.float16)
+    else:
+        from clip.model import convert_weights
+        convert_weights(model.clip)
+
+
 class Precision:
     def __init__(self, mode: str, device: torch.device, key: str = "PREC"):
         if mode not in PRECISIONS:
@@ -59,12 +70,7 @@ class Precision:
         """Move `model` to the device and set its dtypes; returns it."""
         model.to(self.device)
         if self.mode == "fp16":
-            if type(model.clip).__module__.startswith("open_clip"):  # its own modules and casts
-                from open_clip.model import convert_weights_to_lp
-                convert_weights_to_lp(model.clip, dtype=torch.float16)
-            else:
-                from clip.model import convert_weights
-                convert_weights(model.clip)
+            frozen_weights_to_fp16(model)
         return model
 
     def autocast(self):

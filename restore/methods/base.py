@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from ..errors import UserError
 from ..feature_shift import FeatureShift, estimate
 from ..adapters import UnsupportedBackbone, adapter_for
-from ..prompting import PromptedImageEncoder, PromptedTextEncoder
+from ..prompting import Branches, PromptedImageEncoder, PromptedTextEncoder
 from . import shards
 from .batch import Batch
 
@@ -66,13 +66,14 @@ class PromptedCLIP(nn.Module):
         self.n_slots = 0
         self._text_cache = None
 
-    def require_vision_prompts(self) -> None:
-        """Refuse, at build time, a method with vision prompts on an image tower that cannot take
-        them (a ResNet has no token blocks); the message names the methods that can use it."""
+    def require_vision_prompts(self, uses: str = "puts prompts into") -> None:
+        """Refuse, at build time, a method with vision prompts (or, as `uses` says, anything else in the
+        image blocks: "adapts the blocks of") on an image tower that cannot take them (a ResNet has no
+        token blocks); the message names the methods that can use it."""
         if not self.backbone.supports_vision_prompts:
             name = self.cfg.MODEL.BACKBONE.get("PATH", "") or self.cfg.MODEL.BACKBONE.NAME
             raise UnsupportedBackbone(
-                f"{type(self).__name__} puts prompts into the image encoder, which backbone "
+                f"{type(self).__name__} {uses} the image encoder, which backbone "
                 f"{name!r} ({self.backbone.family}) cannot take: {self.backbone.vision_prompt_error}")
 
     def train(self, mode: bool = True):
@@ -129,6 +130,15 @@ class PromptedCLIP(nn.Module):
         """Per-layer vision prompts (index 0 = before ln_pre); [] for none."""
         return []
 
+    def text_branches(self) -> Optional[Branches]:
+        """What the method adds inside the text blocks besides prompts (restore.prompting.Branches: MMA's
+        adapters), or None: nothing, no operation."""
+        return None
+
+    def vision_branches(self) -> Optional[Branches]:
+        """As `text_branches`, for the image tower."""
+        return None
+
     @torch.no_grad()
     def hand_prompt_features(self, template: str) -> Tensor:
         """The frozen CLIP's L2-normalised text features of a hand prompt (`template`, e.g. "a photo of a
@@ -148,7 +158,7 @@ class PromptedCLIP(nn.Module):
             return shards.encode_text_sharded(self, trace)
         features, samples = self.text_encoder(self.token_embeds, self.eot, self.text_prompts(),
                                               self.n_slots, trace, self.fs_norm, self.prompt_free,
-                                              self.text_length())
+                                              self.text_length(), branches=self.text_branches())
         if trace is False:
             return features, None
         return features, estimate(samples, trace, self.token_embeds.shape[0])
@@ -159,13 +169,14 @@ class PromptedCLIP(nn.Module):
         `subset` images. In training over several processes, over the global batch."""
         prompts = self.vision_prompts()
         if trace is False:
-            return self.image_encoder(images, prompts, False, self.fs_norm)
+            return self.image_encoder(images, prompts, False, self.fs_norm,
+                                      branches=self.vision_branches())
         if self.distributed and self.training:
             return shards.encode_image_traced(self, images, subset)
         n = images.shape[0]
         rows = torch.randperm(n, device=images.device)[:subset] if 0 < subset < n else True
         features, samples = self.image_encoder(images, prompts, rows, self.fs_norm,
-                                               self.prompt_free)
+                                               self.prompt_free, self.vision_branches())
         return features, estimate(samples, rows, n)
 
     def encode(self, images: Tensor, trace=False) -> Encoded:

@@ -19,8 +19,8 @@ import sys
 from typing import Dict, List, Optional
 
 from ..errors import UserError
-from .spec import (BACKBONE_FAMILIES, ORIGINAL_LAYOUTS, TOWERS, VALUE_TYPES, Alias, ConfigNode, Key,
-                   MethodSpec, OriginalLayout)
+from .spec import (BACKBONE_FAMILIES, CONFIG_PROTOCOLS, ORIGINAL_LAYOUTS, TOWERS, VALUE_TYPES, Alias, ConfigNode,
+                   Key, MethodSpec, OriginalLayout)
 
 ENTRY_POINT_GROUP = "restore.methods"
 # The order the built-in families (the packages restore/methods/<family>/) are listed in: --help, the
@@ -128,6 +128,13 @@ def _validate(spec: MethodSpec, module: str) -> None:
                 fail(f"dataset_overrides[{dataset!r}][{key!r}] = {value!r} {problem}.")
     if spec.derive_cfg is not None and not callable(spec.derive_cfg):
         fail("derive_cfg must be a function of the config.")
+    if spec.check_plan is not None and not callable(spec.check_plan):
+        fail("check_plan must be a function of the config (returning None or the reason a run cannot start).")
+    for protocol, name in spec.configs.items():
+        if protocol not in CONFIG_PROTOCOLS or not (isinstance(name, str) and name):
+            fail(f"configs must map protocols {CONFIG_PROTOCOLS} to config names, not {protocol!r}: {name!r}.")
+    if spec.configs and "base2new" not in spec.configs:
+        fail("configs must name a 'base2new' config (the other protocols default to it).")
     tiny = list(spec.tiny)
     if len(tiny) % 2 or not all(isinstance(k, str) and known(k) for k in tiny[0::2]):
         fail(f"tiny {spec.tiny!r} must be KEY VALUE pairs of keys of its nodes or the general config.")

@@ -56,7 +56,7 @@ def encode_text_sharded(model, trace=False):
     rows, count, total = _local_trace(trace, lo, hi, n)
     features, samples = model.text_encoder(model.token_embeds[lo:hi], model.eot[lo:hi], prompts,
                                            model.n_slots, rows, model.fs_norm, model.prompt_free,
-                                           model.text_length(lo, hi))
+                                           model.text_length(lo, hi), branches=model.text_branches())
     features = all_gather_rows(features, [b - a for a, b in bounds])
     if samples is None:
         return features, None
@@ -75,5 +75,5 @@ def encode_image_traced(model, images, subset: int = 0):
         trace = broadcast_from_primary(torch.randperm(n, device=images.device)[:subset])
     rows, count, total = _local_trace(trace, lo, lo + images.shape[0], n)
     features, samples = model.image_encoder(images, model.vision_prompts(), rows, model.fs_norm,
-                                            model.prompt_free)
+                                            model.prompt_free, model.vision_branches())
     return features, _global_estimate(samples, count, total, n, trace is not True)

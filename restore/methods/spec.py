@@ -31,6 +31,8 @@ BACKBONE_FAMILIES = ("vit", "resnet")
 # Values a key may hold (yacs's types; a tuple or list default takes a list or tuple).
 VALUE_TYPES = (bool, int, float, str, tuple, list)
 TOWERS = ("text", "vision", "both")
+# The protocols a method's published configs are named for (MethodSpec.configs).
+CONFIG_PROTOCOLS = ("base2new", "xd", "fewshot")
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,8 @@ class Key:
     used_if     a sibling key (a prompt depth) that uses this count: while it is 0 this key may be 0 too.
     layers      for a prompt depth: the encoder(s) whose layers bound it ("text", "vision", "both"); a
                 model checks the bound when built, and smoke runs (restore.smoke) lower it to fit.
+    block       with `layers`: the value is a 0-based block index (TCP's insertion block), so it fits below
+                the encoder's layers (smoke runs lower it to the last block), not up to them as a depth.
     evaluation  True when the key only changes how a saved state is evaluated (precision, test-time
                 options): an --eval-only run may use another value than its training run.
     """
@@ -59,6 +63,7 @@ class Key:
     special: Mapping[Any, str] = field(default_factory=dict)
     used_if: Optional[str] = None
     layers: Optional[str] = None
+    block: bool = False
     evaluation: bool = False
 
     @property
@@ -210,6 +215,13 @@ class MethodSpec:
                       a training step whose loss turns non-finite in such a term names that key.
     tiny              KEY VALUE pairs that make it small on the tests' tiny random CLIP (3 + 3 layers): prompt
                       depths below its layers, few context tokens (tests and smoke runs).
+    configs           {protocol: config name} of its authors' published runs on real data (<config_dir>/
+                      <name>.yaml): "base2new", "xd" (cross-dataset and domain generalisation; default: the
+                      base2new one), "fewshot" (CoOp's protocol; default: the base2new one). The benchmark's
+                      `--configs authors` runs these, `--configs paper` them at the RESTORE paper's 10 epochs.
+    check_plan        cfg -> None, or one line saying why a run of this resolved config cannot start (an input
+                      the method needs that is missing, e.g. a file of class descriptions). The benchmark
+                      asks it of every planned run before anything runs or is submitted.
     """
     name: str
     model: str
@@ -229,6 +241,8 @@ class MethodSpec:
     derive_cfg: Optional[Callable] = None
     loss_keys: Mapping[str, str] = field(default_factory=dict)
     tiny: Tuple[Any, ...] = ()
+    configs: Mapping[str, str] = field(default_factory=dict)
+    check_plan: Optional[Callable] = None
 
     def __post_init__(self):
         if self.backbones is None:
@@ -245,6 +259,12 @@ class MethodSpec:
         if self.nodes and self.nodes[0].key("PREC") is not None:
             return f"{self.nodes[0].path}.PREC"
         return None
+
+    def config(self, protocol: str) -> Optional[str]:
+        """The name of its authors' config for `protocol` (base2new, xd, dg or fewshot; dg runs the xd
+        config, as the papers train one ImageNet model for both), or None when it declares none."""
+        protocol = "xd" if protocol == "dg" else protocol
+        return self.configs.get(protocol) or self.configs.get("base2new")
 
 
 PREC = Key("PREC", "fp16", "the precision on CUDA: fp16 weights, fp32, amp or bf16 autocast (fp32 on a CPU)",

@@ -58,6 +58,12 @@ def caption(spec: R.Spec, rng: np.random.Generator) -> str:
     return tpl.format(" ".join(words))
 
 
+def class_descriptions(classname: str) -> list:
+    """Descriptions of a class in the captions' words: every template of every style, in table order (18,
+    the same number for every class). CoPrompt's text targets on the testbed, which has no description file."""
+    return [t.format(classname) for ts in TEMPLATES.values() for t in ts]
+
+
 CONTEXT_LENGTH = 16
 _TOKENIZER = None
 

@@ -33,7 +33,8 @@ class CoCoOp(PromptedCLIP):
         ctx = ctx.repeat_interleave(c, dim=0)  # [B*C, n, W], image-major
         x = self.token_embeds.repeat(b, 1, 1)
         features, samples = self.text_encoder(x, self.eot.repeat(b), [ctx], self.n_slots, trace,
-                                              self.fs_norm, length=self.text_length())
+                                              self.fs_norm, length=self.text_length(),
+                                              branches=self.text_branches())
         shift = estimate(samples, trace, b * c) if trace is not False else None
         return features.view(b, c, -1), shift
 

@@ -27,6 +27,7 @@ register(MethodSpec(
     "CoOp", model="restore.methods.coop.model:CoOp", nodes=(COOP,), registered_name="prompt_learner",
     context_keys=("TRAINER.COOP.N_CTX", "TRAINER.COOP.CTX_INIT"),
     original_layouts=("CoOp",), export_layout="CoOp", cost=1.0, benchmark=True,
+    configs={"base2new": "vit_b16_ctxv1", "xd": "vit_b16_ep50_ctxv1", "fewshot": "vit_b16"},
     tiny=("TRAINER.COOP.N_CTX", 3)))
 
 __getattr__ = lazy_model(__name__, ("CoOp",))

@@ -36,7 +36,7 @@ class CoOp(PromptedCLIP):
         self.prompt_learner = nn.Module()
         ctx, prefix = self.initial_context(c, shape)
         self.prompt_learner.ctx = nn.Parameter(ctx)
-        self.set_text_template(prefix, ctx.shape[-2])
+        self.set_text_template(prefix, ctx.shape[-2], self.class_template())
         # Tokens of each class name (between SOS and EOT), for "middle" and "front".
         names = self.text_encoder.tokenize(self.classnames)
         self.name_lens = (self.text_encoder.eot_index(names) - 1).tolist()
@@ -50,6 +50,10 @@ class CoOp(PromptedCLIP):
         vectors = context_vectors(self.text_encoder, ctx_init, n_ctx, shape)
         return vectors, ctx_init or " ".join(["X"] * n_ctx)
 
+    def class_template(self) -> str:
+        """What follows the context in every class prompt: "{}." (the class name and a period)."""
+        return "{}."
+
     def text_prompts(self):
         return [self.prompt_learner.ctx]
 
@@ -58,7 +62,7 @@ class CoOp(PromptedCLIP):
             return super().encode_text(trace)
         x = self.arrange_prompts(self.prompt_learner.ctx)
         features, samples = self.text_encoder(x, self.eot, (), 0, trace, self.fs_norm,
-                                              length=self.text_length())
+                                              length=self.text_length(), branches=self.text_branches())
         return features, (estimate(samples, trace, x.shape[0]) if trace is not False else None)
 
     def arrange_prompts(self, ctx):

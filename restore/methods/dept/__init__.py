@@ -58,10 +58,15 @@ def _dept(base, node, registered_name, layouts, export, cost, tiny, **kw):
         export_layout=export, cost=cost, benchmark=True, tiny=tiny, **kw), module=__name__)
 
 
-_dept("CoOp", COOP, "PromptLearner", (DEPT_LAYOUT,), "DePT", 1.05, ("TRAINER.COOP.N_CTX", 3))
-_dept("CoCoOp", COCOOP, "PromptLearner", ("DePT",), "DePT", 10.5, ("TRAINER.COCOOP.N_CTX", 3))
-_dept("KgCoOp", KGCOOP, "PromptLearner", (KGCOOP_DEPT_LAYOUT,), "KgCoOp_DePT", 1.1, ("TRAINER.KGCOOP.N_CTX", 3))
+# configs: the authors' one config per base, for every protocol (as scripts/dept)
+_dept("CoOp", COOP, "PromptLearner", (DEPT_LAYOUT,), "DePT", 1.05, ("TRAINER.COOP.N_CTX", 3),
+      configs={"base2new": "vit_b16_ep10_bs4_lr35"})
+_dept("CoCoOp", COCOOP, "PromptLearner", ("DePT",), "DePT", 10.5, ("TRAINER.COCOOP.N_CTX", 3),
+      configs={"base2new": "vit_b16_c4_ep10_batch1_ctxv1"})
+_dept("KgCoOp", KGCOOP, "PromptLearner", (KGCOOP_DEPT_LAYOUT,), "KgCoOp_DePT", 1.1, ("TRAINER.KGCOOP.N_CTX", 3),
+      configs={"base2new": "vit_b16_ep10_ctxv1_bs4_lr35"})
 _dept("MaPLe", MAPLE, "MultiModalPromptLearner", ("DePT",), "DePT", 1.5,
-      ("TRAINER.MAPLE.PROMPT_DEPTH", 2, "TRAINER.MAPLE.N_CTX", 2), vision_prompts=True)
+      ("TRAINER.MAPLE.PROMPT_DEPTH", 2, "TRAINER.MAPLE.N_CTX", 2), vision_prompts=True,
+      configs={"base2new": "vit_b16_c2_ep10_batch4_2ctx"})
 
 __getattr__ = lazy_model(__name__, ("CoOp_DePT", "CoCoOp_DePT", "KgCoOp_DePT", "MaPLe_DePT", "DePTMixin"))

@@ -31,16 +31,19 @@ register(MethodSpec(
     "LPT", model="restore.methods.ivlp.model:LPT", nodes=(LPT,), registered_name="VLPromptLearner",
     context_keys=("TRAINER.LPT.N_CTX_TEXT", "TRAINER.LPT.CTX_INIT"),
     original_layouts=("IVLP",), export_layout="IVLP",
+    configs={"base2new": "vit_b16_c2_ep5_batch4_4ctx_language_only"},
     tiny=("TRAINER.LPT.PROMPT_DEPTH_TEXT", 2)))
 register(MethodSpec(
     "VPT", model="restore.methods.ivlp.model:VPT", nodes=(VPT,), registered_name="prompt_learner",
     vision_prompts=True, context_keys=("TRAINER.VPT.CTX_INIT",),
     original_layouts=("IVLP",), export_layout="IVLP",
+    configs={"base2new": "vit_b16_c2_ep5_batch4_4"},
     tiny=("TRAINER.VPT.PROMPT_DEPTH_VISION", 2, "TRAINER.VPT.N_CTX_VISION", 3)))
 register(MethodSpec(
     "IVLP", model="restore.methods.ivlp.model:IVLP", nodes=(IVLP,), registered_name="VLPromptLearner",
     vision_prompts=True, context_keys=("TRAINER.IVLP.N_CTX_TEXT", "TRAINER.IVLP.CTX_INIT"),
-    original_layouts=("IVLP",), export_layout="IVLP", cost=1.45, benchmark=True,
+    original_layouts=("IVLP",), export_layout="IVLP",
+    configs={"base2new": "vit_b16_c2_ep5_batch4_2+2ctx"}, cost=1.45, benchmark=True,
     tiny=("TRAINER.IVLP.PROMPT_DEPTH_TEXT", 2, "TRAINER.IVLP.PROMPT_DEPTH_VISION", 2,
           "TRAINER.IVLP.N_CTX_TEXT", 2, "TRAINER.IVLP.N_CTX_VISION", 3)))
 

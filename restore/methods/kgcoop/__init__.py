@@ -36,6 +36,7 @@ register(MethodSpec(
     "KgCoOp", model="restore.methods.kgcoop.model:KgCoOp", nodes=(KGCOOP,), registered_name="prompt_learner",
     base="CoOp", context_keys=("TRAINER.KGCOOP.N_CTX", "TRAINER.KGCOOP.CTX_INIT"),
     original_layouts=(KGCOOP_LAYOUT, "CoOp"), export_layout="KgCoOp", cost=1.05, benchmark=True,
+    configs={"base2new": "vit_b16_ep100_ctxv1"},  # its authors' published configs (scripts/kgcoop)
     tiny=("TRAINER.KGCOOP.N_CTX", 3)))
 
 __getattr__ = lazy_model(__name__, ("KgCoOp",))

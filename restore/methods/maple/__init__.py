@@ -15,6 +15,7 @@ register(MethodSpec(
     registered_name="MultiModalPromptLearner", vision_prompts=True,
     context_keys=("TRAINER.MAPLE.N_CTX", "TRAINER.MAPLE.CTX_INIT"),
     original_layouts=("MaPLe",), export_layout="MaPLe", cost=1.45, benchmark=True,
+    configs={"base2new": "vit_b16_c2_ep5_batch4_2ctx", "xd": "vit_b16_c2_ep5_batch4_2ctx_cross_datasets"},
     tiny=("TRAINER.MAPLE.PROMPT_DEPTH", 2, "TRAINER.MAPLE.N_CTX", 2)))
 
 __getattr__ = lazy_model(__name__, ("MaPLe",))

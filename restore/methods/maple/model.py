@@ -8,17 +8,21 @@ import copy
 
 from torch import nn
 
+from ...checks import lookup
 from ..base import PromptedCLIP, check_depth, context_vectors, deep_prompts
 
 
 class MaPLe(PromptedCLIP):
+    # The config node of N_CTX, CTX_INIT and PROMPT_DEPTH (CoPrompt reads its own).
+    node = "TRAINER.MAPLE"
+
     def __init__(self, cfg, classnames, clip_model):
         super().__init__(cfg, classnames, clip_model)
         self.require_vision_prompts()
-        c = cfg.TRAINER.MAPLE
+        c = lookup(cfg, self.node)
         n, depth = c.N_CTX, c.PROMPT_DEPTH
         layers = min(self.text_encoder.num_layers, self.image_encoder.num_layers)
-        check_depth("TRAINER.MAPLE.PROMPT_DEPTH", depth, layers, minimum=1)
+        check_depth(f"{self.node}.PROMPT_DEPTH", depth, layers, minimum=1)
         t_width, v_width = self.text_encoder.width, self.image_encoder.width
         ctx_init = c.CTX_INIT.replace("_", " ")
         init = ctx_init if ctx_init and n <= 4 else ""

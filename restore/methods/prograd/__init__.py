@@ -37,6 +37,7 @@ register(MethodSpec(
     "ProGrad", model="restore.methods.prograd.model:ProGrad", nodes=(PROGRAD,), registered_name="prompt_learner",
     base="CoOp", context_keys=("TRAINER.PROGRAD.N_CTX", "TRAINER.PROGRAD.CTX_INIT"),
     original_layouts=("CoOp",), export_layout="CoOp", cost=1.6, benchmark=True,
+    configs={"base2new": "rn50_ep100", "xd": "rn50_ep50"},  # its authors' published configs (scripts/prograd)
     tiny=("TRAINER.PROGRAD.N_CTX", 3)))
 
 __getattr__ = lazy_model(__name__, ("ProGrad", "project"))

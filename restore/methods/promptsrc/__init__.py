@@ -22,6 +22,8 @@ register(MethodSpec(
     original_layouts=("IVLP",), export_layout="IVLP", cost=1.75, benchmark=True,
     loss_keys={"scl_text": "TRAINER.PROMPTSRC.TEXT_LOSS_WEIGHT",
                "scl_image": "TRAINER.PROMPTSRC.IMAGE_LOSS_WEIGHT"},
+    configs={"base2new": "vit_b16_c2_ep20_batch4_4+4ctx", "xd": "vit_b16_c2_ep20_batch4_4+4ctx_cross_datasets",
+             "fewshot": "vit_b16_c2_ep50_batch4_4+4ctx_few_shot"},
     tiny=("TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT", 2, "TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION", 2,
           "TRAINER.PROMPTSRC.N_CTX_VISION", 3)))
 

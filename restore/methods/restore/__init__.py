@@ -70,6 +70,7 @@ register(MethodSpec(
     context_keys=("TRAINER.MAPLE.N_CTX", "TRAINER.MAPLE.CTX_INIT"),
     original_layouts=("MaPLe", "MaPLe_FSA"), export_layout="MaPLe_FSA",  # exported as its release variant
     cost=2.3, benchmark=True, loss_keys={"fs": "TRAINER.RESTORE.FS.WEIGHT"},
+    configs={"base2new": "vit_b16_c2_ep10_batch4_2ctx", "xd": "vit_b16_c2_ep4_batch4_2ctx_cross_datasets"},
     tiny=("TRAINER.MAPLE.PROMPT_DEPTH", 2, "TRAINER.MAPLE.N_CTX", 2)))
 register(MethodSpec(
     "RESTORE_p", model="restore.methods.restore.model:RESTORE_p", nodes=(PROMPTSRC, RESTORE),
@@ -78,6 +79,7 @@ register(MethodSpec(
     original_layouts=("IVLP",), cost=2.9, benchmark=True,  # no original trainer holds its checkpoints
     loss_keys={"fs": "TRAINER.RESTORE.FS.WEIGHT", "scl_text": "TRAINER.PROMPTSRC.TEXT_LOSS_WEIGHT",
                "scl_image": "TRAINER.PROMPTSRC.IMAGE_LOSS_WEIGHT"},
+    configs={"base2new": "vit_b16_c2_ep20_batch4_4+4ctx", "xd": "vit_b16_c2_ep20_batch4_4+4ctx_cross_datasets"},
     tiny=("TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT", 2, "TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION", 2,
           "TRAINER.PROMPTSRC.N_CTX_VISION", 3)))
 register(MethodSpec(
@@ -87,6 +89,7 @@ register(MethodSpec(
     original_layouts=("MaPLe", "MaPLe_FSA"), export_layout="MaPLe_FSA", cost=2.3,
     flags={flag: f"TRAINER.MAPLE_FSA.{key}" for flag, key in FLAGS.items()}, derive_cfg=map_node,
     loss_keys={"fs": "TRAINER.MAPLE_FSA.FS_LOSS_R"},
+    configs={"base2new": "vit_b16_c2_ep5_batch4_2ctx", "xd": "vit_b16_c2_ep5_batch4_2ctx_cross_datasets"},
     tiny=("TRAINER.MAPLE_FSA.PROMPT_DEPTH", 2, "TRAINER.MAPLE.PROMPT_DEPTH", 2)))
 
 __getattr__ = lazy_model(__name__, ("RESTORE_m", "RESTORE_p", "MaPLe_FSA", "RestoreMixin"))

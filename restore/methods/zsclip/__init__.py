@@ -8,6 +8,6 @@ from ..spec import MethodSpec, lazy_model
 register(MethodSpec(
     "ZeroshotCLIP", model="restore.methods.zsclip.model:ZeroshotCLIP", nodes=(COOP,),
     registered_name="prompt_learner",  # never written: nothing to save
-    cost=0.05, benchmark=True))
+    cost=0.05, benchmark=True, configs={"base2new": "vit_b16"}))
 
 __getattr__ = lazy_model(__name__, ("ZeroshotCLIP",))

@@ -1,0 +1,6 @@
+#!/bin/bash
+# MMA, base-to-novel: evaluate the trained model on the new classes.
+# Usage: bash scripts/mma/base2new_test.sh DATASET SEED [KEY VALUE ...]    (data: DATA=/path/to/datasets)
+# Environment and output layout: scripts/common.sh; configs: method.sh.
+source "$(dirname "${BASH_SOURCE[0]}")/method.sh"  # TRAINER, CFG (ImageNet: its own), XD_CFG
+base2new_test "$@"

@@ -111,9 +111,15 @@ def test_class_names_have_the_longest_imagenet_name_s_tokens():
 
 
 def run_benchmark(*argv):
+    """memory.main in this process; the PromptSRC template list it shortens (a module global) put back for
+    the tests that follow."""
     out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        memory.main(list(argv))
+    templates = memory.promptsrc_module.PROMPTSRC_TEMPLATES
+    try:
+        with contextlib.redirect_stdout(out):
+            memory.main(list(argv))
+    finally:
+        memory.promptsrc_module.PROMPTSRC_TEMPLATES = templates
     return out.getvalue()
 
 

@@ -76,12 +76,22 @@ def _defaults() -> dict:
     return _comparable(get_cfg_default())
 
 
-def differences(saved, current, ignore=()) -> list:
+def other_methods_nodes(trainer) -> list:
+    """The config nodes of every registered method except `trainer`'s: a run never reads them."""
+    from ..methods import registry
+    own = set(registry.method_nodes(trainer))
+    return [n.path for n in registry.nodes() if n.path not in own]
+
+
+def differences(saved, current, ignore=(), trainer=None) -> list:
     """[(key, saved value, current value)] for the keys of `current` outside `ignore` (dotted keys or
     node prefixes) whose values differ. A key `saved` lacks is compared as its default (a `Default`), a
-    key without a default (Dassl-only) is then skipped. Configs: CfgNodes or plain dicts."""
+    key without a default (Dassl-only) is then skipped, and so is a key of another method's node (a
+    method registered after the record was written: the small-CLIP fitting may have set it, and the run
+    never reads it; `trainer` defaults to current's TRAINER.NAME, no skip when neither names one). Configs:
+    CfgNodes or plain dicts."""
     a, b = _comparable(saved), _comparable(current)
-    defaults = None
+    defaults = others = None
     diffs = []
     for k in sorted(b):
         if _matches(k, ignore):
@@ -90,7 +100,10 @@ def differences(saved, current, ignore=()) -> list:
             old = a[k]
         else:
             defaults = _defaults() if defaults is None else defaults
-            if k not in defaults:
+            if others is None:
+                name = trainer or b.get("TRAINER.NAME")
+                others = other_methods_nodes(name) if name else []
+            if k not in defaults or _matches(k, others):
                 continue
             old = Default(defaults[k])
         if old != b[k]:
@@ -177,7 +190,7 @@ def check_checkpoint(state, cfg, classnames, class_specific: bool, path: str,
     for key in method_settings(cfg):  # a node the record's method settings did not hold yet
         if key not in saved_method and key in saved_config:
             saved_method[key] = saved_config[key]
-    diffs = differences(saved_method, method_settings(cfg), ignore)
+    diffs = differences(saved_method, method_settings(cfg), ignore, trainer)
     if diffs:
         raise RunMismatchError(
             f"{path} was trained with other {trainer} settings: {describe(diffs)}. Use the settings "

@@ -118,6 +118,41 @@ def seed_averages(res, datasets, seeds):
     return rows
 
 
+def tradeoff_lines(stats, lead=""):
+    """The trade-off against ZeroshotCLIP (when it and CoOp were run): per method, the base and novel
+    differences of the seed means of the dataset averages, in standard errors of that difference. `stats`:
+    {method: [(mean, std, se, seeds) of base, novel, ...]}."""
+    if "ZeroshotCLIP" not in stats or "CoOp" not in stats:
+        return []
+    lines = [f"{lead}**The trade-off RESTORE addresses** (dataset averages, difference of seed "
+             "means, in standard errors of that difference):\n"]
+    z = stats["ZeroshotCLIP"]
+    for other in [m for m in stats if m != "ZeroshotCLIP"]:
+        parts = []
+        for i, name in ((0, "base"), (1, "novel")):
+            (m_a, _, se_a, n_a), (m_z, _, se_z, n_z) = stats[other][i], z[i]
+            if n_a > 1 and n_z > 0:
+                diff = m_a - m_z
+                se = math.sqrt(se_a ** 2 + se_z ** 2)
+                parts.append(f"{name} {diff:+.2f} ({diff / se:+.1f} SE)" if se > 0 else f"{name} {diff:+.2f}")
+        if parts:
+            lines.append(f"- {other} vs ZeroshotCLIP: " + ", ".join(parts))
+    return lines
+
+
+def write_results(out, lines, header, rows):
+    """results.md (the lines) and results.csv (header, rows) in `out`; the text printed too."""
+    text = "\n".join(lines) + "\n"
+    os.makedirs(out, exist_ok=True)
+    with open(f"{out}/results.md", "w") as f:
+        f.write(text)
+    with open(f"{out}/results.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+    print(text)
+
+
 def report(args, elapsed=None):
     """The sweep's report: the testbed's tables (`testbed_report`, with --previous) for `--configs testbed`,
     one Method x dataset table per protocol (`table_report`) for real configs. Returns {method: [(base,
@@ -172,21 +207,7 @@ def testbed_report(args, elapsed=None):
             stats[trainer].append((m, sd, se, len(avg)))
         lines.append(f"| {trainer} | " + " | ".join(cells) + " | " + " | ".join(cols) + " |")
 
-    if "ZeroshotCLIP" in stats and "CoOp" in stats:
-        lines.append("\n**The trade-off RESTORE addresses** (dataset averages, difference of seed "
-                     "means, in standard errors of that difference):\n")
-        z = stats["ZeroshotCLIP"]
-        for other in [m for m in stats if m != "ZeroshotCLIP"]:
-            parts = []
-            for i, name in ((0, "base"), (1, "novel")):
-                (m_a, _, se_a, n_a), (m_z, _, se_z, n_z) = stats[other][i], z[i]
-                if n_a > 1 and n_z > 0:
-                    diff = m_a - m_z
-                    se = math.sqrt(se_a ** 2 + se_z ** 2)
-                    parts.append(f"{name} {diff:+.2f} ({diff / se:+.1f} SE)" if se > 0
-                                 else f"{name} {diff:+.2f}")
-            if parts:
-                lines.append(f"- {other} vs ZeroshotCLIP: " + ", ".join(parts))
+    lines += tradeoff_lines(stats, "\n")
 
     for kind, targets in (("xd", XD_TARGETS), ("dg", DG_TARGETS)):
         if kind not in protocols:
@@ -253,15 +274,7 @@ def testbed_report(args, elapsed=None):
     if elapsed is not None:
         lines.append(f"\nRun time of this invocation: {elapsed / 60:.1f} min.")
 
-    text = "\n".join(lines) + "\n"
-    os.makedirs(out, exist_ok=True)
-    with open(f"{out}/results.md", "w") as f:
-        f.write(text)
-    with open(f"{out}/results.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(CSV_HEADER)
-        w.writerows(csv_row(r) for r in rows)
-    print(text)
+    write_results(out, lines, CSV_HEADER, [csv_row(r) for r in rows])
     plot_accuracy(stats, f"{out}/base2new_accuracy.png")
     return summary
 
@@ -282,21 +295,8 @@ def table_report(args, elapsed=None):
             if res:
                 summary[trainer] = seed_averages(res, args.datasets, args.seeds)
 
-    if "ZeroshotCLIP" in summary and "CoOp" in summary:
-        lines.append("**The trade-off RESTORE addresses** (dataset averages, difference of seed "
-                     "means, in standard errors of that difference):\n")
-        for other in [m for m in summary if m != "ZeroshotCLIP"]:
-            parts = []
-            for i, name in ((0, "base"), (1, "novel")):
-                a = [x[i] for x in summary[other]]
-                z = [x[i] for x in summary["ZeroshotCLIP"]]
-                if len(a) > 1 and len(z) > 0:
-                    diff = statistics.mean(a) - statistics.mean(z)
-                    se = math.sqrt(mean_se(a)[2] ** 2 + mean_se(z)[2] ** 2)
-                    parts.append(f"{name} {diff:+.2f} ({diff / se:+.1f} SE)" if se > 0
-                                 else f"{name} {diff:+.2f}")
-            if parts:
-                lines.append(f"- {other} vs ZeroshotCLIP: " + ", ".join(parts))
+    stats = {m: [(*mean_se([x[i] for x in avg]), len(avg)) for i in range(3)] for m, avg in summary.items()}
+    lines += tradeoff_lines(stats)
 
     if "ablation" in args.protocols:
         cfg = config_name(args)
@@ -320,15 +320,7 @@ def table_report(args, elapsed=None):
     if elapsed is not None:
         lines.append(f"\nRun time of this invocation: {elapsed / 60:.1f} min.")
 
-    text = "\n".join(lines) + "\n"
-    os.makedirs(out, exist_ok=True)
-    with open(f"{out}/results.md", "w") as f:
-        f.write(text)
-    with open(f"{out}/results.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(tables.CSV_HEADER)
-        w.writerows(rows)
-    print(text)
+    write_results(out, lines, tables.CSV_HEADER, rows)
     for t in found:
         tables.plot(t, f"{out}/{t.protocol}_accuracy.png")
     return summary

@@ -4,11 +4,11 @@ ProGrad, MMA (ZjjConan/Multi-Modal-Adapter, on upstream Dassl), TCP and DePT (Ko
 The recorded values were produced by the ORIGINAL trainers' own code (KaiyangZhou/CoOp, muzairkhattak/
 multimodal-prompt-learning, the official RESTORE release; htyao89/KgCoOp and BeierZhu/Prompt-align on their Dassl
 fork; htyao89/Textual-based_Class-aware_prompt_tuning on upstream Dassl, its second CLIP in fp32; Koorye/DePT's
-ExtrasLinearProbe* CustomCLIPs on upstream Dassl), run on CPU in fp32 with torch 2.14.1: Dassl's `set_random_seed(1)`, their `load_clip_to_cpu` on the
-OpenAI-layout state dict built below, `clip_model.float()`, their `CustomCLIP(cfg, classnames, clip_model)`
-(ProGrad: its zero-shot `CLIP(cfg, classnames)` first, as its build_model does); then the next two `torch.rand` values, and the first four
-indices of a `RandomSampler` over 20 items after the same steps (the first batch of a 20-image few-shot set
-with batch size 4). Random streams can change between torch versions, so the test runs only on the version
+ExtrasLinearProbe* CustomCLIPs on upstream Dassl), run on CPU in fp32 with torch 2.14.1: Dassl's
+`set_random_seed(1)`, their `load_clip_to_cpu` on the OpenAI-layout state dict built below, `clip_model.float()`,
+their `CustomCLIP(cfg, classnames, clip_model)` (ProGrad: its zero-shot `CLIP(cfg, classnames)` first, as its
+build_model does); then the next two `torch.rand` values, and the first four indices of a `RandomSampler` over 20
+items after the same steps (the first batch of a 20-image few-shot set with batch size 4). Random streams can change between torch versions, so the test runs only on the version
 the values were taken with.
 """
 import pytest

@@ -202,6 +202,39 @@ def test_kgcoop_dept_checkpoints_both_ways(make_cfg, classnames, clip_model):
             assert torch.equal(back.state_to_save()[k], v), k
 
 
+# What the authors' ExtrasLinearProbe<Base> trains (read from their checkpoints, which hold the whole CustomCLIP;
+# MaPLe at prompt depth 2), beside the head's six tensors.
+THEIR_HEAD = ("film_lp_img.scale", "film_lp_img.bias", "film_lp_text.scale", "film_lp_text.bias",
+              "linear_probe_proj.weight", "linear_probe_proj.bias")
+THEIR_BASE = {
+    "CoOp_DePT": ("prompt_learner.ctx",),
+    "CoCoOp_DePT": ("prompt_learner.ctx", "prompt_learner.meta_net.linear1.weight",
+                    "prompt_learner.meta_net.linear1.bias", "prompt_learner.meta_net.linear2.weight",
+                    "prompt_learner.meta_net.linear2.bias"),
+    "MaPLe_DePT": ("prompt_learner.ctx", "prompt_learner.proj.weight", "prompt_learner.proj.bias",
+                   "prompt_learner.compound_prompts_text.0", "prompt_learner.compound_prompt_projections.0.weight",
+                   "prompt_learner.compound_prompt_projections.0.bias"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(THEIR_BASE))
+def test_checkpoints_both_ways(make_cfg, classnames, clip_model, ref, name):
+    """Ours exported holds exactly what their trainer trains, under its names; their whole-model file (frozen
+    CLIP, class buffers, fp16 values) is recognised and loads back into the same model."""
+    model = ref.randomize_(build(make_cfg, name, classnames, clip_model), std=0.2)
+    exported = to_original_state_dict(name, model.state_to_save())
+    assert set(exported) == set(THEIR_BASE[name]) | set(THEIR_HEAD)
+    theirs = {k: v.half() for k, v in exported.items()}
+    theirs.update({"logit_scale": torch.tensor(4.6), "prompt_learner.token_prefix": torch.zeros(3, 1, 48),
+                   "image_encoder.conv1.weight": torch.zeros(1), "text_encoder.positional_embedding": torch.zeros(1)})
+    assert original_layout({"state_dict": theirs}) == "DePT"
+    back = build(make_cfg, name, classnames, clip_model)
+    back.load_state(convert_state_dict(name, theirs))
+    loaded = back.state_to_save()
+    for k, v in exported.items():
+        assert torch.equal(loaded[k], v.half().float()), k
+
+
 def test_staged_learning_rates_are_the_authors_floats(make_cfg, classnames, clip_model):
     """trainers/optim.py: lr = LR * LR_EXP for the new layers (substring 'linear_probe' / 'film'), the rest at
     lr * (BASE_LR_MULT / LR_EXP), computed in that order."""

@@ -1,13 +1,14 @@
 """Same seed, same run: the random-order contract with the original CoOp, CoCoOp, MaPLe, MaPLe_FSA, KgCoOp,
-ProGrad, MMA (ZjjConan/Multi-Modal-Adapter, on upstream Dassl) and TCP.
+ProGrad, MMA (ZjjConan/Multi-Modal-Adapter, on upstream Dassl), TCP and DePT (Koorye/DePT, on upstream Dassl).
 
 The recorded values were produced by the ORIGINAL trainers' own code (KaiyangZhou/CoOp, muzairkhattak/
 multimodal-prompt-learning, the official RESTORE release; htyao89/KgCoOp and BeierZhu/Prompt-align on their Dassl
-fork; htyao89/Textual-based_Class-aware_prompt_tuning on upstream Dassl, its second CLIP in fp32), run on CPU in fp32 with torch 2.14.1: Dassl's `set_random_seed(1)`, their `load_clip_to_cpu` on the
-OpenAI-layout state dict built below, `clip_model.float()`, their `CustomCLIP(cfg, classnames, clip_model)`
-(ProGrad: its zero-shot `CLIP(cfg, classnames)` first, as its build_model does); then the next two `torch.rand` values, and the first four
-indices of a `RandomSampler` over 20 items after the same steps (the first batch of a 20-image few-shot set
-with batch size 4). Random streams can change between torch versions, so the test runs only on the version
+fork; htyao89/Textual-based_Class-aware_prompt_tuning on upstream Dassl, its second CLIP in fp32; Koorye/DePT's
+ExtrasLinearProbe* CustomCLIPs on upstream Dassl), run on CPU in fp32 with torch 2.14.1: Dassl's
+`set_random_seed(1)`, their `load_clip_to_cpu` on the OpenAI-layout state dict built below, `clip_model.float()`,
+their `CustomCLIP(cfg, classnames, clip_model)` (ProGrad: its zero-shot `CLIP(cfg, classnames)` first, as its
+build_model does); then the next two `torch.rand` values, and the first four indices of a `RandomSampler` over 20
+items after the same steps (the first batch of a 20-image few-shot set with batch size 4). Random streams can change between torch versions, so the test runs only on the version
 the values were taken with.
 """
 import pytest
@@ -138,6 +139,23 @@ RECORDED["TCP ctx_init"] = ({
     "prompt_learner.meta_net.linear2.bias": ([-0.03288903087377548, -0.07981962710618973, -0.0635673999786377],
                                              -0.23099125374210416)},
     [0.14712971448898315, 0.6979818940162659], [19, 11, 14, 7])
+# DePT (Koorye/DePT trainers/elp_*.py, upstream Dassl): the base method's draws (its own recorded values), then
+# the head's Linear (weight, bias); the channel-wise transforms draw nothing. KgCoOp's: after its never-used modules.
+_HEAD = ("linear_probe_proj.weight", "linear_probe_proj.bias")
+for _base, _head, _next, _batch in (
+        ("CoOp", [([-0.029881667345762253, -0.027103310450911522, 0.03270149230957031], -3.0266541136497835),
+                  ([0.011440498754382133, 0.008758710697293282, -0.030866602435708046], 0.011512017343193293)],
+         [0.7082701325416565, 0.674250602722168], [0, 19, 3, 9]),
+        ("CoCoOp", [([-0.017673205584287643, 0.020551130175590515, 0.02376318909227848], 0.4264171774884744),
+                    ([0.03181517869234085, 0.026954421773552895, 0.021780142560601234], 0.14884011261165142)],
+         [0.5150638222694397, 0.5020283460617065], [15, 19, 4, 12]),
+        ("MaPLe", [([0.02837522327899933, -0.033773571252822876, -0.03427260369062424], -2.71716465865029),
+                   ([0.034925561398267746, 0.025069408118724823, -0.0402972586452961], 0.0652048671618104)],
+         [0.24330729246139526, 0.14306074380874634], [18, 11, 2, 7]),
+        ("KgCoOp", [([-0.03578982874751091, -0.0005042501725256443, -0.0346318818628788], 1.3862450484302826),
+                    ([0.02020261250436306, 0.0007235402008518577, -0.03108268417418003], -0.019078244105912745)],
+         [0.5951799154281616, 0.10530716180801392], [14, 10, 17, 4])):
+    RECORDED[f"{_base}_DePT"] = ({**RECORDED[_base][0], **dict(zip(_HEAD, _head))}, _next, _batch)
 OPTIONS = {
     "CoOp": ["TRAINER.COOP.N_CTX", 4, "TRAINER.COOP.CTX_INIT", "", "TRAINER.COOP.PREC", "fp32"],
     "CoCoOp": ["TRAINER.COCOOP.N_CTX", 4, "TRAINER.COCOOP.CTX_INIT", "a photo of a", "TRAINER.COCOOP.PREC", "fp32"],
@@ -155,6 +173,7 @@ OPTIONS = {
     "TCP": ["TRAINER.TCP.N_CTX", 4, "TRAINER.TCP.INSERT_LAYER", 1, "TRAINER.TCP.PREC", "fp32"],
     "TCP ctx_init": ["TRAINER.TCP.CTX_INIT", "a photo of a", "TRAINER.TCP.INSERT_LAYER", 1, "TRAINER.TCP.PREC", "fp32"],
 }
+OPTIONS.update({f"{base}_DePT": OPTIONS[base] for base in ("CoOp", "CoCoOp", "MaPLe", "KgCoOp")})
 
 
 @pytest.fixture(scope="module")

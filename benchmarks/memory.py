@@ -79,6 +79,9 @@ ORIGINALS = os.path.join(REPO, "benchmarks", "memory_originals.json")
 DATASET_CONFIG = os.path.join(REPO, "configs", "datasets", "imagenet.yaml")
 SIZES = {"vitb16": VITB16, "tiny": {}}  # tiny: restore.backbone.tiny_clip_dims(), the tests' CLIP
 NAME_TOKENS = 12  # BPE tokens of the longest ImageNet class name
+# Inputs a user supplies for a real run, stood in for by ones that cost a step the same: CoPrompt's class
+# descriptions are encoded once at build (a buffer, counted with the weights) and a step reads one row.
+STAND_INS = {"TRAINER.COPROMPT.DESCRIPTIONS": "captions"}
 MiB = 2 ** 20
 
 
@@ -122,6 +125,10 @@ def run_cfg(name, config, overrides, size):
     ((key, value) pairs)."""
     import train
     opts = []
+    paths = {node.path for node in registry.get(name).nodes}
+    for key, value in STAND_INS.items():
+        if key.rsplit(".", 1)[0] in paths:
+            opts += [key, value]
     for key, value in overrides:
         opts += [key, str(value)]
     if size == "tiny":  # fitted to the tests' CLIP: its input size, the method's small depths

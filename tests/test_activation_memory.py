@@ -201,3 +201,11 @@ def test_originals_data_file():
             step = (b1 - b0) // (c1 - c0)
             assert all(b == b0 + step * (c - c0) for c, b in points), (method, key, points)
             assert cell["activation_bytes"] == b0 + step * (classes - c0), (method, key)
+
+
+def test_user_supplied_inputs_are_stood_in_at_imagenet_scale():
+    """The ViT-B/16 rows run without the files a real run needs (CoPrompt's descriptions refuse a step)."""
+    coprompt = memory.run_cfg("CoPrompt", memory.base_to_novel_config("CoPrompt"), (), "vitb16")
+    assert coprompt.TRAINER.COPROMPT.DESCRIPTIONS == "captions"
+    coop = memory.run_cfg("CoOp", memory.base_to_novel_config("CoOp"), (), "vitb16")
+    assert coop.TRAINER.COPROMPT.DESCRIPTIONS == ""  # only the method that reads the key gets the stand-in

@@ -56,6 +56,14 @@ class FiLM(nn.Module):
         return self.scale.type(x.dtype) * x + self.bias.type(x.dtype)
 
 
+class LinearHead(nn.Linear):
+    """DePT's linear head (`linear_probe_proj`): an nn.Linear whose fp32 parameters are cast to the input's
+    dtype, so that under PREC fp16 it runs in fp16 as the authors' head (built in the CLIP's dtype) does."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.weight.type(x.dtype), self.bias.type(x.dtype))
+
+
 class DePTMixin:
     """DePT's head and loss over a PromptedCLIP base method; put it first in the bases."""
 
@@ -77,7 +85,7 @@ class DePTMixin:
 
     def new_head(self, n_classes: int) -> nn.Module:
         dim = self.image_encoder.output_dim
-        return nn.Linear(dim, n_classes) if self.head_type == "linear" else nn.Identity()
+        return LinearHead(dim, n_classes) if self.head_type == "linear" else nn.Identity()
 
     # ------------------------------------------------------------------------------ the head
     def film_image(self, image: Tensor) -> Tensor:

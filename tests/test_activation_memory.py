@@ -182,10 +182,15 @@ def test_originals_data_file():
     about = data.pop("_about")
     assert "memory_originals.py" in about["harness"]
     assert data, "no original measured"
-    assert {"CoOp", "CoCoOp", "MaPLe", "PromptSRC"} <= set(data)  # the benchmark matches them by method name
-    for method, entry in data.items():  # originals of methods still to come may be there before them
+    assert {"CoOp", "CoCoOp", "MaPLe", "PromptSRC", "KgCoOp", "ProGrad", "TCP", "MultiModalAdapter"} <= set(data)
+    unmatched = set(data) - set(registry.names())  # the benchmark matches them by method name
+    assert not unmatched, f"originals under no registered method's name: {unmatched}"
+    for method, entry in data.items():
         assert entry["cells"] and entry["repository"] and entry["config"].endswith(".yaml"), method
+        # Like with like: the original ran at the batch size of the config the benchmark runs ours with.
+        ours = memory.run_cfg(method, memory.base_to_novel_config(method), (), "vitb16").DATALOADER.TRAIN_X.BATCH_SIZE
         for key, cell in entry["cells"].items():
+            assert cell["batch"] == ours, (method, key, cell["batch"], ours)
             classes, precision = key.split("/")
             classes = int(classes)
             assert classes > 0 and precision in ("fp32", "fp16"), key

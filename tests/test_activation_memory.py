@@ -182,7 +182,8 @@ def test_originals_data_file():
     about = data.pop("_about")
     assert "memory_originals.py" in about["harness"]
     assert data, "no original measured"
-    assert {"CoOp", "CoCoOp", "MaPLe", "PromptSRC", "KgCoOp", "ProGrad", "TCP", "MultiModalAdapter"} <= set(data)
+    assert {"CoOp", "CoCoOp", "MaPLe", "PromptSRC", "KgCoOp", "ProGrad", "TCP", "MultiModalAdapter", "CoOp_DePT",
+            "CoPrompt"} <= set(data)
     unmatched = set(data) - set(registry.names())  # the benchmark matches them by method name
     assert not unmatched, f"originals under no registered method's name: {unmatched}"
     for method, entry in data.items():

@@ -232,6 +232,17 @@ def originals():
         return {k: v for k, v in json.load(f).items() if not k.startswith("_")}
 
 
+def original_cell(original, batch):
+    """(the original's bytes to compare with ours, or None; the mark after them) of a memory_originals.json
+    cell: only a count at our batch size is compared; one at another batch is named, not compared."""
+    theirs = original.get("activation_bytes")
+    if not theirs:
+        return None, ""
+    if original.get("batch") != batch:
+        return None, f"(batch {original.get('batch')}: not compared)"
+    return theirs, " (e)" if original.get("how") != "measured" else ""
+
+
 def fmt(value, unit=MiB, digits=1):
     return "" if value is None else f"{value / unit:,.{digits}f}"
 
@@ -294,9 +305,8 @@ def main(argv=None):
                               "no training step) | | | | |")
                     break
                 original = orig.get(row, {}).get("cells", {}).get(f"{classes}/{precision}", {})
-                theirs = original.get("activation_bytes")
+                theirs, mark = original_cell(original, batch)
                 ratio = f"{cell.activations / theirs:.2f}" if theirs else ""
-                mark = " (e)" if theirs and original.get("how") != "measured" else ""
                 print(f"| {row} | {os.path.basename(config)[:-5]} | {batch} | {precision} | {classes} | "
                       f"{cell.text_tokens or ''} | {fmt(cell.activations)} | {fmt(theirs)}{mark} | {ratio} | "
                       f"{fmt(cell.weights)} | {fmt(cell.activations + cell.weights, 2 ** 30, 2)} |",

@@ -177,6 +177,24 @@ def test_the_authors_configs_and_a_non_positive_scale():
         setup("vit_b16_ep5", "TRAINER.MMADAPTER.ADAPTER_SCALE", "0.0")
 
 
+def test_imagenet_runs_take_the_authors_imagenet_batch_from_any_config():
+    """Their ImageNet config differs from vit_b16_ep5 in the batch only (128 vs 16): the dataset override gives it to
+    every ImageNet run (the benchmark runs vit_b16_ep5 on every dataset), the command line still wins."""
+    imagenet = ("--dataset-config-file", "configs/datasets/imagenet.yaml")
+    pets = ("--dataset-config-file", "configs/datasets/oxford_pets.yaml")
+    assert setup("vit_b16_ep5", *imagenet).DATALOADER.TRAIN_X.BATCH_SIZE == 128
+    assert setup("vit_b16_ep5", *pets).DATALOADER.TRAIN_X.BATCH_SIZE == 16
+    assert setup("vit_b16_ep5", *imagenet, "DATALOADER.TRAIN_X.BATCH_SIZE", "8").DATALOADER.TRAIN_X.BATCH_SIZE == 8
+    ours, theirs = (flatten_yaml(f"configs/trainers/MultiModalAdapter/{c}.yaml") for c in ("vit_b16_ep5",
+                                                                                          "vit_b16_ep5_imnet"))
+    assert {k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k)} == {"DATALOADER.TRAIN_X.BATCH_SIZE"}
+
+
+def flatten_yaml(path):
+    from restore.config import flatten, read_yaml
+    return flatten(read_yaml(path, "Config file"))
+
+
 def authors_state(model):
     """A state dict as the authors' trainer saves its adapter_learner: our keys plus the class buffers."""
     state = {k: v.detach().clone() + 0.25 for k, v in model.state_to_save().items()}

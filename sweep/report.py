@@ -361,12 +361,15 @@ def plot_accuracy(stats, path):
 # ------------------------------------------------------------------------ shift analysis
 def load_trained(trainer, dataset, seed, subsample, args, out=None, extra=()):
     """A Trainer (native engine) holding the base-trained model of a finished run, built for
-    `subsample` classes ("base" or "new") of `dataset`; `extra`: the run's config overrides (KEY VALUE ...)."""
+    `subsample` classes ("base" or "new") of `dataset`; `extra`: the run's config overrides (KEY VALUE ...).
+    The config is the one sweep.plan.base2new_job trained with (its file and overrides, then `extra`)."""
     import train
     from restore.engine import Trainer
     out = out or args.output
-    model_dir = f"{out}/base2new/train_base/{dataset}/shots_{SHOTS}/{trainer}/{CFG}/seed{seed}"
-    argv = common_args(dataset, trainer, seed, args.data) + [
+    config = run_config(trainer, "base2new", getattr(args, "configs", TESTBED_CFG))
+    extra = [*config.overrides, *extra]
+    model_dir = f"{out}/base2new/train_base/{dataset}/shots_{SHOTS}/{trainer}/{config.name}/seed{seed}"
+    argv = common_args(dataset, trainer, seed, args.data, config) + [
         "DATASET.NUM_SHOTS", str(SHOTS), "DATASET.SUBSAMPLE_CLASSES", subsample, "VERBOSE", "False",
         *extra]
     cfg = train.setup_cfg(train.build_parser().parse_args(argv), "native")
@@ -376,7 +379,7 @@ def load_trained(trainer, dataset, seed, subsample, args, out=None, extra=()):
         try:
             trainer_obj = Trainer(cfg)
             if trainer_obj.trainable:
-                trainer_obj.load_model(model_dir, epoch=max_epoch(trainer))
+                trainer_obj.load_model(model_dir, epoch=max_epoch(config.file, extra))
         finally:
             sys.stdout = console
     return trainer_obj

@@ -194,3 +194,37 @@ def test_a_new_method_joins_an_earlier_reports_tables(tmp_path, monkeypatch):
     from restore.errors import UserError
     with pytest.raises(UserError, match="--previous .*results.md: not a results.csv"):
         tb.report(args_for(tmp_path, previous=os.path.join(first.output, "results.md")))
+
+
+@pytest.mark.parametrize("trainer", ["CoOp", "KgCoOp", "RESTORE_m"])
+def test_the_shift_analysis_loads_the_run_the_plan_trained(tmp_path, monkeypatch, trainer):
+    """load_trained (the report's shift, t-SNE and fast-trace analyses) rebuilds the base-to-novel training
+    step's config (sweep.plan.base2new_job: its file, overrides and seed) and loads the epoch the test step
+    loads, from the folder the training step wrote."""
+    import restore.engine
+    import sweep.report
+    import train
+    from restore.config import flatten
+    from sweep.plan import base2new_job
+
+    seen = {}
+
+    class Loaded:
+        trainable = True
+
+        def __init__(self, cfg):
+            seen["cfg"] = cfg
+
+        def load_model(self, folder, epoch):
+            seen["load"] = (folder, epoch)
+
+    monkeypatch.setattr(restore.engine, "Trainer", Loaded)
+    args = argparse.Namespace(output=str(tmp_path), data=str(tmp_path / "data"), configs="testbed")
+    sweep.report.load_trained(trainer, "shapes", 2, "base", args)
+    (train_dir, train_argv), (_, test_argv) = base2new_job(args.output, trainer, "shapes", 2, args.data)
+    planned = flatten(train.setup_cfg(train.build_parser().parse_args(train_argv), "native"))
+    loaded = flatten(seen["cfg"])
+    differing = {k for k in planned.keys() | loaded.keys() if planned.get(k) != loaded.get(k)}
+    assert differing <= {"OUTPUT_DIR", "TRAIN.CHECKPOINT_FREQ", "VERBOSE"}, differing
+    assert (loaded["SEED"], loaded["DATASET.SUBSAMPLE_CLASSES"]) == (2, "base")
+    assert seen["load"] == (train_dir, int(test_argv[test_argv.index("--load-epoch") + 1]))

@@ -21,6 +21,7 @@ import argparse
 import os
 import sys
 
+from restore.cli import ArgumentParser
 from restore.errors import UserError
 from sweep.plan import add_arguments, check_args, check_plan, plan
 from sweep.runner import status, submit
@@ -80,7 +81,7 @@ def slurm_settings(args, flags=None):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("command", choices=["submit", "status"])
     add_arguments(p)
     add_slurm_arguments(p)

@@ -35,6 +35,8 @@ import os
 import re
 import sys
 
+from restore.cli import ArgumentParser
+
 END_SIGNALS = ("Finish training", "Finished training")
 TEST_SIGNAL = "=> result"
 
@@ -220,7 +222,7 @@ def table_main(args):
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("directory", nargs="?", type=str, help="path to directory (CoOp mode)")
     p.add_argument("--ci95", action="store_true", help=r"compute 95%% confidence interval")
     p.add_argument("--test-log", action="store_true", help="parse test-only logs")

@@ -30,7 +30,8 @@ from sweep.runner import run_all, status, submit
 
 def build_parser():
     from cluster import add_slurm_arguments
-    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="benchmark.py", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(p, configs="authors")
     run = p.add_argument_group("running (default: here, serially)")
     run.add_argument("--jobs", type=int, default=1, help="parallel worker processes (CPU)")

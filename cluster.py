@@ -81,7 +81,7 @@ def slurm_settings(args, flags=None):
 
 
 def main(argv=None):
-    p = ArgumentParser(description=__doc__.split("\n")[0])
+    p = ArgumentParser(prog="cluster.py", description=__doc__.split("\n")[0])
     p.add_argument("command", choices=["submit", "status"])
     add_arguments(p)
     add_slurm_arguments(p)

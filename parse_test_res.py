@@ -222,7 +222,7 @@ def table_main(args):
 
 
 def build_parser():
-    p = ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="parse_test_res.py", description=__doc__.split("\n\n")[0])
     p.add_argument("directory", nargs="?", type=str, help="path to directory (CoOp mode)")
     p.add_argument("--ci95", action="store_true", help=r"compute 95%% confidence interval")
     p.add_argument("--test-log", action="store_true", help="parse test-only logs")

@@ -45,7 +45,8 @@ class ConfigError(UserError):
 
 # ------------------------------------------------------------------------------------------- CLI
 def build_parser():
-    p = ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="train.py", description=__doc__.split("\n\n")[0],
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root", type=str, default="", help="path to dataset")
     p.add_argument("--output-dir", type=str, default="", help="output directory")
     p.add_argument("--resume", type=str, default="",

@@ -17,7 +17,6 @@ the requeued job as its own. With --tasks-per-node N each task is one run over N
 see README "Several GPUs"). A plan whose data and configs cannot belong together is refused before
 anything is submitted (sweep.plan.check_plan).
 """
-import argparse
 import os
 import sys
 

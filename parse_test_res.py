@@ -28,7 +28,6 @@ xd/dg read `<root>/<source>/<trainer>/<cfg>_<K>shots/seed*/` (the source's own t
 `<root>/evaluation/<trainer>/<cfg>_<K>shots/<dataset>/seed*/`; fewshot `<root>/fewshot/<dataset>/shots_<K>/
 <trainer>/<cfg>/seed*/`. Std is the population std, as CoOp. A seed whose accuracy is nan or inf is refused.
 """
-import argparse
 import glob
 import math
 import os

@@ -27,7 +27,9 @@
 # Relative paths in DATA, OUTPUT, CONFIG_DIR and PYTHON are taken from the caller's folder
 # (resolve_caller_paths), although train.py runs in the repository. The dataset name and DATA are checked
 # as every entry point checks them (restore.cli, through dataset_config and data_root), the trainer and
-# the KEY VALUE keys by train.py (its --check-finished call), before anything is written.
+# the KEY VALUE keys by train.py (its --check-finished call), before anything is written. A stop signal sent
+# to a script (TERM, HUP, USR1, USR2: timeout, Slurm, kill) reaches the train.py it runs, which saves and
+# stops; the script then stops too (run_forwarding, scripts/signals.sh).
 
 set -euo pipefail
 

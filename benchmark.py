@@ -21,6 +21,7 @@ import argparse
 import os
 import sys
 
+from restore.cli import ArgumentParser
 from restore.errors import UserError
 from sweep.plan import add_arguments, check_args, check_plan, command, plan
 from sweep.report import report
@@ -29,7 +30,8 @@ from sweep.runner import run_all, status, submit
 
 def build_parser():
     from cluster import add_slurm_arguments
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="benchmark.py", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(p, configs="authors")
     run = p.add_argument_group("running (default: here, serially)")
     run.add_argument("--jobs", type=int, default=1, help="parallel worker processes (CPU)")

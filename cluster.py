@@ -17,10 +17,10 @@ the requeued job as its own. With --tasks-per-node N each task is one run over N
 see README "Several GPUs"). A plan whose data and configs cannot belong together is refused before
 anything is submitted (sweep.plan.check_plan).
 """
-import argparse
 import os
 import sys
 
+from restore.cli import ArgumentParser
 from restore.errors import UserError
 from sweep.plan import add_arguments, check_args, check_plan, plan
 from sweep.runner import status, submit
@@ -80,7 +80,7 @@ def slurm_settings(args, flags=None):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = ArgumentParser(prog="cluster.py", description=__doc__.split("\n")[0])
     p.add_argument("command", choices=["submit", "status"])
     add_arguments(p)
     add_slurm_arguments(p)

@@ -28,12 +28,13 @@ xd/dg read `<root>/<source>/<trainer>/<cfg>_<K>shots/seed*/` (the source's own t
 `<root>/evaluation/<trainer>/<cfg>_<K>shots/<dataset>/seed*/`; fewshot `<root>/fewshot/<dataset>/shots_<K>/
 <trainer>/<cfg>/seed*/`. Std is the population std, as CoOp. A seed whose accuracy is nan or inf is refused.
 """
-import argparse
 import glob
 import math
 import os
 import re
 import sys
+
+from restore.cli import ArgumentParser
 
 END_SIGNALS = ("Finish training", "Finished training")
 TEST_SIGNAL = "=> result"
@@ -220,7 +221,7 @@ def table_main(args):
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="parse_test_res.py", description=__doc__.split("\n\n")[0])
     p.add_argument("directory", nargs="?", type=str, help="path to directory (CoOp mode)")
     p.add_argument("--ci95", action="store_true", help=r"compute 95%% confidence interval")
     p.add_argument("--test-log", action="store_true", help="parse test-only logs")

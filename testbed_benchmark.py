@@ -30,6 +30,7 @@ import argparse
 import os
 import sys
 
+from restore.cli import ArgumentParser
 from restore.errors import UserError
 from sweep.plan import (ABLATIONS, BASE2NEW, DG_TARGETS, FAST_TRACE, SOURCE, XD_EPOCHS,  # noqa: F401
                         XD_TARGETS, add_arguments, check_args, check_plan, epoch_cost, finished, job_cost,
@@ -39,7 +40,8 @@ from sweep.runner import finished_with, run_all, run_job, take_device  # noqa: F
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="testbed_benchmark.py", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(p)
     p.add_argument("--jobs", type=int, default=1, help="parallel worker processes (CPU)")
     p.add_argument("--gpus", nargs="+", default=[], help="GPU ids: one worker per GPU, each job on its "

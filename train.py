@@ -26,8 +26,8 @@ import warnings
 
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
 
-from restore.cli import (BACKBONES, check_data_root, check_dataset, check_trainer,  # noqa: E402
-                         dataset_configs, node_of, unknown_key)
+from restore.cli import (BACKBONES, ArgumentParser, check_data_root, check_dataset,  # noqa: E402
+                         check_overrides, check_trainer, dataset_configs, node_of, unknown_key)
 from restore.config import canonical_opts, merge_from_file, merge_from_list  # noqa: E402
 import restore.logs  # noqa: E402
 from restore.errors import UserError  # noqa: E402
@@ -45,8 +45,8 @@ class ConfigError(UserError):
 
 # ------------------------------------------------------------------------------------------- CLI
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="train.py", description=__doc__.split("\n\n")[0],
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root", type=str, default="", help="path to dataset")
     p.add_argument("--output-dir", type=str, default="", help="output directory")
     p.add_argument("--resume", type=str, default="",
@@ -222,7 +222,7 @@ def method_modules(args):
 def preparse_method_modules(argv):
     """`method_modules` from the raw command line, before the parser exists (the parser's flags and
     --help include the methods those modules register)."""
-    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    pre = ArgumentParser(prog="train.py", add_help=False, allow_abbrev=False)
     pre.add_argument("--method-module", action="append", default=[])
     pre.add_argument("--eval-only", action="store_true")
     for flag in ("--config-file", "--dataset-config-file", "--model-dir", "--output-dir", "--resume"):
@@ -290,8 +290,7 @@ def first_key_under(path, key):
 
 
 def merge_opts(cfg, opts, trainer=""):
-    if len(opts) % 2:
-        raise ConfigError(f"Config overrides must be KEY VALUE pairs; got an odd number: {' '.join(opts)}")
+    check_overrides(opts)  # each KEY with its VALUE
     # A method key's alias (as its authors write it) names its canonical key.
     opts = canonical_opts(opts, trainer)
     for key in opts[0::2]:

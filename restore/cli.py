@@ -5,6 +5,8 @@
                                  restore.data.check, testbed_benchmark.py, cluster.py)
     unknown_key(cfg, key, ...)   the message for a config key the config lacks (yaml files, KEY VALUE pairs)
     check_data_root(path, flag)  a folder of data, not the repository's `datasets/` package (--root, DATA, --data)
+    check_overrides(opts, where) trailing KEY VALUE pairs, each KEY with its VALUE (train.py, the scripts, the sweep)
+    ArgumentParser               argparse's parser with one-line errors (every Python entry point)
     dataset_configs(), BACKBONES the names --help lists
 
 Every refusal reads the same (`unknown`): "Unknown <kind> '<name>' (<where it was given>). Did you mean
@@ -16,9 +18,12 @@ The scripts (scripts/common.sh) run the same checks through this module:
 
     python -m restore.cli dataset NAME          prints configs/datasets/<name>.yaml, or the error (exit 1)
     python -m restore.cli data-root PATH SOURCE  exit 1 with the error when PATH may not hold data
+    python -m restore.cli overrides WHERE KEY VALUE ...   exit 1 with the error when a KEY lacks its VALUE
 """
+import argparse
 import functools
 import os
+import re
 import sys
 
 from .errors import UserError
@@ -127,6 +132,28 @@ def check_dataset(name, accept="either", source="", fix="", configs=None, names=
 
 
 # ------------------------------------------------------------------------------------- config keys
+# A dotted config key as the overrides write it (OPTIM.MAX_EPOCH): no value of a key looks like this.
+DOTTED_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$")
+KEY_LIKE = re.compile(r"^[A-Za-z_]\w*(\.\w+)*$")  # what could be meant as a key (SEED, OPTIM.LR, optim.lr)
+
+
+def check_overrides(opts, where="on the command line") -> list:
+    """`opts` (KEY VALUE ...) when every KEY has its VALUE; UserError otherwise, naming the KEY whose VALUE is
+    missing: the last word of an odd count, or a key followed by another dotted key (`OPTIM.MAX_EPOCH
+    OPTIM.LR 0.1`: MAX_EPOCH's value is missing, where pairing by position would set it to "OPTIM.LR").
+    `where` says where the pairs were given ("on the command line", "after DATASET SEED")."""
+    opts = [str(o) for o in opts]
+    for i in range(0, len(opts), 2):
+        key = opts[i]
+        if KEY_LIKE.match(key) and (i + 1 == len(opts) or DOTTED_KEY.match(opts[i + 1])):
+            raise UserError(f"Missing value for {key} ({where}): config overrides are KEY VALUE pairs, "
+                            "e.g. OPTIM.MAX_EPOCH 5.")
+    if len(opts) % 2:
+        raise UserError(f"Config overrides ({where}) must be KEY VALUE pairs; got an odd number of words: "
+                        f"{' '.join(opts)}")
+    return opts
+
+
 def node_of(cfg, key):
     """(the deepest existing node on the dotted `key`, its dotted path, the first part missing there)."""
     node, prefix = cfg, []
@@ -203,6 +230,20 @@ def check_data_root(path, source="--root") -> str:
     return path
 
 
+# ------------------------------------------------------------------------------------ argument errors
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser whose errors are one line, in the project's form, exit status 2 as argparse's:
+
+        Error: argument --seed: invalid int value: 'one' (python train.py --help lists the arguments)
+
+    argparse prints its whole usage block above that line, which for a parser of many options buries it.
+    Subparsers are of the same class (argparse's default `parser_class`)."""
+
+    def error(self, message):
+        command = f"python {self.prog}" if self.prog.endswith(".py") else self.prog
+        self.exit(2, f"Error: {message} ({command} --help lists the arguments)\n")
+
+
 # ---------------------------------------------------------------------------------- for the scripts
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -214,10 +255,14 @@ def main(argv=None) -> int:
         if len(argv) == 3 and argv[0] == "data-root":
             check_data_root(argv[1], argv[2])
             return 0
+        if len(argv) >= 2 and argv[0] == "overrides":
+            check_overrides(argv[2:], argv[1])
+            return 0
     except UserError as err:
         print(f"Error: {err}", file=sys.stderr)
         return 1
-    print("usage: python -m restore.cli dataset NAME | data-root PATH SOURCE", file=sys.stderr)
+    print("usage: python -m restore.cli dataset NAME | data-root PATH SOURCE | overrides WHERE [KEY VALUE ...]",
+          file=sys.stderr)
     return 2
 
 

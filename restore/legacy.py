@@ -294,11 +294,9 @@ def export_checkpoint(trainer_name: str, model_dir: str, output_dir: str, epoch=
 
 
 def main(argv=None):
-    import argparse
-
-    from .cli import check_trainer
+    from .cli import ArgumentParser, check_trainer
     from .methods import registry
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="python -m restore.legacy",
         description="Export a checkpoint of ours into the original trainer's layout.")
     p.add_argument("--trainer", required=True,

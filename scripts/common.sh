@@ -27,11 +27,14 @@
 # Relative paths in DATA, OUTPUT, CONFIG_DIR and PYTHON are taken from the caller's folder
 # (resolve_caller_paths), although train.py runs in the repository. The dataset name and DATA are checked
 # as every entry point checks them (restore.cli, through dataset_config and data_root), the trainer and
-# the KEY VALUE keys by train.py (its --check-finished call), before anything is written.
+# the KEY VALUE keys by train.py (its --check-finished call), before anything is written. A stop signal sent
+# to a script (TERM, HUP, USR1, USR2: timeout, Slurm, kill) reaches the train.py it runs, which saves and
+# stops; the script then stops too (run_forwarding, scripts/signals.sh).
 
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "${REPO_ROOT}/scripts/signals.sh"  # run_forwarding: a SIGTERM to the script reaches train.py
 CALLER_DIR="$PWD"
 PYTHON="${PYTHON:-python}"
 SHOTS="${SHOTS:-16}"
@@ -96,20 +99,35 @@ Example (the synthetic testbed, nothing to download): bash ${0} ${2}
 EOF
 }
 
+# check_int NAME VALUE EXAMPLE: VALUE a whole number, else one line naming NAME and an EXAMPLE of it
+check_int() {
+    [[ "$2" =~ ^[0-9]+$ ]] || die "$1 must be a whole number, got '$2' (e.g. $3)."
+}
+
 # usage_check NARGS SCRIPT_USAGE EXAMPLE "$@": NARGS positional arguments, then KEY VALUE pairs; EXAMPLE: the
-# arguments of a run on the testbed, shown by --help.
+# arguments of a run on the testbed, shown by --help (and without arguments). What else is wrong is said in
+# one line: the first argument missing, a KEY without its VALUE (restore.cli.check_overrides, as train.py
+# says it), a variable that must be a number.
 usage_check() {
-    local nargs="$1" usage="$2" example="$3"
+    local nargs="$1" usage="$2" example="$3" names
     shift 3
     if [ "$#" -ge 1 ] && { [ "$1" = "-h" ] || [ "$1" = "--help" ]; }; then
         usage "$usage" "$example"
         exit 0
     fi
-    if [ "$#" -lt "$nargs" ] || [ $(( ($# - nargs) % 2 )) -ne 0 ]; then
+    if [ "$#" -eq 0 ]; then  # no arguments: the help, as --help
         usage "$usage" "$example" >&2
         echo >&2
         die "usage: bash ${0} ${usage}"
     fi
+    read -ra names <<< "$usage"
+    if [ "$#" -lt "$nargs" ]; then
+        die "Missing ${names[$#]}; usage: bash ${0} ${usage}   (--help: datasets and variables)"
+    fi
+    "$PYTHON" -m restore.cli overrides "after ${names[*]:0:$nargs}" "${@:nargs+1}" || exit 1
+    check_int SHOTS "$SHOTS" "SHOTS=16"
+    check_int NPROC "$NPROC" "NPROC=4"
+    if [ -n "${LOADEP:-}" ]; then check_int LOADEP "$LOADEP" "LOADEP=10"; fi
 }
 
 # Keys the scripts set from their arguments and environment, most of them naming the output folder
@@ -203,11 +221,11 @@ if [ -n "${BACKBONE:-}" ]; then BACKBONE_OPTS=(MODEL.BACKBONE.NAME "$BACKBONE");
 run_train_py() {
     if [ "$NPROC" -gt 1 ]; then  # DATALOADER.TRAIN_X.BATCH_SIZE stays the global batch
         echo "+ $PYTHON -m torch.distributed.run --standalone --nproc_per_node $NPROC train.py $* ${BACKBONE_OPTS[*]}"
-        "$PYTHON" -m torch.distributed.run --standalone --nproc_per_node "$NPROC" train.py --engine "$ENGINE" \
-            "$@" "${BACKBONE_OPTS[@]}"
+        run_forwarding "$PYTHON" -m torch.distributed.run --standalone --nproc_per_node "$NPROC" train.py \
+            --engine "$ENGINE" "$@" "${BACKBONE_OPTS[@]}"
     else
         echo "+ $PYTHON train.py $* ${BACKBONE_OPTS[*]}"
-        "$PYTHON" train.py --engine "$ENGINE" "$@" "${BACKBONE_OPTS[@]}"
+        run_forwarding "$PYTHON" train.py --engine "$ENGINE" "$@" "${BACKBONE_OPTS[@]}"
     fi
 }
 
@@ -258,6 +276,7 @@ base2new_train() {
     usage_check 2 "DATASET SEED [KEY VALUE ...]" "shapes 1" "$@"
     local dataset="$1" seed="$2"
     shift 2
+    check_int SEED "$seed" "bash $0 $dataset 1"
     refuse_script_keys base2new "$@"
     local dcfg root cfg file dir
     dcfg="$(dataset_config "$dataset")"
@@ -276,6 +295,7 @@ base2new_test() {
     usage_check 2 "DATASET SEED [KEY VALUE ...]" "shapes 1   (after base2new_train.sh shapes 1)" "$@"
     local dataset="$1" seed="$2"
     shift 2
+    check_int SEED "$seed" "bash $0 $dataset 1"
     refuse_script_keys base2new "$@"
     local dcfg root cfg file common dir model_dir loadep
     dcfg="$(dataset_config "$dataset")"
@@ -304,6 +324,7 @@ xd_train() {
     usage_check 2 "DATASET SEED [KEY VALUE ...]   (DATASET: the source, imagenet; objects on the testbed)" "objects 1" "$@"
     local dataset="$1" seed="$2"
     shift 2
+    check_int SEED "$seed" "bash $0 $dataset 1"
     refuse_script_keys xd "$@"
     local dcfg root cfg file dir
     dcfg="$(dataset_config "$dataset")"
@@ -321,6 +342,7 @@ xd_test() {
     usage_check 2 "DATASET SEED [KEY VALUE ...]" "shapes 1   (after xd_train.sh objects 1)" "$@"
     local dataset="$1" seed="$2"
     shift 2
+    check_int SEED "$seed" "bash $0 $dataset 1"
     refuse_script_keys xd "$@"
     local dcfg root cfg file src dir model_dir loadep
     dcfg="$(dataset_config "$dataset")"
@@ -345,10 +367,13 @@ xd_test() {
 # OUTPUT/DATASET/TRAINER/CFG_SHOTSshots/nctxNCTX_cscCSC_ctpCTP/seedSEED.
 fewshot_train() {
     usage_check 6 "DATASET CFG CTP NCTX SHOTS CSC [KEY VALUE ...]   (CTP: end, middle or front; CSC: False or True)" "shapes rn50 end 4 16 False" "$@"
-    local dataset="$1" cfg_in="$2" ctp="$3" nctx="$4" shots="$5" csc="$6"
+    local dataset="$1" cfg_in="$2" ctp="$3" nctx="$4" shots="$5" csc="$6" seed
     shift 6
+    check_int NCTX "$nctx" "16"
+    check_int SHOTS "$shots" "16"
+    for seed in ${SEEDS:-1 2 3}; do check_int "a seed of SEEDS" "$seed" "SEEDS=\"1 2 3\""; done
     refuse_script_keys fewshot "$@"
-    local dcfg root cfg file dir seed
+    local dcfg root cfg file dir
     dcfg="$(dataset_config "$dataset")"
     root="$(data_root "$dcfg")"
     cfg="$(config_name "$dcfg" "$cfg_in")"

@@ -222,12 +222,10 @@ def check_args(args):
     folder that may hold data, the overrides in pairs. The default --datasets, --data and --output follow
     --configs. --data, --output and --folder are made absolute from the caller's folder (the runs start in
     the repository). UserError naming the argument."""
-    from restore.cli import check_data_root, check_dataset, check_trainer, dataset_configs
+    from restore.cli import check_data_root, check_dataset, check_overrides, check_trainer, dataset_configs
     from restore.testbed.datasets import DATASETS as TESTBED_DATASETS
     registry.import_modules(args.method_module)
-    if len(getattr(args, "overrides", None) or []) % 2:
-        raise UserError(f"KEY VALUE overrides come in pairs: {' '.join(args.overrides)} has an odd number of "
-                        "words.")
+    check_overrides(getattr(args, "overrides", None) or [])
     args.configs = getattr(args, "configs", TESTBED_CFG)
     testbed = args.configs == TESTBED_CFG
     args.methods = args.methods or methods()

@@ -46,7 +46,11 @@ def test_precedence(tmp_path):
      "Unknown config key 'TRAINER.MAPLE.N_CTXX' (on the command line). Did you mean TRAINER.MAPLE.N_CTX? "
      "Valid keys under TRAINER.MAPLE: CTX_INIT, N_CTX, PREC, PROMPT_DEPTH."),
     (["--trainer", "MaPLe", "OPTIMS.LR", "3"], "Valid keys at the top level:"),
-    (["--trainer", "MaPLe", "OPTIM.LR"], "KEY VALUE pairs"),
+    (["--trainer", "MaPLe", "OPTIM.LR"], "Missing value for OPTIM.LR (on the command line): config overrides are "
+                                         "KEY VALUE pairs, e.g. OPTIM.MAX_EPOCH 5."),
+    (["--trainer", "MaPLe", "OPTIM.MAX_EPOCH", "OPTIM.LR", "0.1"], "Missing value for OPTIM.MAX_EPOCH (on the"),
+    (["--trainer", "MaPLe", "OPTIM.LR", "0.1", "2"], "must be KEY VALUE pairs; got an odd number of words: "
+                                                    "OPTIM.LR 0.1 2"),
     (["--trainer", "MaPLe", "OPTIM", "3"], "OPTIM is a group of keys"),
     (["--trainer", "MaPLe", "OPTIM.LR", "fast"], "OPTIM.LR"),
     (["--trainer", "MaPLe", "--config-file", "configs/trainers/MaPLe/nope.yaml"],

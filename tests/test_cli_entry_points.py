@@ -5,6 +5,7 @@ node that has it), a refused run leaves nothing behind, and relative paths are t
 Entry points: train.py (a run, --eval-only, --print-config, --check-finished), scripts/*/*.sh,
 testbed_benchmark.py, cluster.py, python -m restore.legacy, python -m restore.data.check."""
 import os
+import re
 import subprocess
 import sys
 from argparse import Namespace
@@ -288,3 +289,60 @@ def test_the_benchmark_takes_relative_paths_from_the_callers_folder(tmp_path, mo
     assert (args.data, args.output, args.folder) == (str(tmp_path / "data"), str(tmp_path / "out/testbed"),
                                                      str(tmp_path / "out/slurm"))
     assert args.methods == registry.benchmark_methods()
+
+
+# ------------------------------------------------------------------------------ argument errors
+@pytest.mark.parametrize("main, argv, line", [
+    (train.main, ["--seed", "one"], "argument --seed: invalid int value: 'one' (python train.py --help"),
+    (train.main, ["--config-file"], "argument --config-file: expected one argument (python train.py --help"),
+    (testbed_benchmark.main, ["--seeds", "1", "a"], "argument --seeds: invalid int value: 'a' (python "
+                                                    "testbed_benchmark.py --help lists the arguments)"),
+    (cluster.main, ["submit", "--time", "4h"], "argument --time: invalid int value: '4h' (python cluster.py"),
+    ("benchmark", ["--jobs", "two"], "argument --jobs: invalid int value: 'two' (python benchmark.py --help"),
+    ("parse_test_res", ["--table", "base"], "argument --table: invalid choice: 'base'"),
+    (legacy.main, ["--trainer", "CoOp", "--model-dir", "m", "--output-dir", "o", "--load-epoch", "last"],
+     "argument --load-epoch: invalid int value: 'last' (python -m restore.legacy --help lists the arguments)"),
+    (data_check.main, ["shapes", "--max-images", "all"], "argument --max-images: invalid int value: 'all' "
+                                                         "(python -m restore.data.check --help"),
+    ("restore.testbed.generate", ["--root", "r", "--seed", "x"], "argument --seed: invalid int value: 'x' "
+                                                                "(python -m restore.testbed.generate --help"),
+])
+def test_an_argument_error_is_one_line_without_the_usage_block(main, argv, line, capsys):
+    """argparse's error line alone (restore.cli.ArgumentParser), exit status 2, not its usage block above it."""
+    import importlib
+    if isinstance(main, str):
+        main = importlib.import_module(main).main
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "usage:" not in err
+    assert len(err.splitlines()) == 1 and err.startswith("Error: " + line)
+
+
+@pytest.mark.parametrize("opts, line", [
+    (["OPTIM.MAX_EPOCH", "2", "TRAINER.X"], "Missing value for TRAINER.X (on the command line): config "
+                                            "overrides are KEY VALUE pairs, e.g. OPTIM.MAX_EPOCH 5."),
+    (["OPTIM.MAX_EPOCH", "OPTIM.LR", "0.1"], "Missing value for OPTIM.MAX_EPOCH (on the command line)"),
+    (["OPTIM.MAX_EPOCH", "2", "3"], "Config overrides (on the command line) must be KEY VALUE pairs; got an odd "
+                                    "number of words: OPTIM.MAX_EPOCH 2 3"),
+])
+def test_a_key_without_its_value_is_named(opts, line, capsys):
+    """train.py, the sweep (benchmark.py, testbed_benchmark.py, cluster.py) and the scripts (python -m
+    restore.cli overrides) name the KEY whose VALUE is missing, where pairing by position would misread it."""
+    with pytest.raises(cli.UserError, match="^" + re.escape(line)):
+        cli.check_overrides(opts)
+    with pytest.raises(cli.UserError, match=re.escape(line)):
+        check_args(sweep_args(opts))
+    assert cli.main(["overrides", "on the command line", *opts]) == 1
+    assert capsys.readouterr().err.startswith("Error: " + line)
+    assert cli.check_overrides(["OPTIM.LR", "0.1", "METHOD_MODULES", "['my_lab.m']"]) == [
+        "OPTIM.LR", "0.1", "METHOD_MODULES", "['my_lab.m']"]  # values are not keys, whatever their dots
+
+
+def sweep_args(overrides):
+    """testbed_benchmark.py's parsed arguments with these overrides."""
+    parser = cli.ArgumentParser()
+    from sweep.plan import add_arguments
+    add_arguments(parser)
+    return parser.parse_args([*overrides, "--methods", "CoOp"])

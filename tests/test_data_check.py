@@ -102,3 +102,28 @@ def test_datasets_without_a_split_file(tmp_path):
     make_fgvc_aircraft(str(tmp_path))
     problems, text = run(tmp_path, name="fgvc_aircraft")
     assert problems == [] and "GENERATED" not in text and "split file:" not in text
+
+
+NO_FOLDER = ("No data folder given: pass --root /path/to/datasets or set DATA to it (the folder that holds one "
+             "folder per dataset, DATASETS.md; a testbed dataset is generated there).")
+
+
+@pytest.mark.parametrize("name", ["oxford_pets", "shapes"])
+def test_no_data_folder_is_one_message(name, monkeypatch, capsys):
+    """DATA unset and no --root: one line saying how to give the folder, before anything is read (not
+    "Checking ... under <the current folder>" followed by "DATASET.ROOT is empty")."""
+    monkeypatch.delenv("DATA", raising=False)
+    assert C.main([name]) == 1
+    out = capsys.readouterr()
+    assert out.out == "" and out.err == f"Error: {NO_FOLDER}\n"
+    assert run("", name) == ([NO_FOLDER], f"PROBLEM: {NO_FOLDER}")
+
+
+def test_data_is_named_when_it_gave_the_folder(monkeypatch, capsys):
+    """The folder from DATA (the default of --root) is refused under that name, --root's under --root."""
+    package = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "datasets")
+    monkeypatch.setenv("DATA", package)
+    assert C.main(["oxford_pets"]) == 1
+    assert capsys.readouterr().err.startswith(f"Error: DATA={package} is the repository's datasets/ package")
+    assert C.main(["oxford_pets", "--root", package]) == 1
+    assert capsys.readouterr().err.startswith(f"Error: --root {package} is the repository's datasets/ package")

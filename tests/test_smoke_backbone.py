@@ -52,19 +52,32 @@ def test_readme_python_api_snippet_runs_as_written(backbone):
     assert names["shift"].text.numel() == names["model"].text_encoder.num_layers
 
 
+def readme_smoke_commands():
+    """The commands of README's "Smoke test without weights", as word lists."""
+    text = open(f"{ROOT}/README.md").read()
+    section = text[text.index("## Smoke test without weights"):]
+    block = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
+    return [line.split("#")[0].split() for line in block.strip().splitlines()]
+
+
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 def test_one_command_smoke_test_of_a_lab_script(tmp_path):
-    """BACKBONE=tiny-random runs RESTORE_m's real ViT-B/16 config (224 px, depth 9), fitted to
-    the random CLIP, into an output folder of its own."""
+    """README's smoke test as written (on a fake OxfordPets, CPU, no DataLoader workers): BACKBONE=tiny-random
+    runs RESTORE_m's real ViT-B/16 config (224 px, depth 9), fitted to the random CLIP, for one epoch
+    (OPTIM.MAX_EPOCH 1, not the config's 10), into an output folder of its own; the test step loads that
+    epoch."""
     import os
+    train_cmd, test_cmd = readme_smoke_commands()
+    assert train_cmd[:5] == ["BACKBONE=tiny-random", "bash", "scripts/restore/base2new_train.sh", "oxford_pets",
+                             "1"] and train_cmd[5:] == ["OPTIM.MAX_EPOCH", "1"]
+    assert test_cmd[:3] == ["BACKBONE=tiny-random", "bash", "scripts/restore/base2new_test.sh"]
+    assert test_cmd[3:] == train_cmd[3:]
     make_oxford_pets(str(tmp_path / "data"))
-    env = {k: v for k, v in os.environ.items() if k not in ("OUTPUT", "SHOTS")}
+    env = {k: v for k, v in os.environ.items() if k not in ("OUTPUT", "SHOTS", "LOADEP")}
     env.update(DATA=str(tmp_path / "data"), OUTPUT=str(tmp_path / "out"), SHOTS="4",
                ENGINE="native", BACKBONE="tiny-random")
-    proc = subprocess.run(["bash", "scripts/restore/base2new_train.sh", "oxford_pets", "1",
-                           "OPTIM.MAX_EPOCH", "1", "DATALOADER.NUM_WORKERS", "0",
-                           "DATALOADER.TEST.BATCH_SIZE", "8", "USE_CUDA", "False"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    here = ["DATALOADER.NUM_WORKERS", "0", "DATALOADER.TEST.BATCH_SIZE", "8", "USE_CUDA", "False"]
+    proc = subprocess.run(train_cmd[1:] + here, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "'tiny-random' is a small RANDOM CLIP for smoke tests: its accuracies mean nothing" \
         in proc.stdout
@@ -72,6 +85,10 @@ def test_one_command_smoke_test_of_a_lab_script(tmp_path):
     assert "fitted to it: TRAINER.MAPLE.PROMPT_DEPTH: 9 -> 3" in proc.stdout
     run = (tmp_path / "out" / "backbone_tiny-random" / "base2new" / "train_base" / "oxford_pets"
            / "shots_4" / "RESTORE_m" / "vit_b16_c2_ep10_batch4_2ctx" / "seed1")
-    assert (run / "MultiModalPromptLearner" / "model.pth.tar-1").is_file()
+    assert sorted(os.listdir(run / "MultiModalPromptLearner")) == ["checkpoint", "model.pth.tar-1"]  # 1 epoch
     assert "* accuracy:" in (run / "log.txt").read_text()
+    proc = subprocess.run(test_cmd[1:] + here, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    tested = str(run).replace("train_base", "test_new")
+    assert "(epoch = 1)" in open(os.path.join(tested, "log.txt")).read()
     assert sorted(os.listdir(tmp_path / "out")) == ["backbone_tiny-random"]

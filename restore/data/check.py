@@ -15,7 +15,7 @@ import os
 import random
 import sys
 
-from restore.cli import check_data_root, check_dataset
+from restore.cli import ArgumentParser, check_data_root, check_dataset
 from restore.errors import UserError
 
 
@@ -23,6 +23,18 @@ def dataset_name(name):
     """The DATASET.NAME of a config name or DATASET.NAME; UserError otherwise (restore.cli.check_dataset:
     the message every entry point gives, naming the valid ones)."""
     return check_dataset(name, accept="either")
+
+
+def check_arguments(name, root, source="--root"):
+    """The DATASET.NAME of `name`, when `root` (given as `source`: --root, or DATA, its default) may hold
+    the data; UserError otherwise, in one message: an unknown dataset, no folder given, the repository's
+    datasets/ package (restore.cli.check_data_root)."""
+    name = dataset_name(name)
+    if not root:
+        raise UserError("No data folder given: pass --root /path/to/datasets or set DATA to it (the folder that "
+                        "holds one folder per dataset, DATASETS.md; a testbed dataset is generated there).")
+    check_data_root(root, source)
+    return name
 
 
 def split_status(name, cfg):
@@ -88,8 +100,7 @@ def check(name, root, max_images=0, out=print):
     from restore.config import get_cfg_default
     from restore.data import DatasetError, build_dataset
     try:
-        name = dataset_name(name)
-        check_data_root(root, "--root")
+        name = check_arguments(name, root)
     except UserError as e:
         out(f"PROBLEM: {e}")
         return [str(e)]
@@ -125,17 +136,18 @@ def check(name, root, max_images=0, out=print):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m restore.data.check", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m restore.data.check", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dataset", help="config name (oxford_pets) or DATASET.NAME (OxfordPets)")
-    p.add_argument("--root", default=os.environ.get("DATA", ""),
-                   help="the folder holding the datasets (default: $DATA)")
+    p.add_argument("--root", default=None, help="the folder holding the datasets (default: $DATA)")
     p.add_argument("--max-images", type=int, default=0,
                    help="open at most this many images, a random sample (default 0: all)")
     args = p.parse_args(argv)
+    source = "--root" if args.root is not None else "DATA"
+    if args.root is None:
+        args.root = os.environ.get("DATA", "")
     try:  # the arguments first, as every entry point checks them (restore.cli), before torch is imported
-        dataset_name(args.dataset)
-        check_data_root(args.root, "--root")
+        check_arguments(args.dataset, args.root, source)
     except UserError as e:
         print(f"Error: {e}", file=sys.stderr)
         return 1

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from ..cli import ArgumentParser
 from ..files import describe_os_error, naming
 from . import datasets as D
 
@@ -147,7 +148,8 @@ def ensure(root, name: str, seed: int = 0) -> Path:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m restore.testbed.generate", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root", required=True, help="data root (DATASET.ROOT)")
     p.add_argument("--datasets", nargs="+", default=list(D.DATASETS), help="keys: " + " ".join(D.DATASETS))
     p.add_argument("--seed", type=int, default=0)

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..cli import ArgumentParser
 from . import captions as C
 from . import datasets as D
 from .model import DEFAULT_DIMS, build_clip, caption_token_ids, save_checkpoint
@@ -76,7 +77,8 @@ def summarise(res: dict) -> str:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m restore.testbed.pretrain", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="restore/assets/testbed_clip.pt")
     p.add_argument("--steps", type=int, default=1500)

@@ -9,6 +9,7 @@
 set -euo pipefail
 case "${1:-}" in -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;; esac
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"  # no cd: paths stay the caller's
+source "${REPO}/scripts/signals.sh"  # run_forwarding: a SIGTERM to this script reaches train.py
 METHOD="${METHOD:-restore}"
 DATASETS="${DATASETS:-imagenet caltech101 oxford_pets stanford_cars oxford_flowers food101 fgvc_aircraft sun397 dtd eurosat ucf101}"
 SEEDS="${SEEDS:-1 2 3}"
@@ -19,8 +20,8 @@ for dataset in $DATASETS; do
     for seed in $SEEDS; do
         n=$((n + 1))
         echo "=== [${n}/${total}] ${METHOD}: ${dataset} seed ${seed}"
-        bash "${REPO}/scripts/${METHOD}/base2new_train.sh" "$dataset" "$seed" "$@"
-        bash "${REPO}/scripts/${METHOD}/base2new_test.sh" "$dataset" "$seed" "$@"
+        run_forwarding bash "${REPO}/scripts/${METHOD}/base2new_train.sh" "$dataset" "$seed" "$@"
+        run_forwarding bash "${REPO}/scripts/${METHOD}/base2new_test.sh" "$dataset" "$seed" "$@"
     done
 done
 OUT="${OUTPUT:-output}"

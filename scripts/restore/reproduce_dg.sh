@@ -8,6 +8,7 @@
 set -euo pipefail
 case "${1:-}" in -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;; esac
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"  # no cd: paths stay the caller's
+source "${REPO}/scripts/signals.sh"  # run_forwarding: a SIGTERM to this script reaches train.py
 METHOD="${METHOD:-restore}"
 SOURCE="${SOURCE:-imagenet}"
 if [ -z "${TARGETS:-}" ]; then
@@ -19,10 +20,10 @@ export SOURCE
 [ -d "${REPO}/scripts/${METHOD}" ] || { echo "Error: no scripts/${METHOD}/ (METHOD=${METHOD})" >&2; exit 1; }
 TRAINER="$(sed -n 's/^TRAINER=//p' "${REPO}/scripts/${METHOD}/xd_train.sh")"
 for seed in $SEEDS; do
-    bash "${REPO}/scripts/${METHOD}/xd_train.sh" "$SOURCE" "$seed" "$@"
+    run_forwarding bash "${REPO}/scripts/${METHOD}/xd_train.sh" "$SOURCE" "$seed" "$@"
     for dataset in $TARGETS; do
         echo "=== ${METHOD}: evaluate on ${dataset}, seed ${seed}"
-        bash "${REPO}/scripts/${METHOD}/xd_test.sh" "$dataset" "$seed" "$@"
+        run_forwarding bash "${REPO}/scripts/${METHOD}/xd_test.sh" "$dataset" "$seed" "$@"
     done
 done
 OUT="${OUTPUT:-output}"

@@ -7,9 +7,10 @@
 set -euo pipefail
 case "${1:-}" in -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;; esac
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"  # no cd: paths stay the caller's
+source "${REPO}/scripts/signals.sh"  # run_forwarding: a SIGTERM to this script reaches train.py
 DATASET="${1:-shapes}"
 SEED="${2:-1}"
-bash "${REPO}/scripts/restore/base2new_train.sh" "$DATASET" "$SEED"
-bash "${REPO}/scripts/restore/base2new_test.sh" "$DATASET" "$SEED"
+run_forwarding bash "${REPO}/scripts/restore/base2new_train.sh" "$DATASET" "$SEED"
+run_forwarding bash "${REPO}/scripts/restore/base2new_test.sh" "$DATASET" "$SEED"
 "${PYTHON:-python}" "${REPO}/parse_test_res.py" --table base2new --root "${OUTPUT:-output}/base2new" \
     --trainer RESTORE_m --cfg testbed

@@ -183,7 +183,7 @@ def test_originals_data_file():
     assert "memory_originals.py" in about["harness"]
     assert data, "no original measured"
     assert {"CoOp", "CoCoOp", "MaPLe", "PromptSRC", "KgCoOp", "ProGrad", "TCP", "MultiModalAdapter", "CoOp_DePT",
-            "CoPrompt"} <= set(data)
+            "CoPrompt", "CoCoOp_DePT", "KgCoOp_DePT", "MaPLe_DePT"} <= set(data)
     unmatched = set(data) - set(registry.names())  # the benchmark matches them by method name
     assert not unmatched, f"originals under no registered method's name: {unmatched}"
     for method, entry in data.items():

@@ -1,6 +1,6 @@
 """PREC fp16 (the frozen CLIP's weights in fp16, as on a GPU) for every registered method: one training step
 runs on the CPU with the same casts, and every trainable parameter gets a finite gradient of its own dtype.
-The GPU check (tools/gpu_check.py) confirms the same on CUDA when a GPU is lent; this catches a method whose
+The GPU check (benchmarks/gpu_check.py) confirms the same on CUDA when a GPU is lent; this catches a method whose
 own module meets fp16 features with fp32 weights (DePT's linear head did) without one."""
 import pytest
 import torch

@@ -84,6 +84,21 @@ def reported(args, previous):
     return names, protocols
 
 
+ABLATION_HEADER = ["\n## Ablations of RESTORE_m (base-to-novel, dataset averages; mean ± std over seeds)\n",
+                   "| FS.WEIGHT | SURGERY.MODE | Base | Novel | HM | seeds |", "|---|---|---|---|---|---|"]
+
+
+def ablation_runs(out, args, cfg=CFG):
+    """(name, the row's "| FS.WEIGHT | SURGERY.MODE | " cells, per-seed (base, novel, hm) averages) of each of
+    args.ablations; FS.WEIGHT 1 with fs_guided surgery is the main base-to-novel run of RESTORE_m."""
+    for name in args.ablations:
+        root = out if name == "fs1_fsguided" else f"{out}/ablation/{name}"
+        res = base2new_results(root, "RESTORE_m", args.datasets, args.seeds, cfg)
+        weight, mode = name.split("_")
+        yield name, f"| {weight[2:]} | {mode.replace('fsguided', 'fs_guided')} | ", \
+            seed_averages(res, args.datasets, args.seeds)
+
+
 def previous_rows(found, protocol, method):
     """The csv rows of `method` in `protocol` from read_previous's result, as report() writes them."""
     return [[protocol, method, d, metric, *stat] for (d, metric), stat in found.get((protocol, method), {}).items()]
@@ -248,25 +263,17 @@ def testbed_report(args, elapsed=None):
                          f" | {fmt(avg)} | {len(src)} |")
 
     if "ablation" in protocols:
-        lines.append("\n## Ablations of RESTORE_m (base-to-novel, dataset averages; "
-                     "mean ± std over seeds)\n")
-        lines.append("| FS.WEIGHT | SURGERY.MODE | Base | Novel | HM | seeds |")
-        lines.append("|---|---|---|---|---|---|")
-        for name in args.ablations:
-            root = out if name == "fs1_fsguided" else f"{out}/ablation/{name}"
-            res = base2new_results(root, "RESTORE_m", args.datasets, args.seeds)
-            avg = seed_averages(res, args.datasets, args.seeds)
-            weight, mode = name.split("_")
+        lines += ABLATION_HEADER
+        for name, label, avg in ablation_runs(out, args):
             if not avg:
                 old = previous.get(("ablation", f"RESTORE_m {name}"))
                 if old and ("average", "hm") in old:  # an earlier report's row
                     rows += previous_rows(previous, "ablation", f"RESTORE_m {name}")
-                    lines.append(f"| {weight[2:]} | {mode.replace('fsguided', 'fs_guided')} | " + " | ".join(
+                    lines.append(label + " | ".join(
                         fmt_stat(*old["average", m][:2], old["average", m][3]) for m in ("base", "novel", "hm")) +
                         f" | {old['average', 'hm'][3]} |")
                 continue
-            lines.append(f"| {weight[2:]} | {mode.replace('fsguided', 'fs_guided')} | " +
-                         " | ".join(fmt([a[i] for a in avg]) for i in range(3)) + f" | {len(avg)} |")
+            lines.append(label + " | ".join(fmt([a[i] for a in avg]) for i in range(3)) + f" | {len(avg)} |")
             for metric, i in (("base", 0), ("novel", 1), ("hm", 2)):
                 m, sd, se = mean_se([a[i] for a in avg])
                 rows.append(["ablation", f"RESTORE_m {name}", "average", metric, m, sd, se,
@@ -300,19 +307,11 @@ def table_report(args, elapsed=None):
 
     if "ablation" in args.protocols:
         cfg = config_name(args)
-        lines.append("\n## Ablations of RESTORE_m (base-to-novel, dataset averages; "
-                     "mean ± std over seeds)\n")
-        lines.append("| FS.WEIGHT | SURGERY.MODE | Base | Novel | HM | seeds |")
-        lines.append("|---|---|---|---|---|---|")
-        for name in args.ablations:
-            root = out if name == "fs1_fsguided" else f"{out}/ablation/{name}"
-            res = base2new_results(root, "RESTORE_m", args.datasets, args.seeds, cfg)
-            avg = seed_averages(res, args.datasets, args.seeds)
+        lines += ABLATION_HEADER
+        for name, label, avg in ablation_runs(out, args, cfg):
             if not avg:
                 continue
-            weight, mode = name.split("_")
-            lines.append(f"| {weight[2:]} | {mode.replace('fsguided', 'fs_guided')} | " +
-                         " | ".join(fmt([a[i] for a in avg]) for i in range(3)) + f" | {len(avg)} |")
+            lines.append(label + " | ".join(fmt([a[i] for a in avg]) for i in range(3)) + f" | {len(avg)} |")
             for metric, i in (("base", 0), ("novel", 1), ("hm", 2)):
                 m, sd, _ = mean_se([a[i] for a in avg])
                 rows.append(["ablation", f"RESTORE_m {name}", cfg, "", SHOTS, "average", metric,

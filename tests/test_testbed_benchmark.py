@@ -228,3 +228,28 @@ def test_the_shift_analysis_loads_the_run_the_plan_trained(tmp_path, monkeypatch
     assert differing <= {"OUTPUT_DIR", "TRAIN.CHECKPOINT_FREQ", "VERBOSE"}, differing
     assert (loaded["SEED"], loaded["DATASET.SUBSAMPLE_CLASSES"]) == (2, "base")
     assert seen["load"] == (train_dir, int(test_argv[test_argv.index("--load-epoch") + 1]))
+
+
+def test_ablation_table_from_runs_and_from_an_earlier_report(tmp_path):
+    """The ablation rows: FS.WEIGHT and SURGERY.MODE from the variant's name, seed means of the dataset averages
+    (fs1_fsguided read from the main RESTORE_m runs); a variant without runs takes an earlier report's row."""
+    first = args_for(tmp_path, protocols=["base2new", "ablation"], methods=["RESTORE_m"],
+                     ablations=["fs1_fsguided", "fs0_off"], output=str(tmp_path / "first"))
+    for root, b in ((first.output, 90.0), (f"{first.output}/ablation/fs0_off", 80.0)):
+        for dataset in first.datasets:
+            for seed in first.seeds:
+                common = f"{dataset}/shots_16/RESTORE_m/testbed/seed{seed}"
+                write_log(f"{root}/base2new/train_base/{common}", b + seed)  # seed means: b + 1.5
+                write_log(f"{root}/base2new/test_new/{common}", b - 10)
+    tb.report(first)
+    hm = lambda b, n: 2 * b * n / (b + n)  # noqa: E731
+    rows = [line for line in open(os.path.join(first.output, "results.md")).read().splitlines()
+            if line.startswith("| 1 | fs_guided |") or line.startswith("| 0 | off |")]
+    seed_hms = statistics.mean([hm(91, 80), hm(92, 80)])
+    assert rows[0].startswith(f"| 1 | fs_guided | 91.50 ± 0.71 | 80.00 ± 0.00 | {seed_hms:.2f}")
+    assert rows[1].startswith("| 0 | off | 81.50 ± 0.71 | 70.00 ± 0.00 |") and rows[1].endswith("| 2 |")
+    second = args_for(tmp_path, protocols=["ablation"], methods=["RESTORE_m"], ablations=["fs0_off"],
+                      output=str(tmp_path / "second"), previous=os.path.join(first.output, "results.csv"))
+    os.makedirs(second.output)
+    tb.report(second)
+    assert rows[1] in open(os.path.join(second.output, "results.md")).read().splitlines()

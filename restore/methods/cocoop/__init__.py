@@ -1,10 +1,11 @@
 """CoCoOp (Zhou et al., CVPR 2022): context vectors shifted per image by a meta-network (model.py)."""
+from ..coop import CTX_WORDS
 from ..registry import register
 from ..spec import PREC, ConfigNode, Key, MethodSpec, lazy_model
 
 COCOOP = ConfigNode("TRAINER.COCOOP", (
     Key("N_CTX", 16, "the number of learnable context tokens", min=1),
-    Key("CTX_INIT", "", "initial context words (N_CTX becomes their number); empty: random vectors"),
+    CTX_WORDS,
     PREC,
 ))
 

@@ -3,14 +3,17 @@ from ..registry import register
 from ..spec import PREC, ConfigNode, Key, MethodSpec, lazy_model
 
 CLASS_TOKEN_POSITIONS = ("end", "middle", "front")
+# Keys of the CoOp lineage's nodes (CoCoOp, KgCoOp, ProGrad, TCP declare them too).
+CTX_WORDS = Key("CTX_INIT", "", "initial context words (N_CTX becomes their number); empty: random vectors")
+CLASS_TOKEN_POSITION = Key("CLASS_TOKEN_POSITION", "end", "where the class name goes: after, inside or before the "
+                           "context", choices=CLASS_TOKEN_POSITIONS)
 
 COOP = ConfigNode("TRAINER.COOP", (
     Key("N_CTX", 16, "the number of learnable context tokens", min=1),
     Key("CSC", False, "class-specific contexts: one set of context vectors per class"),
-    Key("CTX_INIT", "", "initial context words (N_CTX becomes their number); empty: random vectors"),
+    CTX_WORDS,
     PREC,
-    Key("CLASS_TOKEN_POSITION", "end", "where the class name goes: after, inside or before the context",
-        choices=CLASS_TOKEN_POSITIONS),
+    CLASS_TOKEN_POSITION,
 ))
 
 

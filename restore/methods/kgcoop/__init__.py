@@ -7,7 +7,7 @@ yaml files and command lines work unchanged. Their `CTX_INIT: True` means the co
 code ignores the string), False a random one. The RESTORE release writes the weight as TRAINER.KGCOOP.W, our
 key. docs/REPRODUCING.md section 12 lists what differs from the authors' code and from the release's copy.
 """
-from ..coop import CLASS_TOKEN_POSITIONS, coop_aliases
+from ..coop import CLASS_TOKEN_POSITION, CTX_WORDS, coop_aliases
 from ..registry import register
 from ..spec import PREC, Alias, ConfigNode, Key, MethodSpec, OriginalLayout, lazy_model
 
@@ -17,10 +17,9 @@ TEMPLATE_TABLES = ("authors", "release")
 KGCOOP = ConfigNode("TRAINER.KGCOOP", (
     Key("N_CTX", 16, "the number of learnable context tokens (without CTX_INIT)", min=1),
     Key("CSC", False, "class-specific contexts: one set of context vectors per class (without CTX_INIT)"),
-    Key("CTX_INIT", "", "initial context words (N_CTX becomes their number); empty: random vectors"),
+    CTX_WORDS,
     PREC,
-    Key("CLASS_TOKEN_POSITION", "end", "where the class name goes: after, inside or before the context",
-        choices=CLASS_TOKEN_POSITIONS),
+    CLASS_TOKEN_POSITION,
     Key("W", 1.0, "the weight of the knowledge-guided loss 1 - mean cos(learned, hand-prompt class text features)",
         min=0),
     Key("TEMPLATES", "authors", "the hand prompts: KgCoOp's per-dataset templates, or the RESTORE release's",

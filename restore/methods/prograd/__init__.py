@@ -7,7 +7,7 @@ here (CoOp's applied to ProGrad runs only), so that the authors' and the RESTORE
 command lines work unchanged. Their CTX_INIT is read as true or false: true initialises the context from the
 dataset's hand template. docs/REPRODUCING.md section 12 lists what differs from the authors' code.
 """
-from ..coop import CLASS_TOKEN_POSITIONS, coop_aliases
+from ..coop import CLASS_TOKEN_POSITION, coop_aliases
 from ..kgcoop import TEMPLATE_TABLES
 from ..registry import register
 from ..spec import PREC, Alias, ConfigNode, Key, MethodSpec, lazy_model
@@ -20,8 +20,7 @@ PROGRAD = ConfigNode("TRAINER.PROGRAD", (
     Key("CTX_INIT", False, "initialise the last context tokens from the dataset's hand template (its words "
                            "before the class name; the others zeros); False: random vectors"),
     PREC,
-    Key("CLASS_TOKEN_POSITION", "end", "where the class name goes: after, inside or before the context",
-        choices=CLASS_TOKEN_POSITIONS),
+    CLASS_TOKEN_POSITION,
     Key("TEMPLATES", "authors", "the hand prompts: ProGrad's per-dataset templates, or the RESTORE release's",
         choices=TEMPLATE_TABLES),
     Key("LOSS.NAME", "prograd", "the loss (the authors' LOSS.NAME; they have no other)", choices=("prograd",)),

@@ -9,14 +9,14 @@ aliases here, applied to TCP runs only, so that the authors' yaml file and comma
 The insertion block and the loss weight are literals in their code (block 8, weight 8.0); here they are keys
 with those defaults. docs/REPRODUCING.md section 16 lists what differs from the authors' code.
 """
-from ..coop import coop_aliases
+from ..coop import CTX_WORDS, coop_aliases
 from ..registry import register
 from ..spec import PREC, Alias, ConfigNode, Key, MethodSpec, lazy_model
 
 TCP = ConfigNode("TRAINER.TCP", (
     Key("N_CTX", 4, "the number of learnable context tokens, and of class tokens (the authors': 4)", min=1),
     Key("CSC", False, "class-specific contexts: one set of context vectors per class (without CTX_INIT)"),
-    Key("CTX_INIT", "", "initial context words (N_CTX becomes their number); empty: random vectors"),
+    CTX_WORDS,
     PREC,
     Key("CLASS_TOKEN_POSITION", "end", "where the class name goes (the authors' code always puts it at the end)",
         choices=("end",)),
